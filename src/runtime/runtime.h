@@ -1,0 +1,203 @@
+/* Private header of src/runtime: the context, device buffers, program
+ * building and kernel launches. Only this folder calls OpenCL or CLBlast
+ * directly; everything above goes through these functions. */
+#ifndef DYNB_RUNTIME_RUNTIME_H
+#define DYNB_RUNTIME_RUNTIME_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dynblocks/cl.h"
+#include "dynblocks/dynblocks.h"
+
+/* Element types of device tensors. F32 and F64 are the two `real`s the
+ * kernels are built for; I32 holds labels and indices. */
+typedef enum dynb_dtype { DYNB_F32 = 0, DYNB_F64 = 1, DYNB_I32 = 2 } dynb_dtype;
+#define DYNB__REAL_KINDS 2
+#define DYNB__MAX_DIMS 4
+
+/* A view of device memory: a buffer, an element offset into it and a shape.
+ * Views are plain values; the buffer belongs to whoever allocated it (see
+ * dynb__tensor_alloc / dynb__tensor_release). Offsets are passed to kernels
+ * explicitly rather than through sub-buffers, whose alignment rules differ
+ * between devices. */
+typedef struct dynb__tensor {
+  cl_mem mem;
+  size_t offset;     /* in elements */
+  size_t cap_bytes;  /* size of mem in bytes, to check views against it */
+  dynb_dtype dtype;
+  int ndim;
+  int64_t dims[DYNB__MAX_DIMS];
+} dynb__tensor;
+
+/* One built program per kernel family and real type, with its kernels. */
+typedef struct dynb__program {
+  cl_program program;
+  cl_uint nkernels;
+  cl_kernel *kernels;
+  char **names;
+} dynb__program;
+
+struct dynb_ctx {
+  dynb_allocator allocator;
+  dynb_log_fn log_fn;
+  void *log_user;
+  cl_platform_id platform;
+  cl_device_id device;
+  cl_context context;
+  cl_command_queue queue;
+  dynb_device_info info;
+  char *cache_dir;          /* NULL: no program-binary cache */
+  size_t max_work_group;
+  dynb__program *programs;  /* [family][real kind], built on first use */
+  dynb_status last_status;
+  char last_error[4096];
+};
+
+/* ---- Errors and logging (ctx.c) ----------------------------------------- */
+
+/* Records a failure on ctx (message from fmt) and returns `status`. */
+dynb_status dynb__fail_at(dynb_ctx *ctx, dynb_status status, const char *file, int line,
+                          const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+#ifdef NDEBUG
+#define dynb__fail(ctx, status, ...) dynb__fail_at((ctx), (status), NULL, 0, __VA_ARGS__)
+#else
+#define dynb__fail(ctx, status, ...) dynb__fail_at((ctx), (status), __FILE__, __LINE__, __VA_ARGS__)
+#endif
+
+/* Returns from the calling function with `status` unless `cond` holds. */
+#define DYNB_CHECK(ctx, cond, status, ...)                                     \
+  do {                                                                         \
+    if (!(cond)) return dynb__fail((ctx), (status), __VA_ARGS__);              \
+  } while (0)
+/* Returns the status of `expr` from the calling function unless it is DYNB_OK. */
+#define DYNB_TRY(expr)                                                         \
+  do {                                                                         \
+    dynb_status dynb__s = (expr);                                              \
+    if (dynb__s != DYNB_OK) return dynb__s;                                    \
+  } while (0)
+
+/* Records an OpenCL error code from `what` as a failure; allocation failures
+ * map to DYNB_STATUS_OUT_OF_DEVICE_MEMORY. */
+dynb_status dynb__cl_fail(dynb_ctx *ctx, cl_int err, const char *what);
+const char *dynb__cl_error_name(cl_int err);
+void dynb__log(dynb_ctx *ctx, dynb_log_level level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Host memory of a context goes through its allocator (the fault-injection
+ * and embedding hook). */
+void *dynb__alloc(dynb_ctx *ctx, size_t bytes);
+void *dynb__calloc(dynb_ctx *ctx, size_t count, size_t size);
+void dynb__free(dynb_ctx *ctx, void *ptr);
+char *dynb__strdup(dynb_ctx *ctx, const char *s);
+
+/* ---- Devices (device.c) -------------------------------------------------- */
+
+dynb_status dynb__device_resolve(const char *selector, cl_platform_id *platform,
+                                 cl_device_id *device, char *err, size_t errlen);
+void dynb__device_describe(cl_platform_id platform, cl_device_id device, dynb_device_info *info);
+
+/* ---- Programs and kernels (program.c) ----------------------------------- */
+
+/* The kernel `name` of kernel family `family` (a kernels/<family>.cl file),
+ * built for `real` (DYNB_F32 or DYNB_F64). The program is built on first use
+ * (from the binary cache when possible) and kept for the context's life. */
+dynb_status dynb__kernel(dynb_ctx *ctx, const char *family, const char *name, dynb_dtype real,
+                         cl_kernel *out);
+void dynb__programs_release(dynb_ctx *ctx);
+/* 64-bit FNV-1a, continued from `h` (start with DYNB__FNV_SEED). */
+#define DYNB__FNV_SEED UINT64_C(0xcbf29ce484222325)
+uint64_t dynb__fnv1a(uint64_t h, const void *data, size_t n);
+
+/* ---- Tensors (tensor.c) -------------------------------------------------- */
+
+size_t dynb__dtype_size(dynb_dtype dtype);
+const char *dynb__dtype_name(dynb_dtype dtype);
+size_t dynb__tensor_numel(const dynb__tensor *t);
+/* Allocates a buffer of exactly the tensor's size and returns a view of it. */
+dynb_status dynb__tensor_alloc(dynb_ctx *ctx, dynb_dtype dtype, int ndim, const int64_t *dims,
+                               dynb__tensor *out);
+/* Releases a buffer obtained from dynb__tensor_alloc and clears the view. */
+void dynb__tensor_release(dynb__tensor *t);
+/* A view of `mem` at element `offset` with the given shape. */
+dynb__tensor dynb__tensor_view(cl_mem mem, size_t offset, dynb_dtype dtype, int ndim,
+                               const int64_t *dims);
+/* Blocking copies between host memory and the whole tensor. */
+dynb_status dynb__tensor_write(dynb_ctx *ctx, const dynb__tensor *t, const void *host);
+dynb_status dynb__tensor_read(dynb_ctx *ctx, const dynb__tensor *t, void *host);
+/* Sets every element to zero (enqueued, not waited for). */
+dynb_status dynb__tensor_zero(dynb_ctx *ctx, const dynb__tensor *t);
+/* Checks that `t` is usable as the argument called `name`: a buffer, the
+ * dtype `dtype`, `ndim` dimensions (any if negative), every dim >= 1 and the
+ * view inside its buffer. */
+dynb_status dynb__tensor_check(dynb_ctx *ctx, const dynb__tensor *t, const char *name,
+                               dynb_dtype dtype, int ndim);
+/* Checks that a and b have the same shape. */
+dynb_status dynb__tensor_check_same(dynb_ctx *ctx, const dynb__tensor *a, const char *an,
+                                    const dynb__tensor *b, const char *bn);
+/* Checks that the device can run kernels over `real`. */
+dynb_status dynb__check_real(dynb_ctx *ctx, dynb_dtype real);
+/* Blocks until the queue is empty. */
+dynb_status dynb__finish(dynb_ctx *ctx);
+
+/* ---- Launches (launch.c) ------------------------------------------------- */
+
+/* Collects a kernel's arguments in order, then enqueues it. Argument errors
+ * are remembered and reported by dynb__launch_run, so call sites stay flat. */
+typedef struct dynb__launch {
+  dynb_ctx *ctx;
+  cl_kernel kernel;
+  const char *name;
+  dynb_dtype real;
+  cl_uint nargs;
+  cl_int err;
+} dynb__launch;
+
+dynb_status dynb__launch_begin(dynb__launch *l, dynb_ctx *ctx, const char *family,
+                               const char *name, dynb_dtype real);
+/* A tensor is passed as two arguments: its buffer and its element offset (ulong). */
+void dynb__arg_tensor(dynb__launch *l, const dynb__tensor *t);
+void dynb__arg_int(dynb__launch *l, int v);
+void dynb__arg_ulong(dynb__launch *l, uint64_t v);
+/* A scalar of the kernel's `real` type. */
+void dynb__arg_real(dynb__launch *l, double v);
+/* Local memory of `bytes`. */
+void dynb__arg_local(dynb__launch *l, size_t bytes);
+/* Enqueues over `global` (rounded up to a multiple of `local` where given). */
+dynb_status dynb__launch_run(dynb__launch *l, cl_uint dims, const size_t *global,
+                             const size_t *local);
+/* Enqueues a 1-D launch of at least n work-items, local size left to the
+ * driver (fastest on PoCL; see notes). Kernels guard with `if (i >= n)`. */
+dynb_status dynb__launch_1d(dynb__launch *l, size_t n);
+/* The work-group size reductions use: a power of two no larger than the
+ * device allows, at most 256. */
+size_t dynb__reduce_wg(dynb_ctx *ctx);
+
+/* ---- GEMM through CLBlast (gemm.c) --------------------------------------- */
+
+/* Row-major C = alpha * op(A) * op(B) + beta * C, with op(X) = X or Xᵀ;
+ * A, B, C are views whose offsets are honoured; ld* are leading dimensions
+ * in elements. All three share `a->dtype`, which must be F32 or F64. */
+typedef struct dynb__gemm_args {
+  bool trans_a, trans_b;
+  size_t m, n, k;
+  double alpha, beta;
+  const dynb__tensor *a;
+  size_t lda;
+  const dynb__tensor *b;
+  size_t ldb;
+  const dynb__tensor *c;
+  size_t ldc;
+} dynb__gemm_args;
+dynb_status dynb__gemm(dynb_ctx *ctx, const dynb__gemm_args *g);
+
+#endif

@@ -1,0 +1,148 @@
+/* Device tensors: buffers with a shape, and the argument checks every op
+ * runs before it enqueues anything. */
+#include <string.h>
+
+#include "runtime/runtime.h"
+
+size_t dynb__dtype_size(dynb_dtype dtype) {
+  switch (dtype) {
+    case DYNB_F32: return 4;
+    case DYNB_F64: return 8;
+    case DYNB_I32: return 4;
+  }
+  return 0;
+}
+
+const char *dynb__dtype_name(dynb_dtype dtype) {
+  switch (dtype) {
+    case DYNB_F32: return "f32";
+    case DYNB_F64: return "f64";
+    case DYNB_I32: return "i32";
+  }
+  return "?";
+}
+
+size_t dynb__tensor_numel(const dynb__tensor *t) {
+  size_t n = 1;
+  for (int i = 0; i < t->ndim; i++) n *= (size_t)t->dims[i];
+  return n;
+}
+
+/* Element count with overflow and positivity checks. */
+static dynb_status shape_numel(dynb_ctx *ctx, int ndim, const int64_t *dims, size_t *out) {
+  DYNB_CHECK(ctx, ndim >= 1 && ndim <= DYNB__MAX_DIMS, DYNB_STATUS_INVALID_ARGUMENT,
+             "tensor rank %d outside 1..%d", ndim, DYNB__MAX_DIMS);
+  size_t n = 1;
+  for (int i = 0; i < ndim; i++) {
+    DYNB_CHECK(ctx, dims[i] >= 1, DYNB_STATUS_INVALID_ARGUMENT,
+               "tensor dimension %d is %lld; every dimension must be >= 1", i, (long long)dims[i]);
+    DYNB_CHECK(ctx, (uint64_t)dims[i] <= SIZE_MAX / n, DYNB_STATUS_SIZE_OVERFLOW,
+               "tensor element count overflows");
+    n *= (size_t)dims[i];
+  }
+  /* Kernels index within a tensor with 32-bit ints. */
+  DYNB_CHECK(ctx, n <= (size_t)INT32_MAX, DYNB_STATUS_SIZE_OVERFLOW,
+             "tensor of %zu elements exceeds the 2^31-1 element limit", n);
+  *out = n;
+  return DYNB_OK;
+}
+
+dynb__tensor dynb__tensor_view(cl_mem mem, size_t offset, dynb_dtype dtype, int ndim,
+                               const int64_t *dims) {
+  dynb__tensor t;
+  memset(&t, 0, sizeof t);
+  t.mem = mem;
+  t.offset = offset;
+  t.dtype = dtype;
+  t.ndim = ndim < 0 ? 0 : ndim > DYNB__MAX_DIMS ? DYNB__MAX_DIMS : ndim;
+  for (int i = 0; i < t.ndim; i++) t.dims[i] = dims[i];
+  if (mem) clGetMemObjectInfo(mem, CL_MEM_SIZE, sizeof t.cap_bytes, &t.cap_bytes, NULL);
+  return t;
+}
+
+dynb_status dynb__tensor_alloc(dynb_ctx *ctx, dynb_dtype dtype, int ndim, const int64_t *dims,
+                               dynb__tensor *out) {
+  memset(out, 0, sizeof *out);
+  size_t n = 0;
+  DYNB_TRY(shape_numel(ctx, ndim, dims, &n));
+  cl_int e;
+  size_t bytes = n * dynb__dtype_size(dtype);
+  cl_mem mem = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &e);
+  if (e != CL_SUCCESS) return dynb__cl_fail(ctx, e, "clCreateBuffer");
+  *out = dynb__tensor_view(mem, 0, dtype, ndim, dims);
+  out->cap_bytes = bytes;
+  return DYNB_OK;
+}
+
+void dynb__tensor_release(dynb__tensor *t) {
+  if (t->mem) clReleaseMemObject(t->mem);
+  memset(t, 0, sizeof *t);
+}
+
+static size_t tensor_bytes(const dynb__tensor *t) {
+  return dynb__tensor_numel(t) * dynb__dtype_size(t->dtype);
+}
+
+dynb_status dynb__tensor_write(dynb_ctx *ctx, const dynb__tensor *t, const void *host) {
+  cl_int e = clEnqueueWriteBuffer(ctx->queue, t->mem, CL_TRUE,
+                                  t->offset * dynb__dtype_size(t->dtype), tensor_bytes(t), host,
+                                  0, NULL, NULL);
+  return e == CL_SUCCESS ? DYNB_OK : dynb__cl_fail(ctx, e, "clEnqueueWriteBuffer");
+}
+
+dynb_status dynb__tensor_read(dynb_ctx *ctx, const dynb__tensor *t, void *host) {
+  cl_int e = clEnqueueReadBuffer(ctx->queue, t->mem, CL_TRUE,
+                                 t->offset * dynb__dtype_size(t->dtype), tensor_bytes(t), host, 0,
+                                 NULL, NULL);
+  return e == CL_SUCCESS ? DYNB_OK : dynb__cl_fail(ctx, e, "clEnqueueReadBuffer");
+}
+
+dynb_status dynb__tensor_zero(dynb_ctx *ctx, const dynb__tensor *t) {
+  /* A one-byte zero pattern fills any element type and any offset. */
+  const unsigned char zero = 0;
+  cl_int e = clEnqueueFillBuffer(ctx->queue, t->mem, &zero, 1,
+                                 t->offset * dynb__dtype_size(t->dtype), tensor_bytes(t), 0, NULL,
+                                 NULL);
+  return e == CL_SUCCESS ? DYNB_OK : dynb__cl_fail(ctx, e, "clEnqueueFillBuffer");
+}
+
+dynb_status dynb__tensor_check(dynb_ctx *ctx, const dynb__tensor *t, const char *name,
+                               dynb_dtype dtype, int ndim) {
+  DYNB_CHECK(ctx, t != NULL, DYNB_STATUS_INVALID_ARGUMENT, "%s: NULL tensor", name);
+  DYNB_CHECK(ctx, t->mem != NULL, DYNB_STATUS_INVALID_ARGUMENT, "%s: tensor has no buffer", name);
+  DYNB_CHECK(ctx, t->dtype == dtype, DYNB_STATUS_INVALID_ARGUMENT, "%s: dtype %s, expected %s",
+             name, dynb__dtype_name(t->dtype), dynb__dtype_name(dtype));
+  DYNB_CHECK(ctx, ndim < 0 || t->ndim == ndim, DYNB_STATUS_SHAPE_MISMATCH,
+             "%s: rank %d, expected %d", name, t->ndim, ndim);
+  size_t n = 0;
+  dynb_status st = shape_numel(ctx, t->ndim, t->dims, &n);
+  if (st != DYNB_OK) return dynb__fail(ctx, st, "%s: %s", name, ctx->last_error);
+  size_t es = dynb__dtype_size(dtype);
+  DYNB_CHECK(ctx, t->offset <= SIZE_MAX / es && n <= SIZE_MAX / es - t->offset,
+             DYNB_STATUS_SIZE_OVERFLOW, "%s: offset + size overflows", name);
+  DYNB_CHECK(ctx, (t->offset + n) * es <= t->cap_bytes, DYNB_STATUS_BUFFER_TOO_SMALL,
+             "%s: view of %zu elements at offset %zu needs %zu bytes; buffer holds %zu", name, n,
+             t->offset, (t->offset + n) * es, t->cap_bytes);
+  return DYNB_OK;
+}
+
+dynb_status dynb__tensor_check_same(dynb_ctx *ctx, const dynb__tensor *a, const char *an,
+                                    const dynb__tensor *b, const char *bn) {
+  int same = a->ndim == b->ndim;
+  for (int i = 0; same && i < a->ndim; i++) same = a->dims[i] == b->dims[i];
+  DYNB_CHECK(ctx, same, DYNB_STATUS_SHAPE_MISMATCH, "%s and %s differ in shape", an, bn);
+  return DYNB_OK;
+}
+
+dynb_status dynb__check_real(dynb_ctx *ctx, dynb_dtype real) {
+  DYNB_CHECK(ctx, real == DYNB_F32 || real == DYNB_F64, DYNB_STATUS_INVALID_ARGUMENT,
+             "kernels are built for f32 or f64, not %s", dynb__dtype_name(real));
+  DYNB_CHECK(ctx, real != DYNB_F64 || ctx->info.has_fp64, DYNB_STATUS_UNSUPPORTED,
+             "device %s has no double precision", ctx->info.device_name);
+  return DYNB_OK;
+}
+
+dynb_status dynb__finish(dynb_ctx *ctx) {
+  cl_int e = clFinish(ctx->queue);
+  return e == CL_SUCCESS ? DYNB_OK : dynb__cl_fail(ctx, e, "clFinish");
+}

@@ -1,0 +1,155 @@
+#include "testutil.h"
+
+#include <math.h>
+
+dynb_ctx *tu_ctx(void) {
+  dynb_ctx_desc d = dynb_ctx_desc_default();
+  d.device = getenv("DYNB_TEST_DEVICE");
+  const char *cache = getenv("DYNB_TEST_CACHE_DIR");
+  d.cache_dir = cache ? cache : "";
+  dynb_ctx *ctx = NULL;
+  dynb_status st = dynb_ctx_create(&d, &ctx);
+  if (st == DYNB_STATUS_NO_DEVICE) {
+    fprintf(stderr, "skipping: %s\n", dynb_ctx_last_error(ctx));
+    dynb_ctx_free(ctx);
+    skip();
+  }
+  if (st != DYNB_OK) fail_msg("dynb_ctx_create: %s", dynb_ctx_last_error(ctx));
+  return ctx;
+}
+
+void tu_require_real(dynb_ctx *ctx, dynb_dtype real) {
+  if (real == DYNB_F64 && !ctx->info.has_fp64) {
+    fprintf(stderr, "skipping: %s has no fp64\n", ctx->info.device_name);
+    skip();
+  }
+}
+
+tu_rng tu_rng_seed(uint64_t seed) {
+  tu_rng r = {seed * 0x9e3779b97f4a7c15ULL + 1};
+  return r;
+}
+
+static uint64_t next_u64(tu_rng *r) {
+  uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+double tu_uniform(tu_rng *r, double lo, double hi) {
+  return lo + (hi - lo) * ((double)(next_u64(r) >> 11) / 9007199254740992.0);
+}
+
+void tu_fill(tu_rng *r, double *x, size_t n, double lo, double hi) {
+  for (size_t i = 0; i < n; i++) x[i] = tu_uniform(r, lo, hi);
+}
+
+double *tu_random(tu_rng *r, size_t n, double lo, double hi) {
+  double *x = malloc((n ? n : 1) * sizeof *x);
+  assert_non_null(x);
+  tu_fill(r, x, n, lo, hi);
+  return x;
+}
+
+void tu_write(dynb_ctx *ctx, const dynb__tensor *t, const double *host) {
+  size_t n = dynb__tensor_numel(t);
+  void *buf = calloc(n ? n : 1, dynb__dtype_size(t->dtype));
+  assert_non_null(buf);
+  for (size_t i = 0; host && i < n; i++) {
+    if (t->dtype == DYNB_F32)
+      ((float *)buf)[i] = (float)host[i];
+    else if (t->dtype == DYNB_F64)
+      ((double *)buf)[i] = host[i];
+    else
+      ((int32_t *)buf)[i] = (int32_t)host[i];
+  }
+  TU_OK(ctx, dynb__tensor_write(ctx, t, buf));
+  free(buf);
+}
+
+dynb__tensor tu_upload(dynb_ctx *ctx, dynb_dtype dtype, int ndim, const int64_t *dims,
+                       const double *host) {
+  dynb__tensor t;
+  TU_OK(ctx, dynb__tensor_alloc(ctx, dtype, ndim, dims, &t));
+  tu_write(ctx, &t, host);
+  return t;
+}
+
+dynb__tensor tu_upload_i32(dynb_ctx *ctx, int64_t n, const int32_t *labels) {
+  dynb__tensor t;
+  TU_OK(ctx, dynb__tensor_alloc(ctx, DYNB_I32, 1, &n, &t));
+  TU_OK(ctx, dynb__tensor_write(ctx, &t, labels));
+  return t;
+}
+
+void tu_download(dynb_ctx *ctx, const dynb__tensor *t, double *host) {
+  size_t n = dynb__tensor_numel(t);
+  void *buf = calloc(n ? n : 1, dynb__dtype_size(t->dtype));
+  assert_non_null(buf);
+  TU_OK(ctx, dynb__tensor_read(ctx, t, buf));
+  for (size_t i = 0; i < n; i++) {
+    if (t->dtype == DYNB_F32)
+      host[i] = ((float *)buf)[i];
+    else if (t->dtype == DYNB_F64)
+      host[i] = ((double *)buf)[i];
+    else
+      host[i] = ((int32_t *)buf)[i];
+  }
+  free(buf);
+}
+
+double tu_max_rel_err(const double *got, const double *want, size_t n, double floor) {
+  double worst = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs(got[i] - want[i]) / fmax(fabs(want[i]), floor);
+    if (!(d <= worst)) worst = d; /* NaN wins */
+  }
+  return worst;
+}
+
+void tu_assert_close(const char *what, const double *got, const double *want, size_t n,
+                     double rtol, double atol) {
+  double worst = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    double err = fabs(got[i] - want[i]);
+    double r = err / (atol + rtol * fabs(want[i]));
+    if (!(r <= worst)) {
+      worst = r;
+      at = i;
+    }
+  }
+  double rel = tu_max_rel_err(got, want, n, atol > 0 ? atol / (rtol > 0 ? rtol : 1) : 1e-300);
+  printf("maxerr %s: %.3g (n=%zu)\n", what, rel, n);
+  if (!(worst <= 1.0))
+    fail_msg("%s: element %zu is %.17g, expected %.17g (rtol %g, atol %g)", what, at, got[at],
+             want[at], rtol, atol);
+}
+
+double tu_dot(const double *w, const double *y, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; i++) s += w[i] * y[i];
+  return s;
+}
+
+void tu_check_gradient(const char *what, tu_scalar_fn f, void *user, double *x, size_t n,
+                       const double *analytic, double step, double tol, size_t max_checks) {
+  size_t stride = n > max_checks ? (n + max_checks - 1) / max_checks : 1;
+  double worst = 0;
+  for (size_t i = 0; i < n; i += stride) {
+    double keep = x[i];
+    x[i] = keep + step;
+    double fp = f(user);
+    x[i] = keep - step;
+    double fm = f(user);
+    x[i] = keep;
+    double fd = (fp - fm) / (2 * step);
+    double err = fabs(fd - analytic[i]) / fmax(1.0, fabs(analytic[i]));
+    if (!(err <= worst)) worst = err;
+    if (!(err <= tol))
+      fail_msg("%s: d/dx[%zu]: finite difference %.12g, analytic %.12g (tol %g)", what, i, fd,
+               analytic[i], tol);
+  }
+  printf("maxerr fd %s: %.3g\n", what, worst);
+}

@@ -1,0 +1,82 @@
+/* Helpers shared by the tests: a context on the test device, seeded random
+ * data, host<->device copies in double, comparisons that report the largest
+ * error, and central finite differences. */
+#ifndef DYNB_TESTS_TESTUTIL_H
+#define DYNB_TESTS_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "ops/ops.h"
+#include "runtime/runtime.h"
+
+/* A context on DYNB_TEST_DEVICE (else the default device) with the program
+ * cache in DYNB_TEST_CACHE_DIR; calls cmocka's skip() when no device exists. */
+dynb_ctx *tu_ctx(void);
+/* Skips the calling test when the device cannot build double kernels. */
+void tu_require_real(dynb_ctx *ctx, dynb_dtype real);
+
+/* Seeded generator (splitmix64): the same seed gives the same data. */
+typedef struct tu_rng {
+  uint64_t s;
+} tu_rng;
+tu_rng tu_rng_seed(uint64_t seed);
+double tu_uniform(tu_rng *r, double lo, double hi);
+void tu_fill(tu_rng *r, double *x, size_t n, double lo, double hi);
+/* A fresh array of n uniform values; free() it. */
+double *tu_random(tu_rng *r, size_t n, double lo, double hi);
+
+/* Allocates a device tensor of `dims` and writes `host` (may be NULL: zeros)
+ * converted to dtype. Fails the test on error. */
+dynb__tensor tu_upload(dynb_ctx *ctx, dynb_dtype dtype, int ndim, const int64_t *dims,
+                       const double *host);
+/* Writes `host` into an existing tensor (converted). */
+void tu_write(dynb_ctx *ctx, const dynb__tensor *t, const double *host);
+/* Reads a tensor into host doubles (n = numel). */
+void tu_download(dynb_ctx *ctx, const dynb__tensor *t, double *host);
+/* Labels as I32. */
+dynb__tensor tu_upload_i32(dynb_ctx *ctx, int64_t n, const int32_t *labels);
+
+/* Fails unless |got - want| <= atol + rtol |want| for every element; prints
+ * "maxerr <what>: <worst relative error>" so that notes can quote it. */
+void tu_assert_close(const char *what, const double *got, const double *want, size_t n,
+                     double rtol, double atol);
+/* Largest |got - want| / max(|want|, floor). */
+double tu_max_rel_err(const double *got, const double *want, size_t n, double floor);
+
+/* Asserts that `call` returned `status` and that the context explains it. */
+#define TU_EXPECT_STATUS(ctx, call, status)                                        \
+  do {                                                                             \
+    dynb_status tu_s_ = (call);                                                    \
+    if (tu_s_ != (status))                                                         \
+      fail_msg("%s returned %s, expected %s (%s)", #call, dynb_status_name(tu_s_), \
+               dynb_status_name(status), dynb_ctx_last_error(ctx));               \
+    assert_true(strlen(dynb_ctx_last_error(ctx)) > 0);                             \
+  } while (0)
+#define TU_OK(ctx, call)                                                           \
+  do {                                                                             \
+    dynb_status tu_s_ = (call);                                                    \
+    if (tu_s_ != DYNB_OK)                                                          \
+      fail_msg("%s failed: %s: %s", #call, dynb_status_name(tu_s_),                \
+               dynb_ctx_last_error(ctx));                                          \
+  } while (0)
+
+/* Central finite differences of a scalar function f(x) (x: n host doubles
+ * that f reads through `user`) at up to `max_checks` indices spread over x,
+ * compared with `analytic`: |fd - an| <= tol · max(1, |an|). Prints the
+ * largest error as "maxerr fd <what>". */
+typedef double (*tu_scalar_fn)(void *user);
+void tu_check_gradient(const char *what, tu_scalar_fn f, void *user, double *x, size_t n,
+                       const double *analytic, double step, double tol, size_t max_checks);
+
+/* Σ_i w_i y_i: the scalar whose gradient with respect to y is w, used to
+ * turn a tensor-valued op into a scalar for finite differences. */
+double tu_dot(const double *w, const double *y, size_t n);
+
+#endif
