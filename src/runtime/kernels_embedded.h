@@ -8,7 +8,7 @@ typedef struct dynb__kernel_source {
 } dynb__kernel_source;
 
 /* Prepended to every family: the `real` type and shared helpers. */
-extern const char dynb__kernel_prelude[];
+extern const char *const dynb__kernel_prelude;
 extern const dynb__kernel_source dynb__kernel_sources[];
 extern const int dynb__kernel_source_count;
 

@@ -42,19 +42,19 @@ static void build_options(dynb_dtype real, char *buf, size_t cap) {
   snprintf(buf, cap, "-cl-std=CL1.2 -DDYNB_REAL_DOUBLE=%d", real == DYNB_F64 ? 1 : 0);
 }
 
-static void cache_path(dynb_ctx *ctx, int fam, dynb_dtype real, const char *options, char *buf,
-                       size_t cap) {
+static void cache_path(dynb_ctx *ctx, const char *label, const char *source, dynb_dtype real,
+                       const char *options, char *buf, size_t cap) {
   uint64_t h = DYNB__FNV_SEED;
   h = hash_str(h, dynb__kernel_prelude);
-  h = hash_str(h, dynb__kernel_sources[fam].source);
+  h = hash_str(h, source);
   h = hash_str(h, options);
   h = hash_str(h, DYNB_VERSION_STRING);
   h = hash_str(h, ctx->info.platform_name);
   h = hash_str(h, ctx->info.device_name);
   h = hash_str(h, ctx->info.device_version);
   h = hash_str(h, ctx->info.driver_version);
-  snprintf(buf, cap, "%s/%s-%s-%016llx.bin", ctx->cache_dir, dynb__kernel_sources[fam].family,
-           dynb__dtype_name(real), (unsigned long long)h);
+  snprintf(buf, cap, "%s/%s-%s-%016llx.bin", ctx->cache_dir, label, dynb__dtype_name(real),
+           (unsigned long long)h);
 }
 
 static void mkdir_p(const char *dir) {
@@ -127,7 +127,7 @@ static void cache_write(dynb_ctx *ctx, const char *path, const unsigned char *da
   }
 }
 
-static dynb_status build_failed(dynb_ctx *ctx, cl_program prog, const char *family,
+static dynb_status build_failed(dynb_ctx *ctx, cl_program prog, const char *label,
                                 const char *options, cl_int err) {
   char log[3000];
   size_t n = 0;
@@ -135,7 +135,7 @@ static dynb_status build_failed(dynb_ctx *ctx, cl_program prog, const char *fami
   clGetProgramBuildInfo(prog, ctx->device, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, &n);
   log[sizeof log - 1] = 0;
   return dynb__fail(ctx, DYNB_STATUS_BUILD_FAILED,
-                    "building kernels/%s.cl (%s) failed: %s (%d); build log:\n%s", family, options,
+                    "building kernels/%s.cl (%s) failed: %s (%d); build log:\n%s", label, options,
                     dynb__cl_error_name(err), (int)err, log);
 }
 
@@ -166,12 +166,13 @@ static unsigned char *program_binary(dynb_ctx *ctx, cl_program p, size_t *n) {
   return bin;
 }
 
-static dynb_status program_build(dynb_ctx *ctx, int fam, dynb_dtype real, cl_program *out) {
+dynb_status dynb__program_build(dynb_ctx *ctx, const char *label, const char *source,
+                                dynb_dtype real, cl_program *out) {
+  DYNB_TRY(dynb__check_real(ctx, real));
   char options[128], path[4096];
   build_options(real, options, sizeof options);
-  const char *family = dynb__kernel_sources[fam].family;
   if (ctx->cache_dir) {
-    cache_path(ctx, fam, real, options, path, sizeof path);
+    cache_path(ctx, label, source, real, options, path, sizeof path);
     size_t n = 0;
     unsigned char *bin = cache_read(ctx, path, &n);
     if (bin) {
@@ -181,13 +182,13 @@ static dynb_status program_build(dynb_ctx *ctx, int fam, dynb_dtype real, cl_pro
       dynb__log(ctx, DYNB_LOG_WARN, "program cache entry %s does not load; rebuilding", path);
     }
   }
-  const char *srcs[2] = {dynb__kernel_prelude, dynb__kernel_sources[fam].source};
+  const char *srcs[2] = {dynb__kernel_prelude, source};
   cl_int e;
   cl_program p = clCreateProgramWithSource(ctx->context, 2, srcs, NULL, &e);
   if (e != CL_SUCCESS) return dynb__cl_fail(ctx, e, "clCreateProgramWithSource");
   e = clBuildProgram(p, 1, &ctx->device, options, NULL, NULL);
   if (e != CL_SUCCESS) {
-    dynb_status st = build_failed(ctx, p, family, options, e);
+    dynb_status st = build_failed(ctx, p, label, options, e);
     clReleaseProgram(p);
     return st;
   }
@@ -246,7 +247,8 @@ dynb_status dynb__kernel(dynb_ctx *ctx, const char *family, const char *name, dy
   DYNB_CHECK(ctx, fam >= 0, DYNB_STATUS_INVALID_ARGUMENT, "no kernel family '%s'", family);
   dynb__program *pr = &ctx->programs[fam * DYNB__REAL_KINDS + (int)real];
   if (!pr->program) {
-    DYNB_TRY(program_build(ctx, fam, real, &pr->program));
+    DYNB_TRY(dynb__program_build(ctx, dynb__kernel_sources[fam].family,
+                                 dynb__kernel_sources[fam].source, real, &pr->program));
     dynb_status st = program_kernels(ctx, pr);
     if (st != DYNB_OK) {
       program_clear(ctx, pr);

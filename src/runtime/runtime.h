@@ -114,6 +114,11 @@ void dynb__device_describe(cl_platform_id platform, cl_device_id device, dynb_de
 dynb_status dynb__kernel(dynb_ctx *ctx, const char *family, const char *name, dynb_dtype real,
                          cl_kernel *out);
 void dynb__programs_release(dynb_ctx *ctx);
+/* Builds `source` (after the prelude) for `real` through the binary cache;
+ * `label` names it in cache files and error messages. The caller releases
+ * the program. */
+dynb_status dynb__program_build(dynb_ctx *ctx, const char *label, const char *source,
+                                dynb_dtype real, cl_program *out);
 /* 64-bit FNV-1a, continued from `h` (start with DYNB__FNV_SEED). */
 #define DYNB__FNV_SEED UINT64_C(0xcbf29ce484222325)
 uint64_t dynb__fnv1a(uint64_t h, const void *data, size_t n);

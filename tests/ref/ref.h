@@ -19,13 +19,87 @@ void ref_rk_combine_backward(size_t p, int S, const double *dout, const double *
                              double *dk);
 
 /* ---- act (ref_act.c) ---- */
+/* act is a dynb_act value (0 identity, 1 relu, 2 tanh, 3 leaky_relu with
+ * slope 0.01); derivatives at 0 follow PyTorch: relu' = 0, leaky' = slope. */
+void ref_act_forward(int act, size_t n, const double *x, double *y);
+/* dx = dy ⊙ σ'(x), overwritten. */
+void ref_act_backward(int act, size_t n, const double *x, const double *dy, double *dx);
 
 /* ---- conv (ref_conv.c) ---- */
+/* x: [n][cin][h][w], wt: [cout][cin][k][k], y: [n][cout][h][w]; b may be NULL.
+ * Outputs are overwritten. The transposed conv's backward-data is
+ * ref_conv2d_forward without bias; its backward-weights is
+ * ref_conv2d_backward_weights with x := its dy and dy := its z. */
+void ref_conv2d_forward(int n, int cin, int cout, int h, int w, int k, const double *x,
+                        const double *wt, const double *b, double *y);
+void ref_conv2d_backward_data(int n, int cin, int cout, int h, int w, int k, const double *dy,
+                              const double *wt, double *dx);
+void ref_conv2d_backward_weights(int n, int cin, int cout, int h, int w, int k, const double *x,
+                                 const double *dy, double *dw);
+/* y = Kᵀ z + b: z [n][cout][h][w] → y [n][cin][h][w], b: [cin] or NULL. */
+void ref_conv2d_transpose_forward(int n, int cin, int cout, int h, int w, int k, const double *z,
+                                  const double *wt, const double *b, double *y);
 
 /* ---- norm (ref_norm.c) ---- */
+/* Tensors [n][c][s]; per-channel vectors [c]. */
+void ref_tv_forward(int n, int c, int s, const double *x, const double *beta, double eps,
+                    double *y);
+/* Writes dx and dbeta (dbeta may be NULL). */
+void ref_tv_backward(int n, int c, int s, const double *x, const double *dy, double eps,
+                     double *dx, double *dbeta);
+/* Writes y, mean and invstd; updates running_mean/var unless NULL. */
+void ref_bn_train_forward(int n, int c, int s, const double *x, const double *gamma,
+                          const double *beta, double momentum, double eps, double *y,
+                          double *mean, double *invstd, double *running_mean,
+                          double *running_var);
+void ref_bn_train_backward(int n, int c, int s, const double *x, const double *dy,
+                           const double *gamma, const double *mean, const double *invstd,
+                           double *dx, double *dgamma, double *dbeta);
+void ref_bn_eval_forward(int n, int c, int s, const double *x, const double *gamma,
+                         const double *beta, const double *rmean, const double *rvar, double eps,
+                         double *y);
+void ref_bn_eval_backward(int n, int c, int s, const double *x, const double *dy,
+                          const double *gamma, const double *rmean, const double *rvar,
+                          double eps, double *dx, double *dgamma, double *dbeta);
 
 /* ---- pool, linear, loss (ref_pool.c, ref_linear.c, ref_loss.c) ---- */
+/* Outputs are overwritten. 2x2 pooling: x [n][c][h][w] → y [n][c][h/2][w/2]. */
+void ref_avgpool2_forward(int n, int c, int h, int w, const double *x, double *y);
+void ref_avgpool2_backward(int n, int c, int h, int w, const double *dy, double *dx);
+/* Global pooling over s = h·w: x [n][c][s] → y [n][c]. */
+void ref_global_avgpool_forward(int n, int c, int s, const double *x, double *y);
+void ref_global_avgpool_backward(int n, int c, int s, const double *dy, double *dx);
+/* y [n][o] = x [n][i] · w [o][i]ᵀ + b (b may be NULL); any of dx, dw, db may be NULL. */
+void ref_linear_forward(int n, int in, int out, const double *x, const double *w,
+                        const double *b, double *y);
+void ref_linear_backward(int n, int in, int out, const double *x, const double *w,
+                         const double *dy, double *dx, double *dw, double *db);
+/* out = {mean softmax cross-entropy, count of rows whose first arg-max is the
+ * label}; a label outside 0..k-1 makes the loss NaN. */
+void ref_xent_forward(int n, int k, const double *logits, const int32_t *labels, double out[2]);
+/* dlogits = scale · (softmax - onehot) / n. */
+void ref_xent_backward(int n, int k, const double *logits, const int32_t *labels, double scale,
+                       double *dlogits);
 
 /* ---- param: interpolation, optimisers, time regularisation (ref_param.c) ---- */
+/* (j0, w) for time t on a strictly increasing grid, by linear scan; exact
+ * hits give w = 0 at the hit point. */
+void ref_interp_weights(const double *t_controls, int J, double t, int *j0, double *w);
+/* out = (1 - w) c[j0] + w c[j0 + 1] (c[j0 + 1] unread when w == 0); c: [J][p]. */
+void ref_interp_forward(size_t p, const double *c, int j0, double w, double *out);
+/* dc[j0] += (1 - w) dout, dc[j0 + 1] += w dout (skipped when w == 0). */
+void ref_interp_backward(size_t p, const double *dout, int j0, double w, double *dc);
+/* One PyTorch SGD step in place; vel unused (may be NULL) when momentum == 0. */
+void ref_sgd_step(size_t n, double *param, const double *grad, double *vel, double lr,
+                  double momentum, double wd, int nesterov);
+/* One PyTorch Adam step in place, textbook form with m̂ and v̂. */
+void ref_adam_step(size_t n, double *param, const double *grad, double *m, double *v, double lr,
+                   double beta1, double beta2, double eps, double wd, int64_t step);
+void ref_clip(size_t n, double *param, double lo, double hi);
+/* alpha Σ_{j<J-1} h[j] Σ_p |c[j+1][p] - c[j][p]|; c: [J][p]. */
+double ref_timereg(int J, size_t p, const double *c, const double *h, double alpha);
+/* dc += a subgradient of ref_timereg with sign(0) = 0. */
+void ref_timereg_backward(int J, size_t p, const double *c, const double *h, double alpha,
+                          double *dc);
 
 #endif
