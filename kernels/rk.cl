@@ -2,14 +2,16 @@
  * of stages: the fused RK4 update moves half the bytes of four axpys
  * (measured 2x faster on PoCL, see notes/clblast-on-pocl.md). */
 
-/* out = y + sum_j coef[j] * k[j]; k holds S stages of n elements each. */
-__kernel void dynb_rk_combine(const int n, const int S, DYNB_CTENSOR(y), DYNB_CTENSOR(k),
+/* out = y + sum_j coef[j] * k[j] (y taken as 0 unless has_y); k holds S
+ * stages of n elements each. */
+__kernel void dynb_rk_combine(const int n, const int S, DYNB_CTENSOR(y), const int has_y,
+                              DYNB_CTENSOR(k),
                               DYNB_CTENSOR(coef), DYNB_TENSOR(out)) {
   const int i = (int)get_global_id(0);
   if (i >= n) return;
   __global const real *k = DYNB_AT(k);
   __global const real *coef = DYNB_AT(coef);
-  real acc = DYNB_AT(y)[i];
+  real acc = has_y ? DYNB_AT(y)[i] : (real)0;
   for (int j = 0; j < S; j++) {
     const real c = coef[j];
     if (c != 0) acc += c * k[(size_t)j * n + i];

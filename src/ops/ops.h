@@ -37,8 +37,8 @@ typedef enum dynb_act {
 dynb_status dynb__act_forward(dynb_ctx *ctx, dynb_act act, const dynb__tensor *x,
                               const dynb__tensor *y);
 /* dx (+)= dy ⊙ σ'(x), from the activation's input x. dx may alias dy when !acc.
- * At x == 0, relu' and leaky_relu' take the right-hand slope (0 → 0 for relu,
- * as PyTorch does). */
+ * At x == 0, relu' is 0 and leaky_relu' is the slope, as PyTorch's
+ * threshold_backward and leaky_relu_backward give. */
 dynb_status dynb__act_backward(dynb_ctx *ctx, dynb_act act, const dynb__tensor *x,
                                const dynb__tensor *dy, const dynb__tensor *dx, bool acc);
 const char *dynb__act_name(dynb_act act);
@@ -174,7 +174,8 @@ dynb_status dynb__xent_backward(dynb_ctx *ctx, const dynb__tensor *logits,
 /* ---- Runge–Kutta stage combination (rk.c, kernels/rk.cl) ----------------- */
 
 /* out = y + Σ_j coef[j] · stages[j] in one pass over memory.
- * y, out: any shape with P elements (out may alias y); stages: a tensor whose
+ * y, out: any shape with P elements (out may alias y; y may be NULL for
+ * out = Σ_j coef[j] · stages[j]); stages: a tensor whose
  * first dimension is S (the number of stages) and whose rest holds P
  * elements each; coef: [S] on the device (coefficients that are zero are
  * skipped, so one buffer can hold a whole tableau row including h). */

@@ -22,20 +22,24 @@ static dynb_status check_stages(dynb_ctx *ctx, const char *op, const dynb__tenso
 
 dynb_status dynb__rk_combine(dynb_ctx *ctx, const dynb__tensor *y, const dynb__tensor *stages,
                              const dynb__tensor *coef, const dynb__tensor *out) {
-  DYNB_CHECK(ctx, y && stages && coef && out, DYNB_STATUS_INVALID_ARGUMENT,
+  DYNB_CHECK(ctx, stages && coef && out, DYNB_STATUS_INVALID_ARGUMENT,
              "rk_combine: NULL tensor");
-  dynb_dtype dt = y->dtype;
-  DYNB_TRY(dynb__tensor_check(ctx, y, "rk_combine: y", dt, -1));
+  dynb_dtype dt = out->dtype;
   DYNB_TRY(dynb__tensor_check(ctx, out, "rk_combine: out", dt, -1));
-  size_t p = dynb__tensor_numel(y);
-  DYNB_CHECK(ctx, dynb__tensor_numel(out) == p, DYNB_STATUS_SHAPE_MISMATCH,
-             "rk_combine: out and y differ in size");
+  size_t p = dynb__tensor_numel(out);
+  if (y) {
+    DYNB_TRY(dynb__tensor_check(ctx, y, "rk_combine: y", dt, -1));
+    DYNB_CHECK(ctx, dynb__tensor_numel(y) == p, DYNB_STATUS_SHAPE_MISMATCH,
+               "rk_combine: out and y differ in size");
+  }
   DYNB_TRY(check_stages(ctx, "rk_combine", stages, coef, dt, p));
+  dynb__tensor none = {0};
   dynb__launch l;
   DYNB_TRY(dynb__launch_begin(&l, ctx, "rk", "dynb_rk_combine", dt));
   dynb__arg_int(&l, (int)p);
   dynb__arg_int(&l, (int)stages->dims[0]);
-  dynb__arg_tensor(&l, y);
+  dynb__arg_tensor(&l, y ? y : &none);
+  dynb__arg_int(&l, y != NULL);
   dynb__arg_tensor(&l, stages);
   dynb__arg_tensor(&l, coef);
   dynb__arg_tensor(&l, out);

@@ -136,6 +136,10 @@ void dynb__tensor_release(dynb__tensor *t);
 /* A view of `mem` at element `offset` with the given shape. */
 dynb__tensor dynb__tensor_view(cl_mem mem, size_t offset, dynb_dtype dtype, int ndim,
                                const int64_t *dims);
+/* A view into the same buffer as `base`, `offset` elements past base's
+ * offset, with the given shape and base's dtype. No OpenCL call. */
+dynb__tensor dynb__tensor_sub(const dynb__tensor *base, size_t offset, int ndim,
+                              const int64_t *dims);
 /* Blocking copies between host memory and the whole tensor. */
 dynb_status dynb__tensor_write(dynb_ctx *ctx, const dynb__tensor *t, const void *host);
 dynb_status dynb__tensor_read(dynb_ctx *ctx, const dynb__tensor *t, void *host);

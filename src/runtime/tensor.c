@@ -60,6 +60,15 @@ dynb__tensor dynb__tensor_view(cl_mem mem, size_t offset, dynb_dtype dtype, int 
   return t;
 }
 
+dynb__tensor dynb__tensor_sub(const dynb__tensor *base, size_t offset, int ndim,
+                              const int64_t *dims) {
+  dynb__tensor t = *base;
+  t.offset = base->offset + offset;
+  t.ndim = ndim < 0 ? 0 : ndim > DYNB__MAX_DIMS ? DYNB__MAX_DIMS : ndim;
+  for (int i = 0; i < DYNB__MAX_DIMS; i++) t.dims[i] = i < t.ndim ? dims[i] : 0;
+  return t;
+}
+
 dynb_status dynb__tensor_alloc(dynb_ctx *ctx, dynb_dtype dtype, int ndim, const int64_t *dims,
                                dynb__tensor *out) {
   memset(out, 0, sizeof *out);
