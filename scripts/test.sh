@@ -19,10 +19,8 @@ run_suite() {
 start=$(date +%s)
 run_suite build
 if [ "${1:-}" != "--no-sanitize" ]; then
-  # LeakSanitizer would report the OpenCL driver's own process-lifetime
-  # allocations (PoCL and LLVM keep caches until exit); our own leaks are
-  # checked with valgrind and the context's allocation counts instead.
-  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  # LeakSanitizer is on: a test that leaks a buffer or a host block fails.
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_suite build-asan -DDYNB_SANITIZE=ON
 fi
 echo "tests finished in $(($(date +%s) - start)) s"

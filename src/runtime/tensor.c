@@ -106,6 +106,15 @@ dynb_status dynb__tensor_read(dynb_ctx *ctx, const dynb__tensor *t, void *host) 
   return e == CL_SUCCESS ? DYNB_OK : dynb__cl_fail(ctx, e, "clEnqueueReadBuffer");
 }
 
+dynb_status dynb__tensor_copy(dynb_ctx *ctx, const dynb__tensor *src, const dynb__tensor *dst) {
+  DYNB_CHECK(ctx, src->dtype == dst->dtype && dynb__tensor_numel(src) == dynb__tensor_numel(dst),
+             DYNB_STATUS_SHAPE_MISMATCH, "copy: tensors differ in dtype or size");
+  size_t es = dynb__dtype_size(src->dtype);
+  cl_int e = clEnqueueCopyBuffer(ctx->queue, src->mem, dst->mem, src->offset * es,
+                                 dst->offset * es, tensor_bytes(src), 0, NULL, NULL);
+  return e == CL_SUCCESS ? DYNB_OK : dynb__cl_fail(ctx, e, "clEnqueueCopyBuffer");
+}
+
 dynb_status dynb__tensor_zero(dynb_ctx *ctx, const dynb__tensor *t) {
   /* A one-byte zero pattern fills any element type and any offset. */
   const unsigned char zero = 0;

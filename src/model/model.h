@@ -1,0 +1,243 @@
+/* Private header of src/model: Butcher tableaux, layer functions and
+ * dynamic blocks. Nothing here knows about whole networks or files. */
+#ifndef DYNB_MODEL_MODEL_H
+#define DYNB_MODEL_MODEL_H
+
+#include "ops/ops.h"
+
+/* ---- Butcher tableaux (tableau.c) ----------------------------------------- */
+
+/* Most stages an explicit tableau may have; generous for any practical
+ * explicit method (the classic ones have at most 4; high-order ones 13). */
+#define DYNB_MAX_STAGES 16
+
+/* An explicit Runge–Kutta method: K_i = f(y + h Σ_{j<i} A[i][j] K_j,
+ * t + c[i] h), y' = y + h Σ_i b[i] K_i. A is stored dense, row-major
+ * s×s, strictly lower triangular. `order` is the classical order of the
+ * built-ins (0 when unknown, for custom tableaux). */
+typedef struct dynb__tableau {
+  char name[32];
+  int stages;
+  int order;
+  double c[DYNB_MAX_STAGES];
+  double a[DYNB_MAX_STAGES][DYNB_MAX_STAGES];
+  double b[DYNB_MAX_STAGES];
+} dynb__tableau;
+
+/* Built-in names, in one list: euler (alias rk1), midpoint, heun, rk3
+ * (Kutta's third order), ssprk3, rk4 (classic), rk38 (3/8 rule). */
+#define DYNB_TABLEAU_NAMES "euler, rk1, midpoint, heun, rk3, ssprk3, rk4, rk38"
+
+/* Fills `out` with the built-in tableau `name`; false when unknown. */
+bool dynb__tableau_builtin(const char *name, dynb__tableau *out);
+/* Builds and validates a custom tableau: s = len_c stages, A given as s rows
+ * of s entries (row-major), b of len_b entries. Checks: 1 <= s <=
+ * DYNB_MAX_STAGES, len_b == s, A square (rows == cols == s) and strictly
+ * lower triangular, every value finite. On failure writes a reason that
+ * names the offending entry (e.g. "A[1][2] = 0.5 is above the diagonal") to
+ * err and returns DYNB_STATUS_SPEC_ERROR. */
+dynb_status dynb__tableau_custom(const double *c, int len_c, const double *a, int a_rows,
+                                 int a_cols, const double *b, int len_b, dynb__tableau *out,
+                                 char *err, size_t errlen);
+
+#endif
+
+/* ---- Layer functions (layer.c) -------------------------------------------- */
+
+#define DYNB_LAYER_MAP(X)            \
+  X(DOUBLESYM, 0, "doublesym")       \
+  X(DOUBLE, 1, "double")             \
+  X(PREACT, 2, "preact")
+typedef enum dynb_layer_kind {
+#define DYNB__LAYER_ENUM(name, value, str) DYNB_LAYER_##name = value,
+  DYNB_LAYER_MAP(DYNB__LAYER_ENUM)
+#undef DYNB__LAYER_ENUM
+} dynb_layer_kind;
+
+#define DYNB_NORM_MAP(X)  \
+  X(NONE, 0, "none")      \
+  X(TV, 1, "tv")          \
+  X(BATCH, 2, "batch")
+typedef enum dynb_norm_kind {
+#define DYNB__NORM_ENUM(name, value, str) DYNB_NORM_##name = value,
+  DYNB_NORM_MAP(DYNB__NORM_ENUM)
+#undef DYNB__NORM_ENUM
+} dynb_norm_kind;
+
+const char *dynb__layer_name(dynb_layer_kind k);
+bool dynb__layer_parse(const char *name, dynb_layer_kind *out);
+const char *dynb__norm_name(dynb_norm_kind k);
+bool dynb__norm_parse(const char *name, dynb_norm_kind *out);
+
+/* A layer function f(y, θ) on C channels with a k×k convolution (SPEC §1.2). */
+typedef struct dynb__layer {
+  dynb_layer_kind kind;
+  dynb_norm_kind norm;
+  dynb_act act;
+  int channels;
+  int kernel;
+} dynb__layer;
+
+/* One trainable tensor of a layer's parameter block θ (one control point):
+ * its SPEC name relative to the control point ("conv.weight", "norm1.bias"),
+ * its place in θ and whether it is a norm parameter (no weight decay). */
+#define DYNB_LAYER_MAX_PARAMS 8
+typedef struct dynb__param_entry {
+  char name[24];
+  size_t offset;
+  int ndim;
+  int64_t dims[4];
+  bool is_norm;
+} dynb__param_entry;
+
+/* Checks a layer description; writes a reason to err on failure. */
+dynb_status dynb__layer_validate(const dynb__layer *l, char *err, size_t errlen);
+/* Lists θ's tensors (at most DYNB_LAYER_MAX_PARAMS) in storage order and the
+ * total element count P. Returns the number of entries. */
+int dynb__layer_params(const dynb__layer *l, dynb__param_entry *out, size_t *total);
+/* Number of batch norms in the layer (0, 1 or 2): running statistics per
+ * evaluation are [norms][2: mean, var][C]. */
+int dynb__layer_batch_norms(const dynb__layer *l);
+/* Sign s with f = s · g, where g is what dynb__layer_forward computes:
+ * doublesym's f = -(Kᵀσ(N(Ky+b₁)) + b₂) is returned as g = Kᵀ… + b₂ with
+ * s = -1, so that the minus folds into the Runge–Kutta coefficients instead
+ * of costing a pass over memory. */
+double dynb__layer_sign(const dynb__layer *l);
+
+/* Elements of the per-evaluation cache (the intermediates the backward pass
+ * needs) and of the scratch space, for a batch of [n, C, h, w]. */
+size_t dynb__layer_cache_size(const dynb__layer *l, int64_t n, int64_t h, int64_t w);
+size_t dynb__layer_work_size(const dynb__layer *l, int64_t n, int64_t h, int64_t w);
+
+/* What one evaluation of a layer touches. */
+typedef struct dynb__layer_eval {
+  const dynb__tensor *theta;   /* θ: P elements */
+  const dynb__tensor *x;       /* input [N, C, H, W] */
+  const dynb__tensor *cache;   /* dynb__layer_cache_size elements */
+  const dynb__tensor *running; /* running statistics (batch norm), or NULL */
+  bool train;                  /* batch statistics (and update running if given) */
+} dynb__layer_eval;
+
+/* out = g(x, θ) (see dynb__layer_sign); fills the cache. In evaluation mode
+ * batch norms use `running`, which is then required. */
+dynb_status dynb__layer_forward(dynb_ctx *ctx, const dynb__layer *l, const dynb__layer_eval *e,
+                                const dynb__tensor *out, const dynb__tensor *work);
+/* From dout = ∂L/∂g: dx (+)= ∂L/∂x and dtheta += ∂L/∂θ, using the cache of
+ * the forward evaluation with the same e. */
+dynb_status dynb__layer_backward(dynb_ctx *ctx, const dynb__layer *l, const dynb__layer_eval *e,
+                                 const dynb__tensor *dout, const dynb__tensor *dx, bool acc_dx,
+                                 const dynb__tensor *dtheta, const dynb__tensor *work);
+
+/* ---- Dynamic blocks (block.c) ----------------------------------------------- */
+
+/* What a block keeps for its backward pass: every stage's layer input and
+ * intermediates (store), or only each step's input, recomputing the stages
+ * of one step at a time during backward (checkpoint). Same gradients. */
+typedef enum dynb_memory_mode { DYNB_MEMORY_STORE = 0, DYNB_MEMORY_CHECKPOINT = 1 } dynb_memory_mode;
+
+/* Most points on a time grid (a compiled cap, checked before allocating). */
+#define DYNB_MAX_TIME_POINTS 4096
+
+typedef struct dynb__block_desc {
+  dynb__layer layer;
+  dynb__tableau tableau;
+  int nstates;                /* points of tY, >= 2 */
+  const double *t_states;     /* strictly increasing; borrowed */
+  int ncontrols;              /* points of tTheta, >= 1 */
+  const double *t_controls;   /* strictly increasing; borrowed */
+} dynb__block_desc;
+
+/* A dynamic block: dy/dt = f(y, θ(t)) over tY with an explicit Runge–Kutta
+ * method, θ linear in time between the control points tTheta. It owns its
+ * control parameters [J, P], their gradients, the running statistics of
+ * every (step, stage) evaluation, and the buffers of one batch shape. */
+typedef struct dynb__block dynb__block;
+
+/* Validates desc (reason in err, DYNB_STATUS_SPEC_ERROR) and creates a block
+ * over `real` with parameters zero and running statistics (0, 1). */
+dynb_status dynb__block_create(dynb_ctx *ctx, const dynb__block_desc *desc, dynb_dtype real,
+                               dynb__block **out, char *err, size_t errlen);
+void dynb__block_free(dynb__block *b);
+
+/* Sizes the buffers for inputs [n, C, h, w] and a memory mode; frees the
+ * previous ones. Must precede forward/backward. */
+dynb_status dynb__block_prepare(dynb__block *b, int64_t n, int64_t h, int64_t w,
+                                dynb_memory_mode mode);
+/* Device bytes held for the prepared shape (activations, caches, scratch);
+ * not counting parameters. */
+size_t dynb__block_buffer_bytes(const dynb__block *b);
+
+/* out = the block's output for x (both [n, C, h, w] as prepared; out must
+ * not alias x). In training mode batch norms use batch statistics and update
+ * the running statistics. */
+dynb_status dynb__block_forward(dynb__block *b, const dynb__tensor *x, const dynb__tensor *out,
+                                bool train);
+/* After a forward of the same x and mode: dx = ∂L/∂x from dout = ∂L/∂out,
+ * and ∂L/∂controls added to the gradient buffer. dx may not alias x. */
+dynb_status dynb__block_backward(dynb__block *b, const dynb__tensor *x, const dynb__tensor *dout,
+                                 const dynb__tensor *dx);
+
+/* Device tensors of the block: controls and gradients [J, P]; running
+ * statistics [K, s, norms, 2, C] (NULL view mem when the layer has no batch
+ * norm). Borrowed; valid until rediscretise or free. */
+const dynb__tensor *dynb__block_controls(const dynb__block *b);
+const dynb__tensor *dynb__block_grads(const dynb__block *b);
+const dynb__tensor *dynb__block_running(const dynb__block *b);
+size_t dynb__block_param_count(const dynb__block *b); /* P, per control point */
+
+/* New grids: each new control point takes θ(t) of the old ones (linear, held
+ * constant outside), each new evaluation (step k, stage i) the running
+ * statistics of the old evaluation nearest in time. Gradients are zeroed;
+ * buffers must be prepared again. */
+dynb_status dynb__block_rediscretise(dynb__block *b, int nstates, const double *t_states,
+                                     int ncontrols, const double *t_controls, char *err,
+                                     size_t errlen);
+
+/* ---- Network spec (spec.c) ---------------------------------------------------- */
+
+/* Compiled caps, checked before allocating (SQLite-style hard limits). */
+#define DYNB_MAX_BLOCKS 16
+#define DYNB_MAX_WIDTH 4096
+#define DYNB_MAX_CLASSES 100000
+#define DYNB_MAX_INPUT_SIDE 8192
+
+/* One dynamic block of a network, followed by its connecting layer. */
+typedef struct dynb__block_spec {
+  int width;               /* channels inside the block */
+  dynb__layer layer;       /* layer.channels == width */
+  dynb__tableau tableau;
+  int nstates, ncontrols;
+  double t_states[DYNB_MAX_TIME_POINTS];
+  double t_controls[DYNB_MAX_TIME_POINTS];
+} dynb__block_spec;
+
+/* A whole network as the JSON spec of SPEC §3 describes it. Every field is
+ * filled (defaults applied) by dynb__spec_parse. */
+typedef struct dynb__net_spec {
+  int in_channels, in_height, in_width;
+  int classes;
+  int open_width, open_kernel;
+  dynb_norm_kind open_norm;  /* default batch */
+  dynb_act open_act;         /* default relu */
+  int nblocks;
+  dynb__block_spec blocks[DYNB_MAX_BLOCKS];
+  dynb_norm_kind connect_norm; /* default batch */
+  dynb_act connect_act;        /* default relu */
+  int head_width;              /* default: the last block's width */
+  double time_reg;             /* α of the time regularisation, default 0 */
+  bool clip;                   /* box constraint on weights after each step */
+  double clip_min, clip_max;
+} dynb__net_spec;
+
+/* Parses a JSON spec (text of `len` bytes; need not be NUL-terminated) into
+ * *out (caller-allocated; it is large). `source` names the text in
+ * messages (a file name, or "<string>"). Every unknown key, wrong type or
+ * bad value is an error naming the key path, e.g.
+ * "spec.json: blocks[1].t_states[2]: must be greater than t_states[1] (2)".
+ * @return DYNB_OK or DYNB_STATUS_SPEC_ERROR (message in err). */
+dynb_status dynb__spec_parse(const char *text, size_t len, const char *source,
+                             dynb__net_spec *out, char *err, size_t errlen);
+/* Writes the spec back as canonical JSON (every key, defaults explicit) into
+ * a malloc'd NUL-terminated string the caller frees; parsing it gives the
+ * same spec. NULL when out of memory. */
+char *dynb__spec_to_json(const dynb__net_spec *spec);
