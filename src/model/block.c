@@ -110,12 +110,7 @@ static dynb_status running_reset(dynb__block *b) {
   double *host = dynb__alloc(b->ctx, n * sizeof *host);
   if (!host) return dynb__fail(b->ctx, DYNB_STATUS_OUT_OF_HOST_MEMORY, "block: no memory");
   for (size_t i = 0; i < n; i++) host[i] = ((i % per) / c) % 2 == 1 ? 1.0 : 0.0;
-  dynb_status st = DYNB_OK;
-  if (b->real == DYNB_F32) {
-    float *f = (float *)host; /* narrowing in place, front to back, is safe */
-    for (size_t i = 0; i < n; i++) f[i] = (float)host[i];
-  }
-  st = dynb__tensor_write(b->ctx, &b->running, host);
+  dynb_status st = dynb__tensor_write_f64(b->ctx, &b->running, host);
   dynb__free(b->ctx, host);
   return st;
 }
@@ -221,11 +216,7 @@ static dynb_status upload_coefficients(dynb__block *b) {
       c[coef_row(b, k, 2 * s + 1) + i] = 1.0;
     }
   }
-  if (b->real == DYNB_F32) {
-    float *f = (float *)c;
-    for (size_t i = 0; i < n; i++) f[i] = (float)c[i];
-  }
-  dynb_status st = dynb__tensor_write(b->ctx, &b->coef, c);
+  dynb_status st = dynb__tensor_write_f64(b->ctx, &b->coef, c);
   dynb__free(b->ctx, c);
   return st;
 }

@@ -241,3 +241,76 @@ dynb_status dynb__spec_parse(const char *text, size_t len, const char *source,
  * a malloc'd NUL-terminated string the caller frees; parsing it gives the
  * same spec. NULL when out of memory. */
 char *dynb__spec_to_json(const dynb__net_spec *spec);
+
+/* ---- Network (net.c) ------------------------------------------------------------ */
+
+/* A network's parameters and state: the spec, every trainable tensor and
+ * its gradient, and the running statistics. Views into blocks' control
+ * buffers are listed under their SPEC §3 names. */
+typedef struct dynb__net dynb__net;
+
+/* One named tensor of the network. Trainable ones have a gradient of the
+ * same shape; running statistics are state without gradient. */
+typedef struct dynb__net_tensor {
+  char name[96];
+  dynb__tensor value, grad; /* grad.mem NULL for running statistics */
+  bool trainable;
+  bool is_norm; /* norm parameters skip weight decay */
+} dynb__net_tensor;
+
+/* Layers outside blocks. A norm of kind none has no tensors. */
+typedef struct dynb__conv_unit {
+  dynb__tensor w, b, dw, db;            /* convolution */
+  dynb_norm_kind norm;
+  dynb__tensor nw, nb, dnw, dnb;        /* norm affine terms (nw: batch only) */
+  dynb__tensor rmean, rvar;             /* batch norm running statistics */
+  int cin, cout, kernel;
+  dynb_act act;
+} dynb__conv_unit;
+
+struct dynb__net {
+  dynb_ctx *ctx;
+  dynb__net_spec spec;
+  dynb_dtype real;
+  dynb__conv_unit open;
+  dynb__block *blocks[DYNB_MAX_BLOCKS];
+  dynb__conv_unit connect[DYNB_MAX_BLOCKS];
+  dynb__tensor lin_w, lin_b, lin_dw, lin_db;
+  size_t ntensors;
+  dynb__net_tensor *tensors; /* every named tensor, in a fixed order */
+};
+
+dynb_status dynb__net_create(dynb_ctx *ctx, const dynb__net_spec *spec, dynb_dtype real,
+                             dynb__net **out);
+void dynb__net_free(dynb__net *net);
+/* SPEC §1.3 initialisation: convolution and linear weights from
+ * N(0, 2/(fan_in + fan_out)) clamped to ±2σ, biases zero, norm scales one,
+ * running statistics (0, 1). The same seed gives the same network. */
+dynb_status dynb__net_init(dynb__net *net, uint64_t seed);
+/* Looks a tensor up by its SPEC name; NULL when absent. */
+const dynb__net_tensor *dynb__net_find(const dynb__net *net, const char *name);
+/* Zeroes every gradient. */
+dynb_status dynb__net_zero_grads(dynb__net *net);
+
+/* ---- Normalisation dispatch (norm.c) ------------------------------------------- */
+
+/* One norm application a = N(z) and its parameters, whatever its kind:
+ * none (a is z, nothing runs), tv (bias only) or batch (weight and bias;
+ * batch statistics saved for backward, running statistics used in
+ * evaluation and updated in training unless NULL). */
+typedef struct dynb__norm_args {
+  dynb_norm_kind kind;
+  const dynb__tensor *weight, *bias;
+  const dynb__tensor *save_mean, *save_invstd;
+  const dynb__tensor *running_mean, *running_var;
+  bool train;
+} dynb__norm_args;
+
+dynb_status dynb__norm_forward(dynb_ctx *ctx, const dynb__norm_args *n, const dynb__tensor *z,
+                               const dynb__tensor *a);
+/* dz = N'(z)ᵀ da; dweight, dbias accumulate. With kind none nothing runs
+ * and the gradient is da itself: *dz_out tells which view holds dz. */
+dynb_status dynb__norm_backward(dynb_ctx *ctx, const dynb__norm_args *n, const dynb__tensor *z,
+                                const dynb__tensor *da, const dynb__tensor *dz,
+                                const dynb__tensor *dweight, const dynb__tensor *dbias,
+                                const dynb__tensor **dz_out);

@@ -143,6 +143,10 @@ dynb__tensor dynb__tensor_sub(const dynb__tensor *base, size_t offset, int ndim,
 /* Blocking copies between host memory and the whole tensor. */
 dynb_status dynb__tensor_write(dynb_ctx *ctx, const dynb__tensor *t, const void *host);
 dynb_status dynb__tensor_read(dynb_ctx *ctx, const dynb__tensor *t, void *host);
+/* The same copies with host values as doubles, converted to the tensor's
+ * dtype (for initialisation, files and tests; not for hot paths). */
+dynb_status dynb__tensor_write_f64(dynb_ctx *ctx, const dynb__tensor *t, const double *host);
+dynb_status dynb__tensor_read_f64(dynb_ctx *ctx, const dynb__tensor *t, double *host);
 /* dst = src, same element count (enqueued, not waited for). */
 dynb_status dynb__tensor_copy(dynb_ctx *ctx, const dynb__tensor *src, const dynb__tensor *dst);
 /* Sets every element to zero (enqueued, not waited for). */

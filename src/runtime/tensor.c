@@ -106,6 +106,35 @@ dynb_status dynb__tensor_read(dynb_ctx *ctx, const dynb__tensor *t, void *host) 
   return e == CL_SUCCESS ? DYNB_OK : dynb__cl_fail(ctx, e, "clEnqueueReadBuffer");
 }
 
+/* F64 tensors pass straight through; others go through a staging copy. */
+dynb_status dynb__tensor_write_f64(dynb_ctx *ctx, const dynb__tensor *t, const double *host) {
+  if (t->dtype == DYNB_F64) return dynb__tensor_write(ctx, t, host);
+  size_t n = dynb__tensor_numel(t);
+  void *buf = dynb__calloc(ctx, n, dynb__dtype_size(t->dtype));
+  DYNB_CHECK(ctx, buf, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory for %zu elements", n);
+  for (size_t i = 0; i < n; i++) {
+    if (t->dtype == DYNB_F32)
+      ((float *)buf)[i] = (float)host[i];
+    else
+      ((int32_t *)buf)[i] = (int32_t)host[i];
+  }
+  dynb_status st = dynb__tensor_write(ctx, t, buf);
+  dynb__free(ctx, buf);
+  return st;
+}
+
+dynb_status dynb__tensor_read_f64(dynb_ctx *ctx, const dynb__tensor *t, double *host) {
+  if (t->dtype == DYNB_F64) return dynb__tensor_read(ctx, t, host);
+  size_t n = dynb__tensor_numel(t);
+  void *buf = dynb__calloc(ctx, n, dynb__dtype_size(t->dtype));
+  DYNB_CHECK(ctx, buf, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory for %zu elements", n);
+  dynb_status st = dynb__tensor_read(ctx, t, buf);
+  for (size_t i = 0; st == DYNB_OK && i < n; i++)
+    host[i] = t->dtype == DYNB_F32 ? ((float *)buf)[i] : ((int32_t *)buf)[i];
+  dynb__free(ctx, buf);
+  return st;
+}
+
 dynb_status dynb__tensor_copy(dynb_ctx *ctx, const dynb__tensor *src, const dynb__tensor *dst) {
   DYNB_CHECK(ctx, src->dtype == dst->dtype && dynb__tensor_numel(src) == dynb__tensor_numel(dst),
              DYNB_STATUS_SHAPE_MISMATCH, "copy: tensors differ in dtype or size");

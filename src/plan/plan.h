@@ -1,0 +1,39 @@
+/* Private header of src/plan: a network compiled for one batch size and
+ * memory mode — every activation, gradient and scratch buffer allocated up
+ * front — and the forward and backward passes that replay over them. */
+#ifndef DYNB_PLAN_PLAN_H
+#define DYNB_PLAN_PLAN_H
+
+#include "model/model.h"
+
+typedef struct dynb__plan dynb__plan;
+
+/* Builds a plan for batches of `batch` inputs. The plan prepares the
+ * network's blocks for that shape; one plan per network at a time. */
+dynb_status dynb__plan_build(dynb__net *net, int64_t batch, dynb_memory_mode mode,
+                             dynb__plan **out);
+void dynb__plan_free(dynb__plan *plan);
+
+/* Buffers the caller fills before a run: inputs [N, C, H, W] and labels [N]
+ * (I32). Borrowed, valid for the plan's life. */
+const dynb__tensor *dynb__plan_input(const dynb__plan *plan);
+const dynb__tensor *dynb__plan_labels(const dynb__plan *plan);
+/* Results: logits [N, classes]; loss [2] = {mean loss, correct count}
+ * (without the time-regularisation term); ∂L/∂input after a backward with
+ * want_dx. */
+const dynb__tensor *dynb__plan_logits(const dynb__plan *plan);
+const dynb__tensor *dynb__plan_loss(const dynb__plan *plan);
+const dynb__tensor *dynb__plan_input_grad(const dynb__plan *plan);
+/* Device bytes of the plan's own buffers plus its blocks' buffers (not the
+ * parameters). */
+size_t dynb__plan_bytes(const dynb__plan *plan);
+
+/* Forward pass over the input; in training mode batch norms use batch
+ * statistics and update their running statistics. Enqueued only. */
+dynb_status dynb__plan_forward(dynb__plan *plan, bool train);
+/* Backward pass of the last forward (same mode): gradients of the mean loss
+ * added to the network's gradient tensors (zero them first, see
+ * dynb__net_zero_grads); ∂L/∂input too when want_dx. */
+dynb_status dynb__plan_backward(dynb__plan *plan, bool want_dx);
+
+#endif
