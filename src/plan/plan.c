@@ -135,6 +135,8 @@ void dynb__plan_free(dynb__plan *p) {
   dynb__free(p->net->ctx, p);
 }
 
+dynb__net *dynb__plan_net(const dynb__plan *p) { return p->net; }
+int64_t dynb__plan_batch(const dynb__plan *p) { return p->n; }
 const dynb__tensor *dynb__plan_input(const dynb__plan *p) { return &p->x; }
 const dynb__tensor *dynb__plan_labels(const dynb__plan *p) { return &p->labels; }
 const dynb__tensor *dynb__plan_logits(const dynb__plan *p) { return &p->logits; }

@@ -14,6 +14,9 @@ dynb_status dynb__plan_build(dynb__net *net, int64_t batch, dynb_memory_mode mod
                              dynb__plan **out);
 void dynb__plan_free(dynb__plan *plan);
 
+/* The network the plan runs (borrowed). */
+dynb__net *dynb__plan_net(const dynb__plan *plan);
+int64_t dynb__plan_batch(const dynb__plan *plan);
 /* Buffers the caller fills before a run: inputs [N, C, H, W] and labels [N]
  * (I32). Borrowed, valid for the plan's life. */
 const dynb__tensor *dynb__plan_input(const dynb__plan *plan);

@@ -60,3 +60,64 @@ void dynb__timereg_free(dynb__timereg *tr);
 dynb_status dynb__timereg_apply(dynb__timereg *tr, const dynb__tensor *value);
 
 #endif
+
+/* ---- Data sets in host memory (dataset.c) --------------------------------------- */
+
+/* Images as float NCHW, normalised per channel, and int32 labels. */
+typedef struct dynb__dataset {
+  int64_t n;
+  int c, h, w, classes;
+  float *images;
+  int32_t *labels;
+} dynb__dataset;
+
+/* Per-channel mean and standard deviation of a data set (over n, h, w). */
+void dynb__dataset_stats(const dynb__dataset *d, double *mean, double *std);
+/* x = (x - mean[c]) / std[c] in place. */
+void dynb__dataset_normalise(dynb__dataset *d, const double *mean, const double *std);
+/* Splits off the last `count` samples of a (shuffled) set as a new set. */
+dynb_status dynb__dataset_split(dynb__dataset *d, int64_t count, dynb__dataset *tail);
+/* A seeded Fisher–Yates shuffle of both arrays together. */
+void dynb__dataset_shuffle(dynb__dataset *d, uint64_t *rng);
+void dynb__dataset_release(dynb__dataset *d);
+
+/* ---- The training loop (trainer.c) ------------------------------------------------ */
+
+/* One epoch's row of SPEC §2. */
+typedef struct dynb__epoch_row {
+  int epoch;
+  double seconds;
+  double d_running_mean, d_running_var; /* RMS change of running statistics */
+  double lr;
+  double d_params;                      /* RMS change of trainable tensors */
+  double train_loss, train_acc, val_loss, val_acc;
+  double time_reg;                      /* regularisation term (last batch) */
+} dynb__epoch_row;
+
+typedef void (*dynb__row_fn)(void *user, const dynb__epoch_row *row);
+/* Progress inside an epoch: batches done of total, running mean loss. */
+typedef void (*dynb__progress_fn)(void *user, int epoch, int64_t done, int64_t total,
+                                  double loss, double acc);
+
+typedef struct dynb__train_desc {
+  int epochs;
+  int64_t batch;
+  dynb__schedule lr;
+  dynb__optim_desc optim;
+  uint64_t seed;
+  bool augment;               /* random crop (pad 2) and horizontal flip */
+  dynb_memory_mode memory;
+  dynb__row_fn on_row;
+  dynb__progress_fn on_progress;
+  void *user;
+} dynb__train_desc;
+
+/* Loss and accuracy of `net` on a data set in evaluation mode, through
+ * `plan` (its batch size; a last partial batch is padded and the padding
+ * ignored). */
+dynb_status dynb__evaluate(dynb__plan *plan, const dynb__dataset *d, double *loss, double *acc);
+
+/* Trains `net` on `train` for desc->epochs, reporting a row per epoch; the
+ * validation set may be empty (n == 0). */
+dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__dataset *val,
+                        const dynb__train_desc *desc);
