@@ -405,10 +405,10 @@ static dynb_status step_backward(dynb__block *b, const dynb__tensor *x, int k,
   int s = b->tab.stages;
   if (b->mode == DYNB_MEMORY_CHECKPOINT) DYNB_TRY(step_stages(b, x, k, b->train_last, false));
   DYNB_TRY(dynb__tensor_zero(b->ctx, &b->dtheta));
-  dynb__tensor adj = stages_view(b, &b->adj, s + 1);
+  dynb__tensor adj = stages_view(b, &b->adj, s + 1), gbar = nchw_at(b, &b->gbar, 0);
   for (int i = s - 1; i >= 0; i--) {
     dynb__tensor c = coef_view(b, k, s + 1 + i, s + 1);
-    DYNB_TRY(dynb__rk_combine(b->ctx, NULL, &adj, &c, &b->gbar));
+    DYNB_TRY(dynb__rk_combine(b->ctx, NULL, &adj, &c, &gbar));
     dynb__tensor in = stage_input(b, x, k, i), cache = cache_at(b, k, i);
     dynb__tensor th = theta_at(b, &b->theta, (size_t)k * (size_t)b->nunique + (size_t)b->stage_slot[i]);
     dynb__tensor run = b->running.mem ? running_at(b, k, i) : b->running;
@@ -416,7 +416,7 @@ static dynb_status step_backward(dynb__block *b, const dynb__tensor *x, int k,
     if (b->running.mem && !b->train_last) e.running = &run;
     dynb__tensor dth = theta_at(b, &b->dtheta, (size_t)b->stage_slot[i]);
     dynb__tensor dyi = nchw_at(b, &b->adj, (size_t)i);
-    DYNB_TRY(dynb__layer_backward(b->ctx, &b->layer, &e, &b->gbar, &dyi, false, &dth, &b->work));
+    DYNB_TRY(dynb__layer_backward(b->ctx, &b->layer, &e, &gbar, &dyi, false, &dth, &b->work));
   }
   DYNB_TRY(accumulate_controls(b, k));
   dynb__tensor ybar = nchw_at(b, &b->adj, (size_t)s), ones = coef_view(b, k, 2 * s + 1, s + 1);
