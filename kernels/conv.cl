@@ -1,0 +1,77 @@
+/* Layout moves around the one CLBlast GEMM of a convolution (square odd k,
+ * stride 1, zero padding k/2, so H and W are kept).
+ *
+ * The GEMM sees the whole batch at once: its pixel dimension is N*H*W, so
+ * columns are ordered (n, y, x) and rows of `col` are (ci, kh, kw):
+ *   col[(ci*k + kh)*k + kw][(n*H + y)*W + x] = x[n][ci][y + kh - k/2][x + kw - k/2]
+ * (zero outside the image). Channel-major "rows" tensors [C][N*H*W] are the
+ * GEMM's view of an NCHW tensor. Sizes are ints: the host checks that every
+ * tensor, the workspace included, stays under 2^31 elements. */
+
+/* col = im2col(x); x: [N][C][H][W]. One work-item per col element, so the
+ * writes (the larger side) are contiguous. */
+__kernel void dynb_conv_im2col(const int n, const int c, const int h, const int w, const int k,
+                               DYNB_CTENSOR(x), DYNB_TENSOR(col)) {
+  const int i = (int)get_global_id(0);
+  const int hw = h * w, cols = n * hw;
+  if (i >= c * k * k * cols) return;
+  const int r = i / cols, j = i - r * cols;
+  const int kw = r % k, kh = (r / k) % k, ci = r / (k * k);
+  const int b = j / hw, p = j - b * hw;
+  const int y = p / w + kh - k / 2, xx = p % w + kw - k / 2;
+  real v = 0;
+  if (y >= 0 && y < h && xx >= 0 && xx < w) v = DYNB_AT(x)[((b * c + ci) * h + y) * w + xx];
+  DYNB_AT(col)[i] = v;
+}
+
+/* rows[c][b*S + p] = t[b][c][p]: an NCHW tensor as the GEMM's [C][N*S] operand. */
+__kernel void dynb_conv_to_rows(const int n, const int c, const int s, DYNB_CTENSOR(t),
+                                DYNB_TENSOR(rows)) {
+  const int i = (int)get_global_id(0);
+  const int cols = n * s;
+  if (i >= c * cols) return;
+  const int ch = i / cols, j = i - ch * cols;
+  const int b = j / s, p = j - b * s;
+  DYNB_AT(rows)[i] = DYNB_AT(t)[(b * c + ch) * s + p];
+}
+
+/* t[b][c][p] (+)= rows[c][b*S + p] (+ bias[c] when has_b): the GEMM's result
+ * back to NCHW, with the bias fused into the same pass. */
+__kernel void dynb_conv_from_rows(const int n, const int c, const int s, DYNB_CTENSOR(rows),
+                                  DYNB_CTENSOR(bias), const int has_b, DYNB_TENSOR(t),
+                                  const int acc) {
+  const int i = (int)get_global_id(0);
+  if (i >= n * c * s) return;
+  const int p = i % s, ch = (i / s) % c, b = i / (s * c);
+  real v = DYNB_AT(rows)[ch * (n * s) + b * s + p];
+  if (has_b) v += DYNB_AT(bias)[ch];
+  __global real *t = DYNB_AT(t);
+  t[i] = acc ? t[i] + v : v;
+}
+
+/* x[b][ci][y][xx] (+)= Σ_{kh,kw} col[(ci*k + kh)*k + kw][(b*H + y - kh + k/2)*W + ...]
+ * (+ bias[ci] when has_b): the adjoint of im2col as a gather, one work-item
+ * per output element, so the sum has a fixed order and needs no atomics. */
+__kernel void dynb_conv_col2im(const int n, const int c, const int h, const int w, const int k,
+                               DYNB_CTENSOR(col), DYNB_CTENSOR(bias), const int has_b,
+                               DYNB_TENSOR(x), const int acc) {
+  const int i = (int)get_global_id(0);
+  const int hw = h * w, cols = n * hw;
+  if (i >= n * c * hw) return;
+  const int xx = i % w, y = (i / w) % h, ci = (i / hw) % c, b = i / (c * hw);
+  const int pad = k / 2;
+  __global const real *col = DYNB_AT(col) + b * hw;
+  real v = 0;
+  for (int kh = 0; kh < k; kh++) {
+    const int oy = y + pad - kh;
+    if (oy < 0 || oy >= h) continue;
+    for (int kw = 0; kw < k; kw++) {
+      const int ox = xx + pad - kw;
+      if (ox < 0 || ox >= w) continue;
+      v += col[((ci * k + kh) * k + kw) * cols + oy * w + ox];
+    }
+  }
+  if (has_b) v += DYNB_AT(bias)[ci];
+  __global real *x = DYNB_AT(x);
+  x[i] = acc ? x[i] + v : v;
+}

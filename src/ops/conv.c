@@ -1,0 +1,334 @@
+/* 2-D convolution (square odd k, stride 1, zero padding k/2) and its
+ * transpose, as im2col + one CLBlast GEMM over the whole batch.
+ *
+ * Every op is one of three paths over the same weights K:
+ *   apply    y (+)= K x (+ b)   im2col(x), GEMM W·col, rows → NCHW (+ b)
+ *   adjoint  x (+)= Kᵀ y (+ b)  NCHW → rows, GEMM Wᵀ·rows, col2im (+ b)
+ *   weights  dw (+)= ∂<dy, K x>/∂W   im2col(x), NCHW → rows, GEMM rows·colᵀ
+ * Conv forward is apply, its backward-data the adjoint; the transposed conv
+ * is the adjoint and its backward-data the apply; both backward-weights are
+ * the weights path with the roles of the two activations swapped.
+ * With N = 1 the [C][H*W] GEMM operands are NCHW tensors as they are, so
+ * the layout passes (NCHW ↔ rows) are skipped. */
+#include <stdio.h>
+
+#include "ops/ops.h"
+
+/* A validated call: sizes, the real type and the two scratch views. */
+typedef struct conv_geom {
+  dynb_dtype dt;
+  int n, cin, cout, h, w, k;
+  dynb__tensor col;  /* [Cin*k*k][N*H*W] */
+  dynb__tensor rows; /* [Cout][N*H*W] */
+} conv_geom;
+
+/* ---- Workspace ----------------------------------------------------------- */
+
+/* The col matrix plus one channel-major copy of the Cout side. SIZE_MAX for
+ * sizes no tensor could have (every tensor stays under 2^31 elements), so
+ * that sizing an arena from it fails instead of wrapping around. */
+size_t dynb__conv2d_workspace(int64_t n, int64_t cin, int64_t cout, int64_t h, int64_t w,
+                              int64_t k) {
+  const int64_t lim = INT32_MAX;
+  if (n < 1 || cin < 1 || cout < 1 || h < 1 || w < 1 || k < 1) return SIZE_MAX;
+  if (n > lim || cin > lim || cout > lim || h > lim || w > lim || k > lim) return SIZE_MAX;
+  /* Each factor is below 2^31, so a product of two fits in 62 bits; every
+   * product is checked before it takes part in the next one. */
+  uint64_t pix = (uint64_t)n * (uint64_t)h;
+  if (pix > lim) return SIZE_MAX;
+  pix *= (uint64_t)w;
+  uint64_t kk = (uint64_t)k * (uint64_t)k;
+  if (pix > lim || kk > lim) return SIZE_MAX;
+  uint64_t rows = (uint64_t)cin * kk;
+  if (rows > lim) return SIZE_MAX;
+  rows += (uint64_t)cout;
+  /* pix * rows < 2^62 fits size_t where it has 64 bits; checked for 32. */
+  if (rows > lim || pix * rows > (uint64_t)(SIZE_MAX / 2)) return SIZE_MAX;
+  return (size_t)(pix * rows);
+}
+
+/* ---- Argument checks ----------------------------------------------------- */
+
+static dynb_status check_named(dynb_ctx *ctx, const char *op, const char *name,
+                               const dynb__tensor *t, dynb_dtype dt, int ndim) {
+  char full[96];
+  snprintf(full, sizeof full, "%s: %s", op, name);
+  return dynb__tensor_check(ctx, t, full, dt, ndim);
+}
+
+/* The real type of a call: that of its first input, which must be F32 or F64. */
+static dynb_status call_real(dynb_ctx *ctx, const char *op, const char *name,
+                             const dynb__tensor *first, dynb_dtype *dt) {
+  *dt = first->dtype;
+  DYNB_CHECK(ctx, *dt == DYNB_F32 || *dt == DYNB_F64, DYNB_STATUS_INVALID_ARGUMENT,
+             "%s: %s has dtype %s; convolutions take f32 or f64", op, name,
+             dynb__dtype_name(*dt));
+  return dynb__check_real(ctx, *dt);
+}
+
+/* w: [Cout, Cin, k, k] with k odd. */
+static dynb_status check_weights(dynb_ctx *ctx, const char *op, const char *name,
+                                 const dynb__tensor *w, conv_geom *g) {
+  DYNB_TRY(check_named(ctx, op, name, w, g->dt, 4));
+  DYNB_CHECK(ctx, w->dims[2] == w->dims[3], DYNB_STATUS_SHAPE_MISMATCH,
+             "%s: %s is %lldx%lld; the kernel must be square", op, name,
+             (long long)w->dims[2], (long long)w->dims[3]);
+  DYNB_CHECK(ctx, w->dims[2] % 2 == 1, DYNB_STATUS_INVALID_ARGUMENT,
+             "%s: %s has even kernel size %lld; only odd sizes keep H and W", op, name,
+             (long long)w->dims[2]);
+  g->cout = (int)w->dims[0];
+  g->cin = (int)w->dims[1];
+  g->k = (int)w->dims[2];
+  return DYNB_OK;
+}
+
+/* t: [N, C, H, W] with the call's N, H, W and the given channel count. */
+static dynb_status check_act(dynb_ctx *ctx, const char *op, const char *name,
+                             const dynb__tensor *t, int c, const char *cname,
+                             const conv_geom *g) {
+  DYNB_TRY(check_named(ctx, op, name, t, g->dt, 4));
+  DYNB_CHECK(ctx,
+             t->dims[0] == g->n && t->dims[1] == c && t->dims[2] == g->h && t->dims[3] == g->w,
+             DYNB_STATUS_SHAPE_MISMATCH,
+             "%s: %s is [%lld, %lld, %lld, %lld], expected [%d, %d (%s), %d, %d]", op, name,
+             (long long)t->dims[0], (long long)t->dims[1], (long long)t->dims[2],
+             (long long)t->dims[3], g->n, c, cname, g->h, g->w);
+  return DYNB_OK;
+}
+
+/* b: [C] or NULL. */
+static dynb_status check_bias(dynb_ctx *ctx, const char *op, const dynb__tensor *b, int c,
+                              const char *cname, const conv_geom *g) {
+  if (!b) return DYNB_OK;
+  DYNB_TRY(check_named(ctx, op, "b", b, g->dt, 1));
+  DYNB_CHECK(ctx, b->dims[0] == c, DYNB_STATUS_SHAPE_MISMATCH,
+             "%s: b has %lld entries for %d channels (%s)", op, (long long)b->dims[0], c, cname);
+  return DYNB_OK;
+}
+
+/* work: at least dynb__conv2d_workspace elements; carved into col and rows. */
+static dynb_status check_work(dynb_ctx *ctx, const char *op, const dynb__tensor *work,
+                              conv_geom *g) {
+  DYNB_TRY(check_named(ctx, op, "work", work, g->dt, -1));
+  size_t need = dynb__conv2d_workspace(g->n, g->cin, g->cout, g->h, g->w, g->k);
+  size_t have = dynb__tensor_numel(work);
+  DYNB_CHECK(ctx, have >= need, DYNB_STATUS_BUFFER_TOO_SMALL,
+             "%s: work holds %zu elements, needs %zu", op, have, need);
+  size_t pix = (size_t)g->n * (size_t)g->h * (size_t)g->w;
+  size_t ncol = (size_t)g->cin * (size_t)g->k * (size_t)g->k * pix;
+  g->col = *work;
+  g->col.ndim = 1;
+  g->col.dims[0] = (int64_t)ncol;
+  g->rows = g->col;
+  g->rows.offset = work->offset + ncol;
+  g->rows.dims[0] = (int64_t)((size_t)g->cout * pix);
+  return DYNB_OK;
+}
+
+/* The checks every op shares: `w` gives Cout, Cin and k; `in` is the
+ * Cin-side activation, which gives N, H, W; `out` the Cout-side one. */
+static dynb_status check_conv(dynb_ctx *ctx, const char *op, const dynb__tensor *w,
+                              const char *wname, const dynb__tensor *in, const char *in_name,
+                              const dynb__tensor *out, const char *out_name,
+                              const dynb__tensor *work, conv_geom *g) {
+  DYNB_TRY(check_weights(ctx, op, wname, w, g));
+  DYNB_TRY(check_named(ctx, op, in_name, in, g->dt, 4));
+  g->n = (int)in->dims[0];
+  g->h = (int)in->dims[2];
+  g->w = (int)in->dims[3];
+  DYNB_TRY(check_act(ctx, op, in_name, in, g->cin, "Cin", g));
+  DYNB_TRY(check_act(ctx, op, out_name, out, g->cout, "Cout", g));
+  return check_work(ctx, op, work, g);
+}
+
+/* ---- Launches -------------------------------------------------------------- */
+
+static size_t pixels(const conv_geom *g) { return (size_t)g->n * (size_t)g->h * (size_t)g->w; }
+
+/* g->col = im2col(x), x with Cin channels. */
+static dynb_status im2col(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *x) {
+  dynb__launch l;
+  DYNB_TRY(dynb__launch_begin(&l, ctx, "conv", "dynb_conv_im2col", g->dt));
+  dynb__arg_int(&l, g->n);
+  dynb__arg_int(&l, g->cin);
+  dynb__arg_int(&l, g->h);
+  dynb__arg_int(&l, g->w);
+  dynb__arg_int(&l, g->k);
+  dynb__arg_tensor(&l, x);
+  dynb__arg_tensor(&l, &g->col);
+  return dynb__launch_1d(&l, dynb__tensor_numel(&g->col));
+}
+
+/* x (+)= col2im(g->col) (+ b), x with Cin channels. */
+static dynb_status col2im(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *b,
+                          const dynb__tensor *x, bool acc) {
+  dynb__tensor none = {0};
+  none.dtype = g->dt;
+  dynb__launch l;
+  DYNB_TRY(dynb__launch_begin(&l, ctx, "conv", "dynb_conv_col2im", g->dt));
+  dynb__arg_int(&l, g->n);
+  dynb__arg_int(&l, g->cin);
+  dynb__arg_int(&l, g->h);
+  dynb__arg_int(&l, g->w);
+  dynb__arg_int(&l, g->k);
+  dynb__arg_tensor(&l, &g->col);
+  dynb__arg_tensor(&l, b ? b : &none);
+  dynb__arg_int(&l, b != NULL);
+  dynb__arg_tensor(&l, x);
+  dynb__arg_int(&l, acc);
+  return dynb__launch_1d(&l, dynb__tensor_numel(x));
+}
+
+/* The Cout-side tensor t as the GEMM's [Cout][N*H*W] operand: t itself
+ * when N = 1, where the two layouts coincide, else its copy in g->rows. */
+static dynb_status as_rows(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *t,
+                           const dynb__tensor **rows) {
+  *rows = t;
+  if (g->n == 1) return DYNB_OK;
+  *rows = &g->rows;
+  dynb__launch l;
+  DYNB_TRY(dynb__launch_begin(&l, ctx, "conv", "dynb_conv_to_rows", g->dt));
+  dynb__arg_int(&l, g->n);
+  dynb__arg_int(&l, g->cout);
+  dynb__arg_int(&l, g->h * g->w);
+  dynb__arg_tensor(&l, t);
+  dynb__arg_tensor(&l, &g->rows);
+  return dynb__launch_1d(&l, dynb__tensor_numel(t));
+}
+
+/* t (+)= g->rows in NCHW (+ b), t with Cout channels; for N > 1. */
+static dynb_status from_rows(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *b,
+                             const dynb__tensor *t, bool acc) {
+  dynb__tensor none = {0};
+  none.dtype = g->dt;
+  dynb__launch l;
+  DYNB_TRY(dynb__launch_begin(&l, ctx, "conv", "dynb_conv_from_rows", g->dt));
+  dynb__arg_int(&l, g->n);
+  dynb__arg_int(&l, g->cout);
+  dynb__arg_int(&l, g->h * g->w);
+  dynb__arg_tensor(&l, &g->rows);
+  dynb__arg_tensor(&l, b ? b : &none);
+  dynb__arg_int(&l, b != NULL);
+  dynb__arg_tensor(&l, t);
+  dynb__arg_int(&l, acc);
+  return dynb__launch_1d(&l, dynb__tensor_numel(t));
+}
+
+/* ---- The three paths ------------------------------------------------------- */
+
+/* y (+)= K x (+ b): x Cin-side, y Cout-side. */
+static dynb_status conv_apply(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *x,
+                              const dynb__tensor *w, const dynb__tensor *b,
+                              const dynb__tensor *y, bool acc) {
+  size_t ckk = (size_t)g->cin * (size_t)g->k * (size_t)g->k, pix = pixels(g);
+  /* With N = 1 the GEMM's [Cout][H*W] result is y's layout: it writes y
+   * itself, accumulating through beta. */
+  bool direct = g->n == 1;
+  DYNB_TRY(im2col(ctx, g, x));
+  dynb__gemm_args mm = {.m = (size_t)g->cout, .n = pix, .k = ckk, .alpha = 1,
+                        .beta = direct && acc ? 1 : 0, .a = w, .lda = ckk, .b = &g->col,
+                        .ldb = pix, .c = direct ? y : &g->rows, .ldc = pix};
+  DYNB_TRY(dynb__gemm(ctx, &mm));
+  if (!direct) return from_rows(ctx, g, b, y, acc);
+  return b ? dynb__bias_add(ctx, y, b) : DYNB_OK;
+}
+
+/* x (+)= Kᵀ y (+ b): y Cout-side, x Cin-side. */
+static dynb_status conv_adjoint(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *y,
+                                const dynb__tensor *w, const dynb__tensor *b,
+                                const dynb__tensor *x, bool acc) {
+  size_t ckk = (size_t)g->cin * (size_t)g->k * (size_t)g->k, pix = pixels(g);
+  const dynb__tensor *rows = NULL;
+  DYNB_TRY(as_rows(ctx, g, y, &rows));
+  dynb__gemm_args mm = {.trans_a = true, .m = ckk, .n = pix, .k = (size_t)g->cout, .alpha = 1,
+                        .beta = 0, .a = w, .lda = ckk, .b = rows, .ldb = pix,
+                        .c = &g->col, .ldc = pix};
+  DYNB_TRY(dynb__gemm(ctx, &mm));
+  return col2im(ctx, g, b, x, acc);
+}
+
+/* dw (+)= ∂<dy, K x>/∂W: x Cin-side, dy Cout-side. The GEMM accumulates
+ * through beta, so no extra pass; with beta = 0 CLBlast's kernels do not
+ * read C, so whatever dw held (NaN included) is overwritten. */
+static dynb_status conv_weights(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *x,
+                                const dynb__tensor *dy, const dynb__tensor *dw, bool acc) {
+  size_t ckk = (size_t)g->cin * (size_t)g->k * (size_t)g->k, pix = pixels(g);
+  const dynb__tensor *rows = NULL;
+  DYNB_TRY(im2col(ctx, g, x));
+  DYNB_TRY(as_rows(ctx, g, dy, &rows));
+  dynb__gemm_args mm = {.trans_b = true, .m = (size_t)g->cout, .n = ckk, .k = pix, .alpha = 1,
+                        .beta = acc ? 1 : 0, .a = rows, .lda = pix, .b = &g->col,
+                        .ldb = pix, .c = dw, .ldc = ckk};
+  return dynb__gemm(ctx, &mm);
+}
+
+/* ---- Ops ------------------------------------------------------------------- */
+
+dynb_status dynb__conv2d_forward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *w,
+                                 const dynb__tensor *b, const dynb__tensor *y,
+                                 const dynb__tensor *work) {
+  const char *op = "conv2d_forward";
+  DYNB_CHECK(ctx, x && w && y && work, DYNB_STATUS_INVALID_ARGUMENT, "%s: NULL tensor", op);
+  conv_geom g = {0};
+  DYNB_TRY(call_real(ctx, op, "x", x, &g.dt));
+  DYNB_TRY(check_conv(ctx, op, w, "w", x, "x", y, "y", work, &g));
+  DYNB_TRY(check_bias(ctx, op, b, g.cout, "Cout", &g));
+  return conv_apply(ctx, &g, x, w, b, y, false);
+}
+
+dynb_status dynb__conv2d_backward_data(dynb_ctx *ctx, const dynb__tensor *dy,
+                                       const dynb__tensor *w, const dynb__tensor *dx, bool acc,
+                                       const dynb__tensor *work) {
+  const char *op = "conv2d_backward_data";
+  DYNB_CHECK(ctx, dy && w && dx && work, DYNB_STATUS_INVALID_ARGUMENT, "%s: NULL tensor", op);
+  conv_geom g = {0};
+  DYNB_TRY(call_real(ctx, op, "dy", dy, &g.dt));
+  DYNB_TRY(check_conv(ctx, op, w, "w", dx, "dx", dy, "dy", work, &g));
+  return conv_adjoint(ctx, &g, dy, w, NULL, dx, acc);
+}
+
+dynb_status dynb__conv2d_backward_weights(dynb_ctx *ctx, const dynb__tensor *x,
+                                          const dynb__tensor *dy, const dynb__tensor *dw,
+                                          bool acc, const dynb__tensor *work) {
+  const char *op = "conv2d_backward_weights";
+  DYNB_CHECK(ctx, x && dy && dw && work, DYNB_STATUS_INVALID_ARGUMENT, "%s: NULL tensor", op);
+  conv_geom g = {0};
+  DYNB_TRY(call_real(ctx, op, "x", x, &g.dt));
+  DYNB_TRY(check_conv(ctx, op, dw, "dw", x, "x", dy, "dy", work, &g));
+  return conv_weights(ctx, &g, x, dy, dw, acc);
+}
+
+dynb_status dynb__conv2d_transpose_forward(dynb_ctx *ctx, const dynb__tensor *z,
+                                           const dynb__tensor *w, const dynb__tensor *b,
+                                           const dynb__tensor *y, const dynb__tensor *work) {
+  const char *op = "conv2d_transpose_forward";
+  DYNB_CHECK(ctx, z && w && y && work, DYNB_STATUS_INVALID_ARGUMENT, "%s: NULL tensor", op);
+  conv_geom g = {0};
+  DYNB_TRY(call_real(ctx, op, "z", z, &g.dt));
+  DYNB_TRY(check_conv(ctx, op, w, "w", y, "y", z, "z", work, &g));
+  DYNB_TRY(check_bias(ctx, op, b, g.cin, "Cin", &g));
+  return conv_adjoint(ctx, &g, z, w, b, y, false);
+}
+
+dynb_status dynb__conv2d_transpose_backward_data(dynb_ctx *ctx, const dynb__tensor *dy,
+                                                 const dynb__tensor *w, const dynb__tensor *dz,
+                                                 bool acc, const dynb__tensor *work) {
+  const char *op = "conv2d_transpose_backward_data";
+  DYNB_CHECK(ctx, dy && w && dz && work, DYNB_STATUS_INVALID_ARGUMENT, "%s: NULL tensor", op);
+  conv_geom g = {0};
+  DYNB_TRY(call_real(ctx, op, "dy", dy, &g.dt));
+  DYNB_TRY(check_conv(ctx, op, w, "w", dy, "dy", dz, "dz", work, &g));
+  return conv_apply(ctx, &g, dy, w, NULL, dz, acc);
+}
+
+dynb_status dynb__conv2d_transpose_backward_weights(dynb_ctx *ctx, const dynb__tensor *z,
+                                                    const dynb__tensor *dy, const dynb__tensor *dw,
+                                                    bool acc, const dynb__tensor *work) {
+  const char *op = "conv2d_transpose_backward_weights";
+  DYNB_CHECK(ctx, z && dy && dw && work, DYNB_STATUS_INVALID_ARGUMENT, "%s: NULL tensor", op);
+  conv_geom g = {0};
+  DYNB_TRY(call_real(ctx, op, "z", z, &g.dt));
+  DYNB_TRY(check_conv(ctx, op, dw, "dw", dy, "dy", z, "z", work, &g));
+  /* <dy, Kᵀ z> = <K dy, z>: the conv weight gradient with input dy and output gradient z. */
+  return conv_weights(ctx, &g, dy, z, dw, acc);
+}
