@@ -9,6 +9,7 @@ packages=(
   libclblast-dev                                            # GEMMs
   libcmocka-dev                                             # tests
   zlib1g-dev libcjson-dev                                   # gzip'd data sets, JSON specs
+  dataset-fashion-mnist                                     # the default data set
   "$@"
 )
 
