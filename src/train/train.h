@@ -81,6 +81,7 @@ dynb_status dynb__dataset_split(dynb__dataset *d, int64_t count, dynb__dataset *
 void dynb__dataset_shuffle(dynb__dataset *d, uint64_t *rng);
 void dynb__dataset_release(dynb__dataset *d);
 
+struct dynb__train_state;
 /* ---- The training loop (trainer.c) ------------------------------------------------ */
 
 /* One epoch's row of SPEC §2. */
@@ -110,6 +111,13 @@ typedef struct dynb__train_desc {
   dynb__row_fn on_row;
   dynb__progress_fn on_progress;
   void *user;
+  /* Checkpoint after every epoch (NULL: none), with the optimiser state and
+   * the random state, so that a resumed run continues exactly. */
+  const char *checkpoint_path;
+  /* Resume: optimiser state from this checkpoint, and the trainer's random
+   * state and epoch count from *state (as loaded by dynb__model_load). */
+  const char *resume_path;
+  struct dynb__train_state *state;
 } dynb__train_desc;
 
 /* Loss and accuracy of `net` on a data set in evaluation mode, through
@@ -121,3 +129,32 @@ dynb_status dynb__evaluate(dynb__plan *plan, const dynb__dataset *d, double *los
  * validation set may be empty (n == 0). */
 dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__dataset *val,
                         const dynb__train_desc *desc);
+
+/* ---- Model and checkpoint files (modelfile.c) ---------------------------------------- */
+
+/* Loads a data set: `name` is "fashion-mnist" (Debian's files), "mnist" or
+ * "cifar10" (files in data_dir), or a folder holding IDX or CIFAR-10
+ * files. `test` picks the test split. Pixels are scaled to [0, 1]. */
+dynb_status dynb__dataset_load(const char *name, const char *data_dir, bool test,
+                               dynb__dataset *out, char *err, size_t errlen);
+
+/* Extra state a checkpoint carries besides the network. */
+typedef struct dynb__train_state dynb__train_state;
+struct dynb__train_state {
+  int64_t epoch;        /* epochs completed */
+  uint64_t rng;         /* the trainer's random state */
+  double norm_mean[4], norm_std[4]; /* input normalisation (per channel, up to 4) */
+};
+
+/* Writes the network (every named tensor, in its dtype), its spec under
+ * __metadata__["dynblocks.spec"], and, when given, the optimiser state and
+ * the training state, atomically. */
+dynb_status dynb__model_save(dynb__net *net, const char *path, dynb__optimizer *opt,
+                             const dynb__train_state *ts);
+/* Reads a model or checkpoint file into a new network over `real`; every
+ * tensor of the spec must be present with its shape. When opt is given, its
+ * state is restored from the file (which must hold it). ts, when given,
+ * receives the training state (zeroed if absent). */
+dynb_status dynb__model_load(dynb_ctx *ctx, const char *path, dynb_dtype real, dynb__net **out,
+                             dynb__train_state *ts);
+dynb_status dynb__model_load_optimizer(dynb__net *net, const char *path, dynb__optimizer *opt);

@@ -246,6 +246,8 @@ static dynb_status session_open(session *s, dynb__net *net, const dynb__dataset 
     DYNB_TRY(dynb__timereg_create(net, &s->reg));
     DYNB_TRY(dynb__tensor_alloc(s->ctx, net->real, 1, &one, &s->reg_value));
   }
+  if (d->resume_path) DYNB_TRY(dynb__model_load_optimizer(net, d->resume_path, s->opt));
+  if (d->state && d->resume_path) s->rng = d->state->rng;
   DYNB_TRY(batch_init(s->ctx, &s->b, train, d->batch, net->real));
   s->perm = malloc((size_t)train->n * sizeof *s->perm);
   DYNB_CHECK(s->ctx, s->perm, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
@@ -269,7 +271,9 @@ dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__datase
   session s;
   dynb_status st = session_open(&s, net, train, d);
   if (st == DYNB_OK) st = snapshot_take(net, &s.before);
-  for (int e = 0; st == DYNB_OK && e < d->epochs; e++) {
+  /* A resumed run continues its epoch count (and schedule) up to d->epochs. */
+  int first = d->resume_path && d->state ? (int)d->state->epoch : 0;
+  for (int e = first; st == DYNB_OK && e < d->epochs; e++) {
     dynb__epoch_row row;
     memset(&row, 0, sizeof row);
     row.epoch = e;
@@ -283,7 +287,10 @@ dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__datase
     snapshot tmp = s.before;
     s.before = s.after, s.after = tmp;
     row.seconds = now_seconds() - t0;
-    if (d->on_row) d->on_row(d->user, &row);
+    if (d->state) d->state->epoch++, d->state->rng = s.rng;
+    if (d->checkpoint_path && d->state)
+      st = dynb__model_save(net, d->checkpoint_path, s.opt, d->state);
+    if (st == DYNB_OK && d->on_row) d->on_row(d->user, &row);
   }
   session_close(&s);
   return st;

@@ -1,10 +1,12 @@
 /* dynblocks: the command-line tool. Thin: it parses flags and calls the
  * library; all printing happens here. */
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "dynblocks/dynblocks.h"
+#include "cli.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -12,6 +14,11 @@ static void usage(FILE *f) {
           "\n"
           "commands:\n"
           "  devices    list OpenCL platforms and devices; mark the one that would be used\n"
+          "  train      train a network (default: a small net on Fashion-MNIST)\n"
+          "  eval       loss and accuracy of a model file on a data set split\n"
+          "  predict    eval-mode logits of a model for a batch file\n"
+          "  grad       train-mode loss and gradients of a model for a batch file\n"
+          "  bench      training and inference throughput and peak device memory\n"
           "  version    print the library version\n"
           "\n"
           "Every command takes --help. Device selection: --device INDEX|NAME or the\n"
@@ -19,11 +26,133 @@ static void usage(FILE *f) {
           "first device of any kind.\n");
 }
 
+/* ---- shared helpers ---------------------------------------------------------------- */
+
+bool cli_parse(const char *cmd, const char *usage, cli_flag *flags, int nflags, int argc,
+               char **argv, bool *help) {
+  *help = false;
+  for (int i = 0; i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      printf("usage: dynblocks %s %s\n\nflags:\n", cmd, usage);
+      for (int f = 0; f < nflags; f++)
+        printf("  %-16s %s\n", flags[f].name, flags[f].help);
+      *help = true;
+      return true;
+    }
+    int f = 0;
+    while (f < nflags && strcmp(argv[i], flags[f].name) != 0) f++;
+    if (f == nflags) {
+      fprintf(stderr, "dynblocks %s: unknown flag '%s' (see --help)\n", cmd, argv[i]);
+      return false;
+    }
+    if (flags[f].is_switch) {
+      flags[f].value = "1";
+    } else if (i + 1 >= argc) {
+      fprintf(stderr, "dynblocks %s: %s needs a value\n", cmd, argv[i]);
+      return false;
+    } else {
+      flags[f].value = argv[++i];
+    }
+  }
+  return true;
+}
+
+const char *cli_get(const cli_flag *flags, int nflags, const char *name) {
+  for (int f = 0; f < nflags; f++)
+    if (strcmp(flags[f].name, name) == 0) return flags[f].value;
+  return NULL;
+}
+
+bool cli_int(const char *cmd, const cli_flag *flags, int nflags, const char *name, long lo,
+             long hi, long def, long *out) {
+  const char *v = cli_get(flags, nflags, name);
+  *out = def;
+  if (!v) return true;
+  char *end;
+  errno = 0;
+  long x = strtol(v, &end, 10);
+  if (end == v || *end || errno || x < lo || x > hi) {
+    fprintf(stderr, "dynblocks %s: %s must be an integer in %ld..%ld, got '%s'\n", cmd, name, lo,
+            hi, v);
+    return false;
+  }
+  *out = x;
+  return true;
+}
+
+bool cli_double(const char *cmd, const cli_flag *flags, int nflags, const char *name, double lo,
+                double hi, double def, double *out) {
+  const char *v = cli_get(flags, nflags, name);
+  *out = def;
+  if (!v) return true;
+  char *end;
+  errno = 0;
+  double x = strtod(v, &end);
+  if (end == v || *end || errno || !isfinite(x) || x < lo || x > hi) {
+    fprintf(stderr, "dynblocks %s: %s must be a number in [%g, %g], got '%s'\n", cmd, name, lo,
+            hi, v);
+    return false;
+  }
+  *out = x;
+  return true;
+}
+
 /* --device wins over DYNBLOCKS_DEVICE; NULL means the library's default. */
 static const char *device_selector(const char *flag) {
   if (flag) return flag;
   const char *env = getenv("DYNBLOCKS_DEVICE");
   return env && env[0] ? env : NULL;
+}
+
+static void log_to_stderr(void *user, dynb_log_level level, const char *msg) {
+  (void)user;
+  if (level >= DYNB_LOG_WARN) fprintf(stderr, "dynblocks: %s\n", msg);
+}
+
+dynb_ctx *cli_context(const char *cmd, const char *device) {
+  dynb_ctx_desc d = dynb_ctx_desc_default();
+  d.device = device_selector(device);
+  d.log_fn = log_to_stderr;
+  dynb_ctx *ctx = NULL;
+  if (dynb_ctx_create(&d, &ctx) != DYNB_OK) {
+    fprintf(stderr, "dynblocks %s: %s\n", cmd, ctx ? dynb_ctx_last_error(ctx) : "out of memory");
+    dynb_ctx_free(ctx);
+    return NULL;
+  }
+  return ctx;
+}
+
+int cli_fail(const char *cmd, dynb_ctx *ctx) {
+  fprintf(stderr, "dynblocks %s: %s\n", cmd, dynb_ctx_last_error(ctx));
+  return 1;
+}
+
+char *cli_read_text(const char *cmd, const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    fprintf(stderr, "dynblocks %s: %s: %s\n", cmd, path, strerror(errno));
+    return NULL;
+  }
+  size_t cap = 1 << 12, n = 0;
+  char *buf = malloc(cap);
+  while (buf) {
+    size_t got = fread(buf + n, 1, cap - n, f);
+    n += got;
+    if (got == 0) break;
+    if (n == cap) {
+      if (cap >= (16u << 20)) {
+        fprintf(stderr, "dynblocks %s: %s: larger than 16 MiB\n", cmd, path);
+        free(buf), buf = NULL;
+        break;
+      }
+      char *g = realloc(buf, cap * 2);
+      if (!g) free(buf);
+      buf = g, cap *= 2;
+    }
+  }
+  fclose(f);
+  if (buf) *len = n;
+  return buf;
 }
 
 static int cmd_devices(int argc, char **argv) {
@@ -85,6 +214,11 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(cmd, "devices") == 0) return cmd_devices(argc - 2, argv + 2);
+  if (strcmp(cmd, "train") == 0) return cmd_train(argc - 2, argv + 2);
+  if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 2, argv + 2);
+  if (strcmp(cmd, "predict") == 0) return cmd_predict(argc - 2, argv + 2);
+  if (strcmp(cmd, "grad") == 0) return cmd_grad(argc - 2, argv + 2);
+  if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("dynblocks %s\n", dynb_version_string());
     return 0;

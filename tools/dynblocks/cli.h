@@ -1,0 +1,47 @@
+/* The command-line tool's shared pieces: flag parsing and context set-up. */
+#ifndef DYNB_TOOLS_CLI_H
+#define DYNB_TOOLS_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "train/train.h"
+
+/* A flag table: each command lists its flags with a help line; values are
+ * strings (NULL when absent); `is_switch` flags take no value. */
+typedef struct cli_flag {
+  const char *name; /* "--epochs" */
+  const char *help;
+  bool is_switch;
+  const char *value;
+} cli_flag;
+
+/* Parses argv into the table; prints an error naming the flag and returns
+ * false on an unknown flag or a missing value; `--help` prints usage and
+ * sets *help. */
+bool cli_parse(const char *cmd, const char *usage, cli_flag *flags, int nflags, int argc,
+               char **argv, bool *help);
+const char *cli_get(const cli_flag *flags, int nflags, const char *name);
+bool cli_int(const char *cmd, const cli_flag *flags, int nflags, const char *name, long lo,
+             long hi, long def, long *out);
+bool cli_double(const char *cmd, const cli_flag *flags, int nflags, const char *name, double lo,
+                double hi, double def, double *out);
+/* A context on --device / DYNBLOCKS_DEVICE; prints the error and returns
+ * NULL on failure. */
+dynb_ctx *cli_context(const char *cmd, const char *device);
+/* Prints "dynblocks CMD: <ctx's last error>" and returns 1. */
+int cli_fail(const char *cmd, dynb_ctx *ctx);
+/* Reads a whole text file (for specs); NULL with a message on failure. */
+char *cli_read_text(const char *cmd, const char *path, size_t *len);
+
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_grad(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* Writes the per-epoch curves (loss and accuracy, train and validation) as
+ * an SVG file. */
+bool cli_plot_svg(const char *path, const dynb__epoch_row *rows, int n);
+
+#endif

@@ -1,0 +1,329 @@
+/* dynblocks eval, predict, grad and bench: commands over a model file or a
+ * spec, each a thin use of the library. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "io/io.h"
+
+static double now_seconds(void) {
+  struct timespec ts;
+  timespec_get(&ts, TIME_UTC);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int cmd_eval(int argc, char **argv) {
+  const char *cmd = "eval";
+  cli_flag f[] = {{"--model", "model file (required)", false, NULL},
+                  {"--data", "fashion-mnist (default), mnist, cifar10 or a folder", false, NULL},
+                  {"--data-dir", "folder of the mnist/cifar10 files", false, NULL},
+                  {"--split", "test (default) or train", false, NULL},
+                  {"--batch", "batch size (default 100)", false, NULL},
+                  {"--device", "OpenCL device index or name substring", false, NULL}};
+  int nf = sizeof f / sizeof *f;
+  bool help;
+  long batch;
+  if (!cli_parse(cmd, "--model MODEL [--data NAME|DIR] [--split test|train]", f, nf, argc, argv, &help))
+    return 2;
+  if (help) return 0;
+  const char *model = cli_get(f, nf, "--model"), *split = cli_get(f, nf, "--split");
+  if (!model) {
+    fprintf(stderr, "dynblocks eval: --model is required\n");
+    return 2;
+  }
+  if (split && strcmp(split, "test") != 0 && strcmp(split, "train") != 0) {
+    fprintf(stderr, "dynblocks eval: --split must be test or train, got '%s'\n", split);
+    return 2;
+  }
+  if (!cli_int(cmd, f, nf, "--batch", 1, 1 << 20, 100, &batch)) return 2;
+  dynb_ctx *ctx = cli_context(cmd, cli_get(f, nf, "--device"));
+  if (!ctx) return 1;
+  dynb__net *net = NULL;
+  dynb__plan *plan = NULL;
+  dynb__train_state ts;
+  dynb__dataset d = {0};
+  char err[1024];
+  int rc = 1;
+  if (dynb__model_load(ctx, model, DYNB_F32, &net, &ts) != DYNB_OK) {
+    cli_fail(cmd, ctx);
+  } else if (dynb__dataset_load(cli_get(f, nf, "--data"), cli_get(f, nf, "--data-dir"),
+                                !split || strcmp(split, "test") == 0, &d, err, sizeof err) != DYNB_OK) {
+    fprintf(stderr, "dynblocks eval: %s\n", err);
+  } else if (d.c != net->spec.in_channels || d.h != net->spec.in_height || d.w != net->spec.in_width) {
+    fprintf(stderr, "dynblocks eval: data of %dx%dx%d does not fit the model's input %dx%dx%d\n",
+            d.c, d.h, d.w, net->spec.in_channels, net->spec.in_height, net->spec.in_width);
+  } else {
+    double loss, acc;
+    if (ts.norm_std[0] > 0) dynb__dataset_normalise(&d, ts.norm_mean, ts.norm_std);
+    if (dynb__plan_build(net, batch, DYNB_MEMORY_STORE, &plan) != DYNB_OK ||
+        dynb__evaluate(plan, &d, &loss, &acc) != DYNB_OK) {
+      cli_fail(cmd, ctx);
+    } else {
+      printf("loss %.6f accuracy %.4f samples %lld\n", loss, acc, (long long)d.n);
+      rc = 0;
+    }
+  }
+  dynb__dataset_release(&d);
+  dynb__plan_free(plan);
+  dynb__net_free(net);
+  dynb_ctx_free(ctx);
+  return rc;
+}
+
+/* A batch file: x (F32 N×C×H×W) and, for grad, y (I32 or I64, N). The
+ * inputs are the network's inputs as they are (no normalisation). */
+typedef struct batch_file {
+  int64_t n;
+  float *x;
+  int32_t *y;
+} batch_file;
+
+static bool read_batch(const char *cmd, const char *path, const dynb__net_spec *s, bool labels,
+                       batch_file *b) {
+  dynb__st_file f;
+  char err[1024];
+  memset(b, 0, sizeof *b);
+  if (dynb__st_open(path, &f, err, sizeof err) != DYNB_OK) {
+    fprintf(stderr, "dynblocks %s: %s\n", cmd, err);
+    return false;
+  }
+  const dynb__st_tensor *x = dynb__st_find(&f, "x"), *y = dynb__st_find(&f, "y");
+  bool ok = false;
+  if (!x || x->dtype != DYNB_ST_F32 || x->ndim != 4 || x->dims[1] != s->in_channels ||
+      x->dims[2] != s->in_height || x->dims[3] != s->in_width || x->dims[0] < 1) {
+    fprintf(stderr, "dynblocks %s: %s: needs 'x' as F32 [N, %d, %d, %d]\n", cmd, path,
+            s->in_channels, s->in_height, s->in_width);
+  } else if (labels && (!y || (y->dtype != DYNB_ST_I32 && y->dtype != DYNB_ST_I64) ||
+                        y->ndim != 1 || y->dims[0] != x->dims[0])) {
+    fprintf(stderr, "dynblocks %s: %s: needs 'y' as I32 or I64 [%lld]\n", cmd, path,
+            (long long)x->dims[0]);
+  } else {
+    b->n = x->dims[0];
+    size_t n = (size_t)dynb__st_numel(x);
+    b->x = malloc(n * sizeof *b->x);
+    b->y = calloc((size_t)b->n, sizeof *b->y);
+    ok = b->x && b->y;
+    if (ok) memcpy(b->x, dynb__st_data(&f, x), n * sizeof *b->x);
+    for (int64_t i = 0; ok && labels && i < b->n; i++) {
+      int64_t v = 0;
+      if (y->dtype == DYNB_ST_I32) {
+        int32_t v32;
+        memcpy(&v32, dynb__st_data(&f, y) + 4 * i, 4);
+        v = v32;
+      } else {
+        memcpy(&v, dynb__st_data(&f, y) + 8 * i, 8);
+      }
+      if (v < 0 || v >= s->classes) {
+        fprintf(stderr, "dynblocks %s: %s: y[%lld] = %lld is not a class in 0..%d\n", cmd, path,
+                (long long)i, (long long)v, s->classes - 1);
+        ok = false;
+      }
+      b->y[i] = (int32_t)v;
+    }
+  }
+  dynb__st_release(&f);
+  if (!ok) free(b->x), free(b->y);
+  return ok;
+}
+
+/* Shared by predict and grad: flags, model, batch, plan with the inputs set. */
+typedef struct model_run {
+  dynb_ctx *ctx;
+  dynb__net *net;
+  dynb__plan *plan;
+  batch_file b;
+  const char *out;
+} model_run;
+
+static int model_run_open(const char *cmd, int argc, char **argv, bool labels, model_run *m) {
+  cli_flag f[] = {{"--model", "model file (required)", false, NULL},
+                  {"--input", "batch file: safetensors with x (and y for grad) (required)", false, NULL},
+                  {"--out", "output safetensors file (required)", false, NULL},
+                  {"--device", "OpenCL device index or name substring", false, NULL}};
+  int nf = sizeof f / sizeof *f;
+  bool help;
+  memset(m, 0, sizeof *m);
+  if (!cli_parse(cmd, "--model MODEL --input BATCH --out FILE", f, nf, argc, argv, &help)) return 2;
+  if (help) return 0;
+  const char *model = cli_get(f, nf, "--model"), *input = cli_get(f, nf, "--input");
+  m->out = cli_get(f, nf, "--out");
+  if (!model || !input || !m->out) {
+    fprintf(stderr, "dynblocks %s: --model, --input and --out are required\n", cmd);
+    return 2;
+  }
+  m->ctx = cli_context(cmd, cli_get(f, nf, "--device"));
+  if (!m->ctx) return 1;
+  if (dynb__model_load(m->ctx, model, DYNB_F32, &m->net, NULL) != DYNB_OK) return cli_fail(cmd, m->ctx);
+  if (!read_batch(cmd, input, &m->net->spec, labels, &m->b)) return 1;
+  if (dynb__plan_build(m->net, m->b.n, DYNB_MEMORY_STORE, &m->plan) != DYNB_OK ||
+      dynb__tensor_write(m->ctx, dynb__plan_input(m->plan), m->b.x) != DYNB_OK ||
+      dynb__tensor_write(m->ctx, dynb__plan_labels(m->plan), m->b.y) != DYNB_OK)
+    return cli_fail(cmd, m->ctx);
+  return -1; /* go on */
+}
+
+static void model_run_close(model_run *m) {
+  free(m->b.x), free(m->b.y);
+  dynb__plan_free(m->plan);
+  dynb__net_free(m->net);
+  dynb_ctx_free(m->ctx);
+}
+
+/* Writes named device tensors (F32) to a safetensors file. */
+static int write_tensors(const char *cmd, dynb_ctx *ctx, const char *path, const char **names,
+                         const dynb__tensor *const *ts, int n) {
+  dynb__st_entry *e = calloc((size_t)n, sizeof *e);
+  float **bufs = calloc((size_t)n, sizeof *bufs);
+  int rc = e && bufs ? 0 : 1;
+  for (int i = 0; rc == 0 && i < n; i++) {
+    bufs[i] = malloc(dynb__tensor_numel(ts[i]) * sizeof(float));
+    if (!bufs[i] || dynb__tensor_read(ctx, ts[i], bufs[i]) != DYNB_OK) rc = 1;
+    e[i] = (dynb__st_entry){names[i], DYNB_ST_F32, ts[i]->ndim, ts[i]->dims, bufs[i]};
+  }
+  char err[1024];
+  if (rc == 0 && dynb__st_write(path, e, n, NULL, NULL, 0, err, sizeof err) != DYNB_OK) {
+    fprintf(stderr, "dynblocks %s: %s\n", cmd, err);
+    rc = 1;
+  }
+  for (int i = 0; bufs && i < n; i++) free(bufs[i]);
+  free(bufs), free(e);
+  return rc;
+}
+
+int cmd_predict(int argc, char **argv) {
+  model_run m;
+  int rc = model_run_open("predict", argc, argv, false, &m);
+  if (rc < 0) {
+    if (dynb__plan_forward(m.plan, false) != DYNB_OK) {
+      rc = cli_fail("predict", m.ctx);
+    } else {
+      const char *names[1] = {"logits"};
+      const dynb__tensor *ts[1] = {dynb__plan_logits(m.plan)};
+      rc = write_tensors("predict", m.ctx, m.out, names, ts, 1);
+    }
+  }
+  model_run_close(&m);
+  return rc;
+}
+
+int cmd_grad(int argc, char **argv) {
+  model_run m;
+  int rc = model_run_open("grad", argc, argv, true, &m);
+  if (rc < 0) {
+    rc = 1;
+    dynb__net *net = m.net;
+    if (dynb__net_zero_grads(net) != DYNB_OK || dynb__plan_forward(m.plan, true) != DYNB_OK ||
+        dynb__plan_backward(m.plan, true) != DYNB_OK) {
+      cli_fail("grad", m.ctx);
+    } else {
+      size_t n = 2;
+      for (size_t i = 0; i < net->ntensors; i++) n += net->tensors[i].trainable;
+      const char **names = calloc(n, sizeof *names);
+      const dynb__tensor **ts = calloc(n, sizeof *ts);
+      char (*buf)[112] = calloc(n, sizeof *buf);
+      int64_t one = 1;
+      dynb__tensor loss = dynb__tensor_sub(dynb__plan_loss(m.plan), 0, 1, &one);
+      if (names && ts && buf) {
+        int k = 0;
+        names[k] = "loss", ts[k++] = &loss;
+        names[k] = "grad.x", ts[k++] = dynb__plan_input_grad(m.plan);
+        for (size_t i = 0; i < net->ntensors; i++) {
+          if (!net->tensors[i].trainable) continue;
+          snprintf(buf[k], sizeof buf[k], "grad.%s", net->tensors[i].name);
+          names[k] = buf[k], ts[k] = &net->tensors[i].grad, k++;
+        }
+        rc = write_tensors("grad", m.ctx, m.out, names, ts, k);
+      }
+      free(names), free(ts), free(buf);
+    }
+  }
+  model_run_close(&m);
+  return rc;
+}
+
+int cmd_bench(int argc, char **argv) {
+  const char *cmd = "bench";
+  cli_flag f[] = {{"--spec", "network spec (required)", false, NULL},
+                  {"--batch", "batch size (default 64)", false, NULL},
+                  {"--memory", "store (default) or checkpoint", false, NULL},
+                  {"--iters", "timed iterations after 2 warm-up ones (default 5)", false, NULL},
+                  {"--device", "OpenCL device index or name substring", false, NULL}};
+  int nf = sizeof f / sizeof *f;
+  bool help;
+  long batch, iters;
+  if (!cli_parse(cmd, "--spec FILE --batch N [--memory store|checkpoint]", f, nf, argc, argv, &help))
+    return 2;
+  if (help) return 0;
+  const char *spec_path = cli_get(f, nf, "--spec"), *mem = cli_get(f, nf, "--memory");
+  if (!spec_path) {
+    fprintf(stderr, "dynblocks bench: --spec is required\n");
+    return 2;
+  }
+  if (mem && strcmp(mem, "store") != 0 && strcmp(mem, "checkpoint") != 0) {
+    fprintf(stderr, "dynblocks bench: --memory must be store or checkpoint, got '%s'\n", mem);
+    return 2;
+  }
+  if (!cli_int(cmd, f, nf, "--batch", 1, 1 << 20, 64, &batch) ||
+      !cli_int(cmd, f, nf, "--iters", 1, 100000, 5, &iters))
+    return 2;
+  size_t len;
+  char *text = cli_read_text(cmd, spec_path, &len), err[1024];
+  static dynb__net_spec spec;
+  if (!text) return 1;
+  dynb_status st = dynb__spec_parse(text, len, spec_path, &spec, err, sizeof err);
+  free(text);
+  if (st != DYNB_OK) {
+    fprintf(stderr, "dynblocks bench: %s\n", err);
+    return 1;
+  }
+  dynb_ctx *ctx = cli_context(cmd, cli_get(f, nf, "--device"));
+  if (!ctx) return 1;
+  dynb__net *net = NULL;
+  dynb__plan *plan = NULL;
+  dynb__optimizer *opt = NULL;
+  dynb__optim_desc od = dynb__optim_desc_default();
+  int rc = 1;
+  if (dynb__net_create(ctx, &spec, DYNB_F32, &net) == DYNB_OK && dynb__net_init(net, 1) == DYNB_OK &&
+      dynb__plan_build(net, batch, mem && !strcmp(mem, "checkpoint") ? DYNB_MEMORY_CHECKPOINT : DYNB_MEMORY_STORE, &plan) == DYNB_OK &&
+      dynb__optimizer_create(net, &od, &opt) == DYNB_OK) {
+    /* Inputs stay zero-filled: throughput does not depend on the values. */
+    double t_train = 0, t_infer = 0;
+    st = DYNB_OK;
+    for (long i = 0; st == DYNB_OK && i < iters + 2; i++) {
+      double t0 = now_seconds();
+      st = dynb__net_zero_grads(net);
+      if (st == DYNB_OK) st = dynb__plan_forward(plan, true);
+      if (st == DYNB_OK) st = dynb__plan_backward(plan, false);
+      if (st == DYNB_OK) st = dynb__optimizer_step(opt, 0.0);
+      if (st == DYNB_OK) st = dynb__finish(ctx);
+      if (i >= 2) t_train += now_seconds() - t0;
+    }
+    for (long i = 0; st == DYNB_OK && i < iters + 2; i++) {
+      double t0 = now_seconds();
+      st = dynb__plan_forward(plan, false);
+      if (st == DYNB_OK) st = dynb__finish(ctx);
+      if (i >= 2) t_infer += now_seconds() - t0;
+    }
+    if (st == DYNB_OK) {
+      size_t params = 0;
+      for (size_t i = 0; i < net->ntensors; i++)
+        params += dynb__tensor_numel(&net->tensors[i].value) * dynb__dtype_size(net->real) *
+                  (net->tensors[i].trainable ? 2 : 1);
+      size_t peak = dynb__plan_bytes(plan) + params;
+      double tr = (double)batch * (double)iters / t_train, inf = (double)batch * (double)iters / t_infer;
+      printf("device          %s\nbatch           %ld\ntrain img/s     %.1f\ninfer img/s     %.1f\n"
+             "peak bytes      %zu (plan %zu, parameters and gradients %zu; optimiser state not counted)\n",
+             ctx->info.device_name, batch, tr, inf, peak, dynb__plan_bytes(plan), params);
+      printf("{\"train_img_per_s\": %.3f, \"infer_img_per_s\": %.3f, \"peak_bytes\": %zu}\n", tr, inf, peak);
+      rc = 0;
+    }
+  }
+  if (rc) cli_fail(cmd, ctx);
+  dynb__optimizer_free(opt);
+  dynb__plan_free(plan);
+  dynb__net_free(net);
+  dynb_ctx_free(ctx);
+  return rc;
+}
