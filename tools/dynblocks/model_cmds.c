@@ -124,7 +124,10 @@ static bool read_batch(const char *cmd, const char *path, const dynb__net_spec *
     }
   }
   dynb__st_release(&f);
-  if (!ok) free(b->x), free(b->y);
+  if (!ok) {
+    free(b->x), free(b->y);
+    b->x = NULL, b->y = NULL;
+  }
   return ok;
 }
 

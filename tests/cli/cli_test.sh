@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# End-to-end checks of the dynblocks tool on a tiny synthetic IDX data set:
+# train, resume, eval, predict, grad, bench, and clear failures on bad input.
+# Usage: cli_test.sh DYNBLOCKS_BINARY SOURCE_DIR
+set -u
+bin=$1
+src=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+fails=0
+ok() { echo "ok   $1"; }
+bad() { echo "FAIL $1"; fails=$((fails + 1)); }
+# expect_fail NAME NEEDLE CMD...: non-zero exit and NEEDLE in stderr
+expect_fail() {
+  local name=$1 needle=$2
+  shift 2
+  "$@" >out.txt 2>err.txt
+  local rc=$?
+  if [ $rc -eq 0 ]; then bad "$name: exit 0"; return; fi
+  if [ $rc -ge 128 ]; then bad "$name: killed by signal $((rc - 128))"; return; fi
+  if grep -qF -- "$needle" err.txt; then ok "$name"; else bad "$name: stderr lacks '$needle': $(cat err.txt)"; fi
+}
+
+# 96 training and 32 test images of 8x8 whose class is the bright quadrant.
+python3 - <<'PY'
+import gzip, random, struct
+random.seed(3)
+def write(prefix, n):
+    imgs, labs = bytearray(), bytearray()
+    for i in range(n):
+        c = i % 4
+        for y in range(8):
+            for x in range(8):
+                q = (y >= 4) * 2 + (x >= 4)
+                imgs.append(200 if q == c else random.randint(0, 60))
+        labs.append(c)
+    with gzip.open(f"data/{prefix}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, n, 8, 8) + bytes(imgs))
+    with open(f"data/{prefix}-labels-idx1-ubyte", "wb") as f:
+        f.write(struct.pack(">II", 0x801, n) + bytes(labs))
+import os
+os.makedirs("data", exist_ok=True)
+write("train", 96)
+write("t10k", 32)
+# batch files: x float32 [4,1,8,8], y int64 [4]
+import json
+def st(path, tensors):
+    header, data = {}, b""
+    for name, (dt, shape, raw) in tensors.items():
+        header[name] = {"dtype": dt, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    h = json.dumps(header).encode()
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+xs = b"".join(struct.pack("<f", random.uniform(-1, 1)) for _ in range(4 * 64))
+st("batch.safetensors", {"x": ("F32", [4, 1, 8, 8], xs), "y": ("I64", [4], struct.pack("<4q", 0, 1, 2, 3))})
+st("badlabel.safetensors", {"x": ("F32", [4, 1, 8, 8], xs), "y": ("I64", [4], struct.pack("<4q", 0, 1, 2, 11))})
+st("wrongshape.safetensors", {"x": ("F32", [4, 1, 7, 8], xs[: 4 * 56 * 4])})
+PY
+
+common=(--data data --widths 4,8 --steps 1 --batch 8 --train-size 0 --val-size 16 --lr 0.1)
+if "$bin" train "${common[@]}" --epochs 2 --out m.safetensors --log log.csv >train.txt 2>train.err; then
+  ok "train runs"
+else
+  bad "train: $(cat train.err)"
+fi
+[ "$(wc -l <log.csv)" = 3 ] && ok "csv has a header and 2 rows" || bad "csv rows: $(cat log.csv)"
+[ -s log.svg ] && grep -q "<polyline" log.svg && ok "plot written" || bad "no plot"
+grep -q "test accuracy" train.txt && ok "final test accuracy printed" || bad "no test accuracy"
+if "$bin" train "${common[@]}" --epochs 3 --out m.safetensors --log log.csv --resume m.safetensors.ckpt >resume.txt 2>resume.err; then
+  [ "$(wc -l <log.csv)" = 4 ] && ok "resume continues at epoch 2" || bad "resume rows: $(cat log.csv)"
+else
+  bad "resume: $(cat resume.err)"
+fi
+"$bin" eval --model m.safetensors --data data >eval.txt 2>&1 && grep -q "accuracy" eval.txt && ok "eval" || bad "eval: $(cat eval.txt)"
+"$bin" predict --model m.safetensors --input batch.safetensors --out logits.safetensors 2>p.err && [ -s logits.safetensors ] && ok "predict" || bad "predict: $(cat p.err)"
+"$bin" grad --model m.safetensors --input batch.safetensors --out grads.safetensors 2>g.err && grep -q "grad.open.conv.weight" grads.safetensors && grep -q '"loss"' grads.safetensors && grep -q '"grad.x"' grads.safetensors && ok "grad" || bad "grad: $(cat g.err)"
+"$bin" bench --spec "$src/specs/small.json" --batch 2 --iters 1 >bench.txt 2>&1 && tail -n 1 bench.txt | grep -q '"train_img_per_s"' && ok "bench JSON line" || bad "bench: $(cat bench.txt)"
+
+expect_fail "unknown flag" "unknown flag '--epoch'" "$bin" train --epoch 2
+expect_fail "bad number" "--batch must be an integer" "$bin" train --batch zero
+expect_fail "bad schedule" "bad learning-rate schedule" "$bin" train --data data --lr 0.1@x
+expect_fail "missing model" "nope.safetensors" "$bin" eval --model nope.safetensors --data data
+head -c 100 m.safetensors >cut.safetensors
+expect_fail "truncated model" "cut.safetensors" "$bin" predict --model cut.safetensors --input batch.safetensors --out o.safetensors
+echo '{"input": {"channels": 1, "height": 8, "width": 8}, "classes": 10, "open": {"width": 4}, "blocks": [{"width": 4, "layer": "doublesym", "norm": "tv", "scheme": "rk9", "t_states": [0, 1]}]}' >bad.json
+expect_fail "bad spec names the key" "bad.json: blocks[0].scheme" "$bin" train --spec bad.json --data data --val-size 16
+expect_fail "bad label" "y[3] = 11" "$bin" grad --model m.safetensors --input badlabel.safetensors --out o.safetensors
+expect_fail "wrong input shape" "needs 'x' as F32 [N, 1, 8, 8]" "$bin" predict --model m.safetensors --input wrongshape.safetensors --out o.safetensors
+expect_fail "missing data" "no-such-dir" "$bin" train --data no-such-dir
+[ ! -e o.safetensors ] && ok "no output file after failures" || bad "o.safetensors written"
+expect_fail "unwritable output" "/proc/forbidden.safetensors: cannot create" "$bin" predict --model m.safetensors --input batch.safetensors --out /proc/forbidden.safetensors
+
+if [ "$fails" -eq 0 ]; then echo "cli tests: all passed"; else echo "cli tests: $fails failed"; fi
+exit $((fails > 0))
