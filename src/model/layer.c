@@ -289,47 +289,35 @@ static dynb_status prepare(dynb_ctx *ctx, const dynb__layer *l, const dynb__laye
   return DYNB_OK;
 }
 
-/* a = N_j(z); with no norm `a` is the same view as `z` and nothing runs. */
-static dynb_status norm_forward(dynb_ctx *ctx, const dynb__layer *l, const parts *p, int j,
-                                bool train, const dynb__tensor *z, const dynb__tensor *a) {
-  switch (l->norm) {
-    case DYNB_NORM_NONE:
-      return DYNB_OK;
-    case DYNB_NORM_TV:
-      return dynb__tv_forward(ctx, z, &p->nb[j], a, DYNB_TV_EPS);
-    case DYNB_NORM_BATCH:
-      if (!train)
-        return dynb__bn_eval_forward(ctx, z, &p->nw[j], &p->nb[j], &p->rmean[j], &p->rvar[j], a,
-                                     DYNB_BN_EPS);
-      return dynb__bn_train_forward(ctx, z, &p->nw[j], &p->nb[j], a, &p->cv.mean[j],
-                                    &p->cv.invstd[j], p->has_running ? &p->rmean[j] : NULL,
-                                    p->has_running ? &p->rvar[j] : NULL, DYNB_BN_MOMENTUM,
-                                    DYNB_BN_EPS);
-  }
-  return DYNB_STATUS_INVALID_ARGUMENT;
+/* The norm of index j as the shared dispatcher sees it. */
+static dynb__norm_args layer_norm(const dynb__layer *l, const parts *p, int j, bool train) {
+  dynb__norm_args a = {l->norm, &p->nw[j], &p->nb[j], &p->cv.mean[j], &p->cv.invstd[j],
+                       NULL, NULL, train};
+  /* Evaluation always reads running statistics; training updates them only
+   * when the caller passed them (not during a checkpoint recomputation). */
+  if (l->norm == DYNB_NORM_BATCH && (p->has_running))
+    a.running_mean = &p->rmean[j], a.running_var = &p->rvar[j];
+  return a;
 }
 
-/* dz = N_j'(z)ᵀ da, norm parameter gradients into dtheta. Returns in *dz_out
- * the view holding dz: `da` itself for no norm, else `dz`. */
+static dynb_status norm_forward(dynb_ctx *ctx, const dynb__layer *l, const parts *p, int j,
+                                bool train, const dynb__tensor *z, const dynb__tensor *a) {
+  dynb__norm_args n = layer_norm(l, p, j, train);
+  return dynb__norm_forward(ctx, &n, z, a);
+}
+
+/* dz = N_j'(z)ᵀ da, norm parameter gradients into dtheta; *dz_out is the
+ * view holding dz (da itself for no norm). */
 static dynb_status norm_backward(dynb_ctx *ctx, const dynb__layer *l, const parts *p, int j,
                                  bool train, const dynb__tensor *z, const dynb__tensor *da,
                                  const dynb__tensor *dz, const dynb__tensor *dtheta,
                                  const dynb__tensor **dz_out) {
   int64_t c = l->channels;
-  *dz_out = dz;
-  if (l->norm == DYNB_NORM_NONE) {
-    *dz_out = da;
-    return DYNB_OK;
-  }
-  dynb__tensor dnb = dynb__tensor_sub(dtheta, p->lo.nb[j], 1, &c);
-  if (l->norm == DYNB_NORM_TV)
-    return dynb__tv_backward(ctx, z, da, dz, &dnb, DYNB_TV_EPS, false, true);
-  dynb__tensor dnw = dynb__tensor_sub(dtheta, p->lo.nw[j], 1, &c);
-  if (!train)
-    return dynb__bn_eval_backward(ctx, z, da, &p->nw[j], &p->rmean[j], &p->rvar[j], dz, &dnw,
-                                  &dnb, DYNB_BN_EPS, false, true);
-  return dynb__bn_train_backward(ctx, z, da, &p->nw[j], &p->cv.mean[j], &p->cv.invstd[j], dz, &dnw,
-                                 &dnb, false, true);
+  dynb__norm_args n = layer_norm(l, p, j, train);
+  dynb__tensor none = {0}, dnw = none, dnb = none;
+  if (p->lo.nw[j] != SIZE_MAX) dnw = dynb__tensor_sub(dtheta, p->lo.nw[j], 1, &c);
+  if (p->lo.nb[j] != SIZE_MAX) dnb = dynb__tensor_sub(dtheta, p->lo.nb[j], 1, &c);
+  return dynb__norm_backward(ctx, &n, z, da, dz, &dnw, &dnb, dz_out);
 }
 
 /* ---- forward ------------------------------------------------------------------ */
