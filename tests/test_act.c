@@ -9,9 +9,6 @@
 static const dynb_act all_acts[] = {DYNB_ACT_IDENTITY, DYNB_ACT_RELU, DYNB_ACT_TANH,
                                     DYNB_ACT_LEAKY_RELU};
 
-/* Unit roundoff of the kernel's real type. */
-static double unit(dynb_dtype dt) { return dt == DYNB_F32 ? 0x1p-24 : 0x1p-53; }
-
 /* Relative bounds, in units of roundoff u, per activation:
  * - identity, relu, leaky_relu: at most the product slope·x (the slope is
  *   itself rounded to the real type), dy·σ' and the accumulation round,
@@ -23,25 +20,7 @@ static double unit(dynb_dtype dt) { return dt == DYNB_F32 ? 0x1p-24 : 0x1p-53; }
  *   covers the sum. Inputs are O(1), so the same bound serves as absolute
  *   error near zero. */
 static double tol(dynb_act act, dynb_dtype dt) {
-  return (act == DYNB_ACT_TANH ? 64 : 4) * unit(dt);
-}
-
-/* Rounds host data to what a tensor of dtype dt holds, so the reference
- * sees the kernel's inputs. */
-static void round_to(dynb_dtype dt, double *x, size_t n) {
-  for (size_t i = 0; dt == DYNB_F32 && i < n; i++) x[i] = (float)x[i];
-}
-
-/* A view at element offset `off` of a larger buffer (returned in *base). */
-static dynb__tensor upload_at(dynb_ctx *ctx, dynb_dtype dt, int ndim, const int64_t *dims,
-                              const double *host, size_t off, dynb__tensor *base) {
-  int64_t n = 1;
-  for (int i = 0; i < ndim; i++) n *= dims[i];
-  int64_t flat = n + (int64_t)off + 3;
-  *base = tu_upload(ctx, dt, 1, &flat, NULL);
-  dynb__tensor v = dynb__tensor_view(base->mem, off, dt, ndim, dims);
-  tu_write(ctx, &v, host);
-  return v;
+  return (act == DYNB_ACT_TANH ? 64 : 4) * tu_unit(dt);
 }
 
 /* Inputs in [-2, 2] with every seventh exactly 0, the kink of relu and
@@ -103,11 +82,11 @@ static void forward_case(dynb_ctx *ctx, dynb_dtype dt, dynb_act act, int64_t n, 
   size_t p = (size_t)(n * c * h * w);
   int64_t dims[4] = {n, c, h, w};
   double *x = act_inputs(&r, p), *want = malloc(p * sizeof *want), *got = malloc(p * sizeof *got);
-  round_to(dt, x, p);
+  tu_round_to(dt, x, p);
   ref_act_forward(act, p, x, want);
   dynb__tensor bx, by;
-  dynb__tensor tx = upload_at(ctx, dt, 4, dims, x, 5, &bx),
-               ty = upload_at(ctx, dt, 4, dims, NULL, 2, &by);
+  dynb__tensor tx = tu_upload_at(ctx, dt, 4, dims, x, 5, &bx),
+               ty = tu_upload_at(ctx, dt, 4, dims, NULL, 2, &by);
   TU_OK(ctx, dynb__act_forward(ctx, act, &tx, &ty));
   tu_download(ctx, &ty, got);
   char what[96];
@@ -147,12 +126,12 @@ static void backward_case(dynb_ctx *ctx, dynb_dtype dt, dynb_act act, int64_t n,
   int64_t dims[4] = {n, c, h, w};
   double *x = act_inputs(&r, p), *dy = tu_random(&r, p, -1, 1), *dx0 = tu_random(&r, p, -1, 1);
   double *want = malloc(p * sizeof *want), *got = malloc(p * sizeof *got);
-  round_to(dt, x, p), round_to(dt, dy, p), round_to(dt, dx0, p);
+  tu_round_to(dt, x, p), tu_round_to(dt, dy, p), tu_round_to(dt, dx0, p);
   ref_act_backward(act, p, x, dy, want);
   dynb__tensor bx, bdy, bdx;
-  dynb__tensor tx = upload_at(ctx, dt, 4, dims, x, 1, &bx);
-  dynb__tensor tdy = upload_at(ctx, dt, 4, dims, dy, 0, &bdy);
-  dynb__tensor tdx = upload_at(ctx, dt, 4, dims, dx0, 9, &bdx);
+  dynb__tensor tx = tu_upload_at(ctx, dt, 4, dims, x, 1, &bx);
+  dynb__tensor tdy = tu_upload_at(ctx, dt, 4, dims, dy, 0, &bdy);
+  dynb__tensor tdx = tu_upload_at(ctx, dt, 4, dims, dx0, 9, &bdx);
   char what[96];
   const char *an = dynb__act_name(act), *dn = dynb__dtype_name(dt);
   TU_OK(ctx, dynb__act_backward(ctx, act, &tx, &tdy, &tdx, false));

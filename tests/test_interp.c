@@ -12,11 +12,6 @@
  * and relative bounds it. In double the same count gives ~6e-16: 1e-14. */
 static double tol_for(dynb_dtype dt) { return dt == DYNB_F32 ? 1e-6 : 1e-14; }
 
-/* The values a float tensor really holds, so references see the same inputs. */
-static void round_to(dynb_dtype dt, double *x, size_t n) {
-  for (size_t i = 0; dt == DYNB_F32 && i < n; i++) x[i] = (float)x[i];
-}
-
 static void expect_point(const double *grid, int J, double t, int want_j0, double want_w) {
   int j0 = -1, rj0 = -1;
   double w = -1, rw = -1;
@@ -150,11 +145,11 @@ static void forward_case(dynb_ctx *ctx, dynb_dtype dt, int ndim, const int64_t *
   size_t p = n / (size_t)J;
   tu_rng r = tu_rng_seed(n * 31 + (size_t)j0);
   double *c = tu_random(&r, n, -1, 1);
-  round_to(dt, c, n);
+  tu_round_to(dt, c, n);
   double *cb = with_guards(c, 3, n, p, NAN);
   padded tc = padded_upload(ctx, dt, ndim, dims, 3, p, cb);
   double *ob0 = tu_random(&r, p + 7, -1, 1);
-  round_to(dt, ob0, p + 7);
+  tu_round_to(dt, ob0, p + 7);
   int64_t pd = (int64_t)p;
   padded to = padded_upload(ctx, dt, 1, &pd, 5, 2, ob0);
   TU_OK(ctx, dynb__interp_forward(ctx, &tc.view, j0, w, &to.view));
@@ -210,11 +205,11 @@ static void backward_case(dynb_ctx *ctx, dynb_dtype dt, int J, size_t p, int j0,
   tu_rng r = tu_rng_seed((uint64_t)J * 1000 + p + (uint64_t)j0);
   size_t n = (size_t)J * p, tail = p;
   double *dout = tu_random(&r, p, -1, 1);
-  round_to(dt, dout, p);
+  tu_round_to(dt, dout, p);
   /* Accumulates onto random values, with a finite guard row after the view:
    * at j0 = J - 1 and w = 0, a write to "row J" would change it. */
   double *dc0 = tu_random(&r, 2 + n + tail, -1, 1);
-  round_to(dt, dc0, 2 + n + tail);
+  tu_round_to(dt, dc0, 2 + n + tail);
   int64_t pd = (int64_t)p, cd[2] = {J, (int64_t)p};
   dynb__tensor tdout = tu_upload(ctx, dt, 1, &pd, dout);
   padded tdc = padded_upload(ctx, dt, 2, cd, 2, tail, dc0);

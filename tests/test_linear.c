@@ -6,25 +6,6 @@
 #include "testutil.h"
 #include "ref/ref.h"
 
-/* Unit roundoff of the kernel's real type. */
-static double unit(dynb_dtype dt) { return dt == DYNB_F32 ? 0x1p-24 : 0x1p-53; }
-
-static void round_to(dynb_dtype dt, double *x, size_t n) {
-  for (size_t i = 0; dt == DYNB_F32 && i < n; i++) x[i] = (float)x[i];
-}
-
-/* A view at element offset `off` of a larger buffer (returned in *base). */
-static dynb__tensor upload_at(dynb_ctx *ctx, dynb_dtype dt, int ndim, const int64_t *dims,
-                              const double *host, size_t off, dynb__tensor *base) {
-  int64_t n = 1;
-  for (int i = 0; i < ndim; i++) n *= dims[i];
-  int64_t flat = n + (int64_t)off + 3;
-  *base = tu_upload(ctx, dt, 1, &flat, NULL);
-  dynb__tensor v = dynb__tensor_view(base->mem, off, dt, ndim, dims);
-  tu_write(ctx, &v, host);
-  return v;
-}
-
 static double *fabs_of(const double *x, size_t n) {
   double *a = malloc((n ? n : 1) * sizeof *a);
   for (size_t i = 0; i < n; i++) a[i] = fabs(x[i]);
@@ -43,7 +24,7 @@ static double max_of(const double *x, size_t n) {
  * included in the magnitude), doubled for the double reference. The
  * magnitude is the same product over absolute values. */
 static double gemm_atol(dynb_dtype dt, int k, const double *mag, size_t n) {
-  return 2 * (k + 2) * unit(dt) * max_of(mag, n);
+  return 2 * (k + 2) * tu_unit(dt) * max_of(mag, n);
 }
 
 static void ref_hand_checked(void **state) {
@@ -74,16 +55,16 @@ static void forward_case(dynb_ctx *ctx, lin_case lc) {
   double *x = tu_random(&r, px, -1, 1), *w = tu_random(&r, pw, -1, 1);
   double *b = tu_random(&r, (size_t)lc.out, -1, 1), *want = malloc(py * sizeof *want);
   double *got = malloc(py * sizeof *got);
-  round_to(lc.dt, x, px), round_to(lc.dt, w, pw), round_to(lc.dt, b, (size_t)lc.out);
+  tu_round_to(lc.dt, x, px), tu_round_to(lc.dt, w, pw), tu_round_to(lc.dt, b, (size_t)lc.out);
   int64_t xd[2] = {lc.n, lc.in}, wd[2] = {lc.out, lc.in}, bd = lc.out, yd[2] = {lc.n, lc.out};
   dynb__tensor bx, bw, bb, by;
-  dynb__tensor tx = upload_at(ctx, lc.dt, 2, xd, x, 3, &bx),
-               tw = upload_at(ctx, lc.dt, 2, wd, w, 0, &bw);
-  dynb__tensor tb = upload_at(ctx, lc.dt, 1, &bd, b, 1, &bb);
+  dynb__tensor tx = tu_upload_at(ctx, lc.dt, 2, xd, x, 3, &bx),
+               tw = tu_upload_at(ctx, lc.dt, 2, wd, w, 0, &bw);
+  dynb__tensor tb = tu_upload_at(ctx, lc.dt, 1, &bd, b, 1, &bb);
   /* y starts as NaN: the forward must overwrite, not scale, what was there. */
   double *nan = malloc(py * sizeof *nan);
   for (size_t i = 0; i < py; i++) nan[i] = NAN;
-  dynb__tensor ty = upload_at(ctx, lc.dt, 2, yd, nan, 7, &by);
+  dynb__tensor ty = tu_upload_at(ctx, lc.dt, 2, yd, nan, 7, &by);
   TU_OK(ctx, dynb__linear_forward(ctx, &tx, &tw, lc.bias ? &tb : NULL, &ty));
   tu_download(ctx, &ty, got);
   ref_linear_forward(lc.n, lc.in, lc.out, x, w, lc.bias ? b : NULL, want);
@@ -145,16 +126,16 @@ static void backward_case(dynb_ctx *ctx, lin_case lc) {
          *db0 = tu_random(&r, po, -1, 1);
   double *nan = malloc((px + pw + po) * sizeof *nan);
   for (size_t i = 0; i < px + pw + po; i++) nan[i] = NAN;
-  round_to(lc.dt, x, px), round_to(lc.dt, w, pw), round_to(lc.dt, dy, py);
-  round_to(lc.dt, dx0, px), round_to(lc.dt, dw0, pw), round_to(lc.dt, db0, po);
+  tu_round_to(lc.dt, x, px), tu_round_to(lc.dt, w, pw), tu_round_to(lc.dt, dy, py);
+  tu_round_to(lc.dt, dx0, px), tu_round_to(lc.dt, dw0, pw), tu_round_to(lc.dt, db0, po);
   int64_t xd[2] = {lc.n, lc.in}, wd[2] = {lc.out, lc.in}, bd = lc.out, yd[2] = {lc.n, lc.out};
   dynb__tensor bx, bw, bdy, bdx, bdw, bdb;
-  dynb__tensor tx = upload_at(ctx, lc.dt, 2, xd, x, 2, &bx),
-               tw = upload_at(ctx, lc.dt, 2, wd, w, 1, &bw);
-  dynb__tensor tdy = upload_at(ctx, lc.dt, 2, yd, dy, 5, &bdy);
-  dynb__tensor tdx = upload_at(ctx, lc.dt, 2, xd, nan, 3, &bdx);
-  dynb__tensor tdw = upload_at(ctx, lc.dt, 2, wd, nan, 0, &bdw);
-  dynb__tensor tdb = upload_at(ctx, lc.dt, 1, &bd, nan, 4, &bdb);
+  dynb__tensor tx = tu_upload_at(ctx, lc.dt, 2, xd, x, 2, &bx),
+               tw = tu_upload_at(ctx, lc.dt, 2, wd, w, 1, &bw);
+  dynb__tensor tdy = tu_upload_at(ctx, lc.dt, 2, yd, dy, 5, &bdy);
+  dynb__tensor tdx = tu_upload_at(ctx, lc.dt, 2, xd, nan, 3, &bdx);
+  dynb__tensor tdw = tu_upload_at(ctx, lc.dt, 2, wd, nan, 0, &bdw);
+  dynb__tensor tdb = tu_upload_at(ctx, lc.dt, 1, &bd, nan, 4, &bdb);
   double *wdx = malloc(px * sizeof *wdx), *wdw = malloc(pw * sizeof *wdw),
          *wdb = malloc(po * sizeof *wdb);
   double *mdx = malloc(px * sizeof *mdx), *mdw = malloc(pw * sizeof *mdw),

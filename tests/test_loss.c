@@ -7,25 +7,6 @@
 #include "testutil.h"
 #include "ref/ref.h"
 
-/* Unit roundoff of the kernel's real type. */
-static double unit(dynb_dtype dt) { return dt == DYNB_F32 ? 0x1p-24 : 0x1p-53; }
-
-static void round_to(dynb_dtype dt, double *x, size_t n) {
-  for (size_t i = 0; dt == DYNB_F32 && i < n; i++) x[i] = (float)x[i];
-}
-
-/* A view at element offset `off` of a larger buffer (returned in *base). */
-static dynb__tensor upload_at(dynb_ctx *ctx, dynb_dtype dt, int ndim, const int64_t *dims,
-                              const double *host, size_t off, dynb__tensor *base) {
-  int64_t n = 1;
-  for (int i = 0; i < ndim; i++) n *= dims[i];
-  int64_t flat = n + (int64_t)off + 3;
-  *base = tu_upload(ctx, dt, 1, &flat, NULL);
-  dynb__tensor v = dynb__tensor_view(base->mem, off, dt, ndim, dims);
-  tu_write(ctx, &v, host);
-  return v;
-}
-
 /* Labels at element offset 2 of their buffer (returned in *base). */
 static dynb__tensor labels_at(dynb_ctx *ctx, int n, const int32_t *labels, dynb__tensor *base) {
   int32_t *padded = calloc((size_t)n + 2, sizeof *padded);
@@ -86,22 +67,22 @@ static double *case_logits(tu_rng *r, xent_case xc) {
 static double loss_tol(dynb_ctx *ctx, xent_case xc, double mean_abs) {
   size_t wg = dynb__reduce_wg(ctx), d = ((size_t)xc.n + wg - 1) / wg;
   for (size_t k = wg; k > 1; k /= 2) d++;
-  return 2 * unit(xc.dt) * (xc.k + 30 + 6 * log((double)xc.k) + ((double)d + 3) * mean_abs);
+  return 2 * tu_unit(xc.dt) * (xc.k + 30 + 6 * log((double)xc.k) + ((double)d + 3) * mean_abs);
 }
 
 static void forward_case(dynb_ctx *ctx, xent_case xc) {
   tu_rng r = tu_rng_seed((uint64_t)(xc.n * 1000 + xc.k + (int)xc.spread));
   size_t p = (size_t)xc.n * xc.k;
   double *z = case_logits(&r, xc), want[2], got[2], again[2];
-  round_to(xc.dt, z, p);
+  tu_round_to(xc.dt, z, p);
   int32_t *labels = malloc((size_t)xc.n * sizeof *labels);
   for (int i = 0; i < xc.n; i++) labels[i] = (int32_t)(tu_uniform(&r, 0, 1) * xc.k) % xc.k;
   for (int row = 0; xc.k > 2 && row < xc.n; row += 10) labels[row] = 1; /* a tie won */
   int64_t zd[2] = {xc.n, xc.k}, od = 2, wd = (int64_t)dynb__xent_workspace(xc.n);
   dynb__tensor bz, bo, bw, bl;
-  dynb__tensor tz = upload_at(ctx, xc.dt, 2, zd, z, 3, &bz),
-               to = upload_at(ctx, xc.dt, 1, &od, NULL, 1, &bo);
-  dynb__tensor tw = upload_at(ctx, xc.dt, 1, &wd, NULL, 5, &bw),
+  dynb__tensor tz = tu_upload_at(ctx, xc.dt, 2, zd, z, 3, &bz),
+               to = tu_upload_at(ctx, xc.dt, 1, &od, NULL, 1, &bo);
+  dynb__tensor tw = tu_upload_at(ctx, xc.dt, 1, &wd, NULL, 5, &bw),
                tl = labels_at(ctx, xc.n, labels, &bl);
   TU_OK(ctx, dynb__xent_forward(ctx, &tz, &tl, &to, &tw));
   tu_download(ctx, &to, got);
@@ -130,17 +111,17 @@ static void backward_case(dynb_ctx *ctx, xent_case xc, double scale) {
   size_t p = (size_t)xc.n * xc.k;
   double *z = case_logits(&r, xc), *d0 = tu_random(&r, p, -1, 1);
   double *want = malloc(p * sizeof *want), *got = malloc(p * sizeof *got);
-  round_to(xc.dt, z, p), round_to(xc.dt, d0, p);
+  tu_round_to(xc.dt, z, p), tu_round_to(xc.dt, d0, p);
   int32_t *labels = malloc((size_t)xc.n * sizeof *labels);
   for (int i = 0; i < xc.n; i++) labels[i] = (int32_t)(tu_uniform(&r, 0, 1) * xc.k) % xc.k;
   int64_t zd[2] = {xc.n, xc.k};
   dynb__tensor bz, bd, bl;
-  dynb__tensor tz = upload_at(ctx, xc.dt, 2, zd, z, 1, &bz),
-               td = upload_at(ctx, xc.dt, 2, zd, d0, 4, &bd);
+  dynb__tensor tz = tu_upload_at(ctx, xc.dt, 2, zd, z, 1, &bz),
+               td = tu_upload_at(ctx, xc.dt, 2, zd, d0, 4, &bd);
   dynb__tensor tl = labels_at(ctx, xc.n, labels, &bl);
   /* Checked as 2(K + 42)u·(|c| + |want|), which also covers the
    * accumulation and prints errors relative to max(|want|, |c|). */
-  double c = fabs(scale) / xc.n, rtol = 2 * (xc.k + 42) * unit(xc.dt), atol = c * rtol;
+  double c = fabs(scale) / xc.n, rtol = 2 * (xc.k + 42) * tu_unit(xc.dt), atol = c * rtol;
   ref_xent_backward(xc.n, xc.k, z, labels, scale, want);
   char what[128];
   for (int acc = 0; acc < 2; acc++) {
@@ -204,7 +185,7 @@ static void bad_labels_give_nan(void **state) {
     ref_xent_backward(3, 3, z, labels, 1.0, ref);
     memcpy(want, ref, sizeof want);
     tu_assert_close(d ? "xent_backward f64 valid row" : "xent_backward f32 valid row", g, want, 3,
-                    2 * 45 * unit(dt), 2 * 45 * unit(dt) / 3);
+                    2 * 45 * tu_unit(dt), 2 * 45 * tu_unit(dt) / 3);
     for (int i = 3; i < 9; i++) assert_true(isnan(g[i]) && isnan(ref[i]));
     dynb__tensor_release(&tz), dynb__tensor_release(&to), dynb__tensor_release(&tw);
     dynb__tensor_release(&tl), dynb__tensor_release(&td);

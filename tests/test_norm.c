@@ -31,8 +31,6 @@ static size_t per_channel(const shape *sh) { return (size_t)(sh->n * sh->h * sh-
  * sum_steps · u · Σ|terms| (dynb__channel_sum walks each sample's row on
  * its own: at most N more steps per item, counted in too). Every bound
  * below is such a count times the largest magnitude the data give it. */
-static double unit(dynb_dtype dt) { return dt == DYNB_F32 ? 0x1p-24 : 0x1p-53; }
-
 static double sum_steps(dynb_ctx *ctx, const shape *sh) {
   size_t wg = dynb__reduce_wg(ctx), m = per_channel(sh);
   return (double)((m + wg - 1) / wg) + (double)sh->n + log2((double)wg);
@@ -163,7 +161,7 @@ static void tv_case(dynb_ctx *ctx, dynb_dtype dt, const shape *sh) {
   tu_rng r = tu_rng_seed((uint64_t)(sh->n * 1000 + sh->c * 100 + sh->h * 10 + sh->w + dt));
   size_t p = numel(sh), c = (size_t)sh->c;
   int n = (int)sh->n, s = spatial(sh);
-  double u = unit(dt);
+  double u = tu_unit(dt);
   double *x = data(&r, dt, p, -1, 1), *beta = data(&r, dt, c, -1, 1), *dy = data(&r, dt, p, -1, 1);
   double *dx0 = data(&r, dt, p, -1, 1), *db0 = data(&r, dt, c, -1, 1);
   double *y = malloc(p * sizeof *y), *dx = malloc(p * sizeof *dx), *db = malloc(c * sizeof *db);
@@ -241,7 +239,7 @@ static void bn_train_forward_case(dynb_ctx *ctx, dynb_dtype dt, const shape *sh,
   tu_rng r = tu_rng_seed((uint64_t)(sh->n * 1000 + sh->c * 100 + sh->h * 10 + sh->w + dt));
   size_t p = numel(sh), c = (size_t)sh->c;
   int n = (int)sh->n, s = spatial(sh);
-  double u = unit(dt), ks = sum_steps(ctx, sh);
+  double u = tu_unit(dt), ks = sum_steps(ctx, sh);
   /* Uniform on ±√3 has standard deviation 1. */
   double *x = data(&r, dt, p, offset - sqrt(3), offset + sqrt(3));
   double *g = data(&r, dt, c, 0.5, 1.5), *beta = data(&r, dt, c, -1, 1);
@@ -295,7 +293,7 @@ static void bn_train_backward_case(dynb_ctx *ctx, dynb_dtype dt, const shape *sh
   tu_rng r = tu_rng_seed((uint64_t)(sh->n * 1000 + sh->c * 100 + sh->h * 10 + sh->w + dt + 5));
   size_t p = numel(sh), c = (size_t)sh->c, m = per_channel(sh);
   int n = (int)sh->n, s = spatial(sh);
-  double u = unit(dt), ks = sum_steps(ctx, sh);
+  double u = tu_unit(dt), ks = sum_steps(ctx, sh);
   double *x = data(&r, dt, p, offset - sqrt(3), offset + sqrt(3));
   double *g = data(&r, dt, c, 0.5, 1.5), *beta = data(&r, dt, c, -1, 1);
   double *dy = data(&r, dt, p, -1, 1), *dx0 = data(&r, dt, p, -1, 1);
@@ -403,7 +401,7 @@ static void bn_eval_case(dynb_ctx *ctx, dynb_dtype dt, const shape *sh) {
   tu_rng r = tu_rng_seed((uint64_t)(sh->n * 1000 + sh->c * 100 + sh->h * 10 + sh->w + dt + 9));
   size_t p = numel(sh), c = (size_t)sh->c, m = per_channel(sh);
   int n = (int)sh->n, s = spatial(sh);
-  double u = unit(dt), ks = sum_steps(ctx, sh);
+  double u = tu_unit(dt), ks = sum_steps(ctx, sh);
   double *x = data(&r, dt, p, -1, 1), *g = data(&r, dt, c, 0.5, 1.5),
          *beta = data(&r, dt, c, -1, 1);
   double *rm = data(&r, dt, c, -0.5, 0.5), *rv = data(&r, dt, c, 0.5, 2);

@@ -17,10 +17,6 @@
 static double tol_for(dynb_dtype dt) { return dt == DYNB_F32 ? 5e-6 : 1e-14; }
 #define STEPS 4
 
-static void round_to(dynb_dtype dt, double *x, size_t n) {
-  for (size_t i = 0; dt == DYNB_F32 && i < n; i++) x[i] = (float)x[i];
-}
-
 /* ---- references, checked by hand --------------------------------------- */
 
 static void ref_hand_checked(void **state) {
@@ -90,7 +86,7 @@ static arena arena_make(dynb_ctx *ctx, dynb_dtype dt, int ndim, const int64_t *d
   a.nseg = nseg;
   a.total = first + (size_t)nseg * (a.n + gap);
   a.host = tu_random(r, a.total, -1, 1);
-  round_to(dt, a.host, a.total);
+  tu_round_to(dt, a.host, a.total);
   int64_t td = (int64_t)a.total;
   a.buf = tu_upload(ctx, dt, 1, &td, a.host);
   for (int k = 0; k < nseg; k++) {
@@ -140,7 +136,7 @@ static void sgd_case(dynb_ctx *ctx, dynb_dtype dt, int ndim, const int64_t *dims
   double *g = malloc(a.n * sizeof *g);
   for (int s = 0; s < STEPS; s++) {
     tu_fill(&r, g, a.n, -1, 1);
-    round_to(dt, g, a.n);
+    tu_round_to(dt, g, a.n);
     arena_set(ctx, &a, G_SEG, g);
     TU_OK(ctx, dynb__sgd_step(ctx, &a.seg[P_SEG], &a.seg[G_SEG],
                               pass_velocity ? &a.seg[V_SEG] : NULL, &h));
@@ -208,14 +204,14 @@ static void adam_case(dynb_ctx *ctx, dynb_dtype dt, int ndim, const int64_t *dim
   /* Fresh state is zero; a resumed one has m ∈ [-0.1, 0.1], v ∈ [0.01, 0.1]
    * (v >= 0 always; m² <= v keeps the ratio m̂/√v̂ of order 1). */
   for (size_t i = 0; i < a.n; i++) x[i] = resume ? tu_uniform(&r, -0.1, 0.1) : 0;
-  round_to(dt, x, a.n);
+  tu_round_to(dt, x, a.n);
   arena_set(ctx, &a, M_SEG, x);
   for (size_t i = 0; i < a.n; i++) x[i] = resume ? tu_uniform(&r, 0.01, 0.1) : 0;
-  round_to(dt, x, a.n);
+  tu_round_to(dt, x, a.n);
   arena_set(ctx, &a, V_SEG, x);
   for (int s = 0; s < STEPS; s++, h.step++) {
     tu_fill(&r, x, a.n, -1, 1);
-    round_to(dt, x, a.n);
+    tu_round_to(dt, x, a.n);
     arena_set(ctx, &a, G_SEG, x);
     TU_OK(ctx, dynb__adam_step(ctx, &a.seg[P_SEG], &a.seg[G_SEG], &a.seg[M_SEG], &a.seg[V_SEG],
                                &h));
@@ -261,8 +257,8 @@ static void clip_case(dynb_ctx *ctx, dynb_dtype dt, int ndim, const int64_t *dim
   TU_OK(ctx, dynb__clip(ctx, &a.seg[0], lo, hi));
   /* The bounds, as the kernel sees them, are rounded to the dtype. */
   double lo_r = lo, hi_r = hi;
-  round_to(dt, &lo_r, 1);
-  round_to(dt, &hi_r, 1);
+  tu_round_to(dt, &lo_r, 1);
+  tu_round_to(dt, &hi_r, 1);
   ref_clip(a.n, a.host + a.off[0], lo_r, hi_r);
   char what[128];
   snprintf(what, sizeof what, "clip %s n=%zu [%g, %g]", dynb__dtype_name(dt), a.n, lo, hi);

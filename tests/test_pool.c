@@ -6,27 +6,6 @@
 #include "testutil.h"
 #include "ref/ref.h"
 
-/* Unit roundoff of the kernel's real type. */
-static double unit(dynb_dtype dt) { return dt == DYNB_F32 ? 0x1p-24 : 0x1p-53; }
-
-/* Rounds host data to what a tensor of dtype dt holds, so the reference
- * sees the kernel's inputs. */
-static void round_to(dynb_dtype dt, double *x, size_t n) {
-  for (size_t i = 0; dt == DYNB_F32 && i < n; i++) x[i] = (float)x[i];
-}
-
-/* A view at element offset `off` of a larger buffer (returned in *base). */
-static dynb__tensor upload_at(dynb_ctx *ctx, dynb_dtype dt, int ndim, const int64_t *dims,
-                              const double *host, size_t off, dynb__tensor *base) {
-  int64_t n = 1;
-  for (int i = 0; i < ndim; i++) n *= dims[i];
-  int64_t flat = n + (int64_t)off + 3;
-  *base = tu_upload(ctx, dt, 1, &flat, NULL);
-  dynb__tensor v = dynb__tensor_view(base->mem, off, dt, ndim, dims);
-  tu_write(ctx, &v, host);
-  return v;
-}
-
 static void ref_hand_checked(void **state) {
   (void)state;
   /* [1 2 3; 4 5 6] pools to (1+2+4+5)/4 = 3; the odd last column is dropped.
@@ -60,12 +39,12 @@ static void avgpool2_case(dynb_ctx *ctx, dynb_dtype dt, int64_t n, int64_t c, in
   double *x = tu_random(&r, px, -1, 1), *dy = tu_random(&r, py, -1, 1);
   double *dx0 = tu_random(&r, px, -1, 1), *want = malloc(px * sizeof *want);
   double *got = malloc(px * sizeof *got);
-  round_to(dt, x, px), round_to(dt, dy, py), round_to(dt, dx0, px);
+  tu_round_to(dt, x, px), tu_round_to(dt, dy, py), tu_round_to(dt, dx0, px);
   dynb__tensor bx, by, bdy, bdx;
-  dynb__tensor tx = upload_at(ctx, dt, 4, xd, x, 3, &bx),
-               ty = upload_at(ctx, dt, 4, yd, NULL, 1, &by);
-  dynb__tensor tdy = upload_at(ctx, dt, 4, yd, dy, 0, &bdy),
-               tdx = upload_at(ctx, dt, 4, xd, dx0, 6, &bdx);
+  dynb__tensor tx = tu_upload_at(ctx, dt, 4, xd, x, 3, &bx),
+               ty = tu_upload_at(ctx, dt, 4, yd, NULL, 1, &by);
+  dynb__tensor tdy = tu_upload_at(ctx, dt, 4, yd, dy, 0, &bdy),
+               tdx = tu_upload_at(ctx, dt, 4, xd, dx0, 6, &bdx);
   char what[96];
   const char *dn = dynb__dtype_name(dt);
   TU_OK(ctx, dynb__avgpool2_forward(ctx, &tx, &ty));
@@ -73,20 +52,20 @@ static void avgpool2_case(dynb_ctx *ctx, dynb_dtype dt, int64_t n, int64_t c, in
   ref_avgpool2_forward((int)n, (int)c, (int)h, (int)w, x, want);
   snprintf(what, sizeof what, "avgpool2_forward %s %lldx%lldx%lldx%lld", dn, (long long)n,
            (long long)c, (long long)h, (long long)w);
-  tu_assert_close(what, got, want, py, 6 * unit(dt), 6 * unit(dt));
+  tu_assert_close(what, got, want, py, 6 * tu_unit(dt), 6 * tu_unit(dt));
   TU_OK(ctx, dynb__avgpool2_backward(ctx, &tdy, &tdx, false));
   tu_download(ctx, &tdx, got);
   ref_avgpool2_backward((int)n, (int)c, (int)h, (int)w, dy, want);
   snprintf(what, sizeof what, "avgpool2_backward %s %lldx%lldx%lldx%lld", dn, (long long)n,
            (long long)c, (long long)h, (long long)w);
-  tu_assert_close(what, got, want, px, 2 * unit(dt), 2 * unit(dt));
+  tu_assert_close(what, got, want, px, 2 * tu_unit(dt), 2 * tu_unit(dt));
   tu_write(ctx, &tdx, dx0);
   TU_OK(ctx, dynb__avgpool2_backward(ctx, &tdy, &tdx, true));
   tu_download(ctx, &tdx, got);
   for (size_t i = 0; i < px; i++) want[i] += dx0[i];
   snprintf(what, sizeof what, "avgpool2_backward %s %lldx%lldx%lldx%lld acc", dn, (long long)n,
            (long long)c, (long long)h, (long long)w);
-  tu_assert_close(what, got, want, px, 2 * unit(dt), 2 * unit(dt));
+  tu_assert_close(what, got, want, px, 2 * tu_unit(dt), 2 * tu_unit(dt));
   dynb__tensor_release(&bx), dynb__tensor_release(&by);
   dynb__tensor_release(&bdy), dynb__tensor_release(&bdx);
   free(x), free(dy), free(dx0), free(want), free(got);
@@ -119,14 +98,14 @@ static void global_case(dynb_ctx *ctx, dynb_dtype dt, int64_t n, int64_t c, int6
   double *x = tu_random(&r, px, -1, 1), *dy = tu_random(&r, py, -1, 1);
   double *dx0 = tu_random(&r, px, -1, 1), *want = malloc(px * sizeof *want);
   double *got = malloc(px * sizeof *got);
-  round_to(dt, x, px), round_to(dt, dy, py), round_to(dt, dx0, px);
+  tu_round_to(dt, x, px), tu_round_to(dt, dy, py), tu_round_to(dt, dx0, px);
   size_t wg = dynb__reduce_wg(ctx), depth = (s + wg - 1) / wg + 1;
   for (size_t k = wg; k > 1; k /= 2) depth++;
   dynb__tensor bx, by, bdy, bdx;
-  dynb__tensor tx = upload_at(ctx, dt, 4, xd, x, 2, &bx),
-               ty = upload_at(ctx, dt, 2, yd, NULL, 5, &by);
-  dynb__tensor tdy = upload_at(ctx, dt, 2, yd, dy, 1, &bdy),
-               tdx = upload_at(ctx, dt, 4, xd, dx0, 0, &bdx);
+  dynb__tensor tx = tu_upload_at(ctx, dt, 4, xd, x, 2, &bx),
+               ty = tu_upload_at(ctx, dt, 2, yd, NULL, 5, &by);
+  dynb__tensor tdy = tu_upload_at(ctx, dt, 2, yd, dy, 1, &bdy),
+               tdx = tu_upload_at(ctx, dt, 4, xd, dx0, 0, &bdx);
   char what[96];
   const char *dn = dynb__dtype_name(dt);
   TU_OK(ctx, dynb__global_avgpool_forward(ctx, &tx, &ty));
@@ -134,20 +113,20 @@ static void global_case(dynb_ctx *ctx, dynb_dtype dt, int64_t n, int64_t c, int6
   ref_global_avgpool_forward((int)n, (int)c, (int)s, x, want);
   snprintf(what, sizeof what, "global_avgpool_forward %s %lldx%lldx%lldx%lld", dn, (long long)n,
            (long long)c, (long long)h, (long long)w);
-  tu_assert_close(what, got, want, py, 2 * (double)depth * unit(dt), 2 * (double)depth * unit(dt));
+  tu_assert_close(what, got, want, py, 2 * (double)depth * tu_unit(dt), 2 * (double)depth * tu_unit(dt));
   TU_OK(ctx, dynb__global_avgpool_backward(ctx, &tdy, &tdx, false));
   tu_download(ctx, &tdx, got);
   ref_global_avgpool_backward((int)n, (int)c, (int)s, dy, want);
   snprintf(what, sizeof what, "global_avgpool_backward %s %lldx%lldx%lldx%lld", dn, (long long)n,
            (long long)c, (long long)h, (long long)w);
-  tu_assert_close(what, got, want, px, 4 * unit(dt), 4 * unit(dt));
+  tu_assert_close(what, got, want, px, 4 * tu_unit(dt), 4 * tu_unit(dt));
   tu_write(ctx, &tdx, dx0);
   TU_OK(ctx, dynb__global_avgpool_backward(ctx, &tdy, &tdx, true));
   tu_download(ctx, &tdx, got);
   for (size_t i = 0; i < px; i++) want[i] += dx0[i];
   snprintf(what, sizeof what, "global_avgpool_backward %s %lldx%lldx%lldx%lld acc", dn,
            (long long)n, (long long)c, (long long)h, (long long)w);
-  tu_assert_close(what, got, want, px, 4 * unit(dt), 4 * unit(dt));
+  tu_assert_close(what, got, want, px, 4 * tu_unit(dt), 4 * tu_unit(dt));
   dynb__tensor_release(&bx), dynb__tensor_release(&by);
   dynb__tensor_release(&bdy), dynb__tensor_release(&bdx);
   free(x), free(dy), free(dx0), free(want), free(got);

@@ -23,10 +23,6 @@ static double fwd_tol(dynb_dtype dt, size_t k) {
  * ≤ 4 roundings of values ≲ 5, i.e. ≲ 1.2e-6 in float: 2e-6; 1e-14 in double. */
 static double bwd_tol(dynb_dtype dt) { return dt == DYNB_F32 ? 2e-6 : 1e-14; }
 
-static void round_to(dynb_dtype dt, double *x, size_t n) {
-  for (size_t i = 0; dt == DYNB_F32 && i < n; i++) x[i] = (float)x[i];
-}
-
 static void ref_hand_checked(void **state) {
   (void)state;
   /* J = 3, P = 2, θ = [[0, 1], [2, -1], [2, 0]], h = [0.5, 2], alpha = 3:
@@ -63,15 +59,15 @@ static void forward_case(dynb_ctx *ctx, dynb_dtype dt, int J, size_t p, bool acc
   tu_rng r = tu_rng_seed((uint64_t)J * 7919 + p + acc);
   size_t n = (size_t)J * p;
   double *c = tu_random(&r, n, -1, 1), *h = tu_random(&r, (size_t)J, 0.1, 2);
-  round_to(dt, c, n);
-  round_to(dt, h, (size_t)J);
+  tu_round_to(dt, c, n);
+  tu_round_to(dt, h, (size_t)J);
   int64_t cd[2] = {J, (int64_t)p}, hd = J - 1;
   dynb__tensor tc = tu_upload(ctx, dt, 2, cd, c);
   dynb__tensor th = J > 1 ? tu_upload(ctx, dt, 1, &hd, h) : (dynb__tensor){0};
   /* out is element 2 of a 4-element buffer; work sits at offset 3 of a
    * buffer that is exactly large enough. */
   double o0[4] = {0.25, -0.5, tu_uniform(&r, -1, 1), 0.75}, got[4];
-  round_to(dt, o0, 4);
+  tu_round_to(dt, o0, 4);
   int64_t four = 4, one = 1, wn = (int64_t)(3 + dynb__timereg_workspace(ctx, (int64_t)p));
   dynb__tensor tobuf = tu_upload(ctx, dt, 1, &four, o0), twbuf = tu_upload(ctx, dt, 1, &wn, NULL);
   dynb__tensor to = dynb__tensor_view(tobuf.mem, 2, dt, 1, &one);
@@ -135,10 +131,10 @@ static void backward_case(dynb_ctx *ctx, dynb_dtype dt, int J, size_t p, bool ti
   /* Ties: control 1 equals control 0, so those differences are exactly 0
    * and contribute sign(0) = 0. */
   if (ties && J > 1) memcpy(c + p, c, p * sizeof *c);
-  round_to(dt, c, n);
-  round_to(dt, h, (size_t)J);
+  tu_round_to(dt, c, n);
+  tu_round_to(dt, h, (size_t)J);
   double *dc0 = tu_random(&r, n, -1, 1), *got = malloc(n * sizeof *got);
-  round_to(dt, dc0, n);
+  tu_round_to(dt, dc0, n);
   int64_t cd[2] = {J, (int64_t)p}, hd = J - 1;
   dynb__tensor tc = tu_upload(ctx, dt, 2, cd, c), tdc = tu_upload(ctx, dt, 2, cd, dc0);
   dynb__tensor th = J > 1 ? tu_upload(ctx, dt, 1, &hd, h) : (dynb__tensor){0};

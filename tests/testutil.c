@@ -76,6 +76,23 @@ dynb__tensor tu_upload(dynb_ctx *ctx, dynb_dtype dtype, int ndim, const int64_t 
   return t;
 }
 
+dynb__tensor tu_upload_at(dynb_ctx *ctx, dynb_dtype dt, int ndim, const int64_t *dims,
+                          const double *host, size_t off, dynb__tensor *base) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= dims[i];
+  int64_t flat = n + (int64_t)off + 3;
+  *base = tu_upload(ctx, dt, 1, &flat, NULL);
+  dynb__tensor v = dynb__tensor_view(base->mem, off, dt, ndim, dims);
+  tu_write(ctx, &v, host);
+  return v;
+}
+
+double tu_unit(dynb_dtype dt) { return dt == DYNB_F32 ? 0x1p-24 : 0x1p-53; }
+
+void tu_round_to(dynb_dtype dt, double *x, size_t n) {
+  for (size_t i = 0; dt == DYNB_F32 && i < n; i++) x[i] = (float)x[i];
+}
+
 dynb__tensor tu_upload_i32(dynb_ctx *ctx, int64_t n, const int32_t *labels) {
   dynb__tensor t;
   TU_OK(ctx, dynb__tensor_alloc(ctx, DYNB_I32, 1, &n, &t));

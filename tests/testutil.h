@@ -40,6 +40,15 @@ dynb__tensor tu_upload(dynb_ctx *ctx, dynb_dtype dtype, int ndim, const int64_t 
 void tu_write(dynb_ctx *ctx, const dynb__tensor *t, const double *host);
 /* Reads a tensor into host doubles (n = numel). */
 void tu_download(dynb_ctx *ctx, const dynb__tensor *t, double *host);
+/* The same at element offset `off` of a larger buffer (returned in *base,
+ * which the caller releases), to exercise views that do not start at 0. */
+dynb__tensor tu_upload_at(dynb_ctx *ctx, dynb_dtype dt, int ndim, const int64_t *dims,
+                          const double *host, size_t off, dynb__tensor *base);
+/* Unit roundoff of a real type (2^-24 or 2^-53), for tolerances. */
+double tu_unit(dynb_dtype dt);
+/* Rounds host data to what a tensor of dtype dt holds, so that a reference
+ * sees exactly the kernel's inputs. */
+void tu_round_to(dynb_dtype dt, double *x, size_t n);
 /* Labels as I32. */
 dynb__tensor tu_upload_i32(dynb_ctx *ctx, int64_t n, const int32_t *labels);
 
