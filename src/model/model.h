@@ -40,7 +40,6 @@ dynb_status dynb__tableau_custom(const double *c, int len_c, const double *a, in
                                  int a_cols, const double *b, int len_b, dynb__tableau *out,
                                  char *err, size_t errlen);
 
-#endif
 
 /* ---- Layer functions (layer.c) -------------------------------------------- */
 
@@ -314,3 +313,5 @@ dynb_status dynb__norm_backward(dynb_ctx *ctx, const dynb__norm_args *n, const d
                                 const dynb__tensor *da, const dynb__tensor *dz,
                                 const dynb__tensor *dweight, const dynb__tensor *dbias,
                                 const dynb__tensor **dz_out);
+
+#endif
