@@ -165,12 +165,54 @@ static void gradients_preact_none_midpoint(void **state) {
   check_network_gradients(DYNB_LAYER_PREACT, DYNB_NORM_NONE, "midpoint");
 }
 
+/* Folding the opening and connecting batch norms into their convolutions
+ * leaves the evaluation-mode logits unchanged (to rounding, in double). */
+static void folding_batch_norms_keeps_eval_logits(void **state) {
+  (void)state;
+  dynb_ctx *ctx = tu_ctx();
+  tu_require_real(ctx, DYNB_F64);
+  dynb__net_spec s;
+  small_spec(&s, DYNB_LAYER_DOUBLE, DYNB_NORM_BATCH, "rk4");
+  dynb__net *net;
+  TU_OK(ctx, dynb__net_create(ctx, &s, DYNB_F64, &net));
+  TU_OK(ctx, dynb__net_init(net, 5));
+  dynb__plan *plan;
+  TU_OK(ctx, dynb__plan_build(net, 4, DYNB_MEMORY_STORE, &plan));
+  tu_rng r = tu_rng_seed(21);
+  size_t nin = dynb__tensor_numel(dynb__plan_input(plan));
+  double *x = tu_random(&r, nin, -1, 2), before[12], after[12];
+  tu_write(ctx, dynb__plan_input(plan), x);
+  /* Training-mode passes move the running statistics away from (0, 1). */
+  for (int i = 0; i < 5; i++) TU_OK(ctx, dynb__plan_forward(plan, true));
+  TU_OK(ctx, dynb__plan_forward(plan, false));
+  tu_download(ctx, dynb__plan_logits(plan), before);
+  size_t tensors = net->ntensors;
+  dynb__plan_free(plan);
+  TU_OK(ctx, dynb__net_fold_batch_norms(net));
+  assert_int_equal(net->spec.open_norm, DYNB_NORM_NONE);
+  assert_null(dynb__net_find(net, "open.norm.running_var"));
+  assert_null(dynb__net_find(net, "connect.1.norm.weight"));
+  assert_non_null(dynb__net_find(net, "blocks.0.steps.0.stages.0.norm1.running_mean"));
+  assert_int_equal(net->ntensors, tensors - 4 * 3);
+  TU_OK(ctx, dynb__plan_build(net, 4, DYNB_MEMORY_STORE, &plan));
+  tu_write(ctx, dynb__plan_input(plan), x);
+  TU_OK(ctx, dynb__plan_forward(plan, false));
+  tu_download(ctx, dynb__plan_logits(plan), after);
+  /* Folding reorders a handful of double operations per output. */
+  tu_assert_close("folded eval logits", after, before, 12, 1e-11, 1e-11);
+  free(x);
+  dynb__plan_free(plan);
+  dynb__net_free(net);
+  dynb_ctx_free(ctx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(names_follow_the_spec),
       cmocka_unit_test(gradients_doublesym_tv_rk4),
       cmocka_unit_test(gradients_double_batch_euler),
       cmocka_unit_test(gradients_preact_none_midpoint),
+      cmocka_unit_test(folding_batch_norms_keeps_eval_logits),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -290,6 +290,15 @@ dynb_status dynb__net_init(dynb__net *net, uint64_t seed);
 const dynb__net_tensor *dynb__net_find(const dynb__net *net, const char *name);
 /* Zeroes every gradient. */
 dynb_status dynb__net_zero_grads(dynb__net *net);
+/* Batch-norm folding for inference: every batch norm that follows the
+ * opening or a connecting convolution is folded into that convolution's
+ * weights and bias (w' = w·γ/√(σ²+ε), b' = (b − μ)·γ/√(σ²+ε) + β, with
+ * the running statistics), and the norm becomes `none` in the spec, so the
+ * network computes the same evaluation-mode function with fewer passes.
+ * Batch norms inside blocks stay: their affine terms are interpolated in
+ * time and their statistics belong to each (step, stage), so no single
+ * convolution owns them. */
+dynb_status dynb__net_fold_batch_norms(dynb__net *net);
 
 /* ---- Normalisation dispatch (norm.c) ------------------------------------------- */
 

@@ -261,3 +261,63 @@ dynb_status dynb__net_init(dynb__net *net, uint64_t seed) {
   dynb__free(net->ctx, host);
   return st;
 }
+
+/* ---- batch-norm folding ----------------------------------------------------------- */
+
+static dynb_status fold_unit(dynb__net *net, dynb__conv_unit *u) {
+  if (u->norm != DYNB_NORM_BATCH) return DYNB_OK;
+  dynb_ctx *ctx = net->ctx;
+  size_t co = (size_t)u->cout, per = (size_t)u->cin * (size_t)u->kernel * (size_t)u->kernel;
+  double *w = dynb__alloc(ctx, co * per * sizeof *w), *v = dynb__alloc(ctx, 5 * co * sizeof *v);
+  dynb_status st = w && v ? DYNB_OK : dynb__fail(ctx, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no memory");
+  double *b = v, *g = v + co, *be = v + 2 * co, *m = v + 3 * co, *var = v + 4 * co;
+  if (st == DYNB_OK) st = dynb__tensor_read_f64(ctx, &u->w, w);
+  if (st == DYNB_OK) st = dynb__tensor_read_f64(ctx, &u->b, b);
+  if (st == DYNB_OK) st = dynb__tensor_read_f64(ctx, &u->nw, g);
+  if (st == DYNB_OK) st = dynb__tensor_read_f64(ctx, &u->nb, be);
+  if (st == DYNB_OK) st = dynb__tensor_read_f64(ctx, &u->rmean, m);
+  if (st == DYNB_OK) st = dynb__tensor_read_f64(ctx, &u->rvar, var);
+  for (size_t o = 0; st == DYNB_OK && o < co; o++) {
+    double s = g[o] / sqrt(var[o] + DYNB_BN_EPS);
+    for (size_t i = 0; i < per; i++) w[o * per + i] *= s;
+    b[o] = (b[o] - m[o]) * s + be[o];
+  }
+  if (st == DYNB_OK) st = dynb__tensor_write_f64(ctx, &u->w, w);
+  if (st == DYNB_OK) st = dynb__tensor_write_f64(ctx, &u->b, b);
+  dynb__free(ctx, w);
+  dynb__free(ctx, v);
+  return st;
+}
+
+/* Rebuilds the tensor list without the tensors of the folded norms. */
+static void drop_folded(dynb__net *net, const char *prefix) {
+  size_t n = strlen(prefix), kept = 0;
+  for (size_t i = 0; i < net->ntensors; i++)
+    if (strncmp(net->tensors[i].name, prefix, n) != 0) net->tensors[kept++] = net->tensors[i];
+  net->ntensors = kept;
+}
+
+static void unit_forget_norm(dynb__conv_unit *u) {
+  dynb__tensor *norm[] = {&u->nw, &u->nb, &u->dnw, &u->dnb, &u->rmean, &u->rvar};
+  for (size_t i = 0; i < sizeof norm / sizeof *norm; i++) dynb__tensor_release(norm[i]);
+  u->norm = DYNB_NORM_NONE;
+}
+
+dynb_status dynb__net_fold_batch_norms(dynb__net *net) {
+  char prefix[48];
+  DYNB_TRY(fold_unit(net, &net->open));
+  if (net->open.norm == DYNB_NORM_BATCH) {
+    drop_folded(net, "open.norm.");
+    unit_forget_norm(&net->open);
+    net->spec.open_norm = DYNB_NORM_NONE;
+  }
+  bool all = net->spec.connect_norm == DYNB_NORM_BATCH;
+  for (int b = 0; all && b < net->spec.nblocks; b++) {
+    DYNB_TRY(fold_unit(net, &net->connect[b]));
+    snprintf(prefix, sizeof prefix, "connect.%d.norm.", b);
+    drop_folded(net, prefix);
+    unit_forget_norm(&net->connect[b]);
+  }
+  if (all) net->spec.connect_norm = DYNB_NORM_NONE;
+  return DYNB_OK;
+}

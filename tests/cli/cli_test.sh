@@ -75,6 +75,22 @@ fi
 "$bin" eval --model m.safetensors --data data >eval.txt 2>&1 && grep -q "accuracy" eval.txt && ok "eval" || bad "eval: $(cat eval.txt)"
 "$bin" predict --model m.safetensors --input batch.safetensors --out logits.safetensors 2>p.err && [ -s logits.safetensors ] && ok "predict" || bad "predict: $(cat p.err)"
 "$bin" grad --model m.safetensors --input batch.safetensors --out grads.safetensors 2>g.err && grep -q "grad.open.conv.weight" grads.safetensors && grep -q '"loss"' grads.safetensors && grep -q '"grad.x"' grads.safetensors && ok "grad" || bad "grad: $(cat g.err)"
+if "$bin" fold --model m.safetensors --out folded.safetensors 2>f.err &&
+  "$bin" predict --model folded.safetensors --input batch.safetensors --out logits2.safetensors 2>>f.err; then
+  python3 - <<'PY' && ok "folded model predicts the same logits" || bad "fold: logits differ"
+import json, struct
+def logits(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+    s, e = h["logits"]["data_offsets"]; d = b[8 + n + s:8 + n + e]
+    return struct.unpack("<%df" % (len(d) // 4), d)
+a, b = logits("logits.safetensors"), logits("logits2.safetensors")
+m = max(abs(x) for x in a)
+# float32 logits of order 1 through a few reordered multiply-adds
+raise SystemExit(0 if max(abs(x - y) for x, y in zip(a, b)) <= 1e-5 * max(1, m) else 1)
+PY
+else
+  bad "fold: $(cat f.err)"
+fi
 "$bin" bench --spec "$src/specs/small.json" --batch 2 --iters 1 >bench.txt 2>&1 && tail -n 1 bench.txt | grep -q '"train_img_per_s"' && ok "bench JSON line" || bad "bench: $(cat bench.txt)"
 
 expect_fail "unknown flag" "unknown flag '--epoch'" "$bin" train --epoch 2

@@ -19,6 +19,7 @@ static void usage(FILE *f) {
           "  predict    eval-mode logits of a model for a batch file\n"
           "  grad       train-mode loss and gradients of a model for a batch file\n"
           "  bench      training and inference throughput and peak device memory\n"
+          "  fold       fold batch norms into convolutions for inference\n"
           "  version    print the library version\n"
           "\n"
           "Every command takes --help. Device selection: --device INDEX|NAME or the\n"
@@ -219,6 +220,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "predict") == 0) return cmd_predict(argc - 2, argv + 2);
   if (strcmp(cmd, "grad") == 0) return cmd_grad(argc - 2, argv + 2);
   if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 2, argv + 2);
+  if (strcmp(cmd, "fold") == 0) return cmd_fold(argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("dynblocks %s\n", dynb_version_string());
     return 0;

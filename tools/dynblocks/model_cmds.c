@@ -330,3 +330,32 @@ int cmd_bench(int argc, char **argv) {
   dynb_ctx_free(ctx);
   return rc;
 }
+
+int cmd_fold(int argc, char **argv) {
+  const char *cmd = "fold";
+  cli_flag f[] = {{"--model", "model file (required)", false, NULL},
+                  {"--out", "folded model file (required)", false, NULL},
+                  {"--device", "OpenCL device index or name substring", false, NULL}};
+  int nf = sizeof f / sizeof *f;
+  bool help;
+  if (!cli_parse(cmd, "--model MODEL --out FILE  (fold batch norms into convolutions for inference)",
+                 f, nf, argc, argv, &help))
+    return 2;
+  if (help) return 0;
+  const char *model = cli_get(f, nf, "--model"), *out = cli_get(f, nf, "--out");
+  if (!model || !out) {
+    fprintf(stderr, "dynblocks fold: --model and --out are required\n");
+    return 2;
+  }
+  dynb_ctx *ctx = cli_context(cmd, cli_get(f, nf, "--device"));
+  if (!ctx) return 1;
+  dynb__net *net = NULL;
+  dynb__train_state ts;
+  int rc = 0;
+  if (dynb__model_load(ctx, model, DYNB_F32, &net, &ts) != DYNB_OK ||
+      dynb__net_fold_batch_norms(net) != DYNB_OK || dynb__model_save(net, out, NULL, &ts) != DYNB_OK)
+    rc = cli_fail(cmd, ctx);
+  dynb__net_free(net);
+  dynb_ctx_free(ctx);
+  return rc;
+}
