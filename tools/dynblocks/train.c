@@ -35,7 +35,7 @@ static cli_flag flags[F_COUNT] = {
     {"--nesterov", "Nesterov momentum", true, NULL},
     {"--seed", "seed of initialisation, split and shuffling (default 1)", false, NULL},
     {"--train-size", "training samples to use (default 10000; 0: all but validation)", false, NULL},
-    {"--val-size", "validation samples split off the training set (default 2000)", false, NULL},
+    {"--val-size", "validation split off the training set: a count, or a fraction below 1 (default 2000)", false, NULL},
     {"--out", "best model by validation loss (default model.safetensors)", false, NULL},
     {"--log", "per-epoch CSV (default train.csv; the plot goes beside it as .svg)", false, NULL},
     {"--checkpoint", "checkpoint written after every epoch (default <out>.ckpt)", false, NULL},
@@ -142,7 +142,7 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
   cli_plot_svg(svg, r->rows, r->nrows);
 }
 
-static bool load_data(const char *cmd, long train_size, long val_size, uint64_t seed,
+static bool load_data(const char *cmd, long train_size, double val_size, uint64_t seed,
                       dynb__dataset *train, dynb__dataset *val, dynb__dataset *test,
                       dynb__train_state *ts, bool fixed_norm) {
   char err[1024];
@@ -153,12 +153,17 @@ static bool load_data(const char *cmd, long train_size, long val_size, uint64_t 
   }
   uint64_t rng = seed ^ UINT64_C(0x5eed);
   dynb__dataset_shuffle(train, &rng);
-  if (val_size >= train->n) {
-    fprintf(stderr, "dynblocks %s: --val-size %ld leaves no training data (%lld samples)\n", cmd,
+  /* A fraction of the training set, or a count. */
+  int64_t nval = val_size < 1 ? (int64_t)(val_size * (double)train->n) : (int64_t)val_size;
+  if (nval >= train->n) {
+    fprintf(stderr, "dynblocks %s: --val-size %g leaves no training data (%lld samples)\n", cmd,
             val_size, (long long)train->n);
     return false;
   }
-  dynb__dataset_split(train, val_size, val);
+  if (dynb__dataset_split(train, nval, val) != DYNB_OK) {
+    fprintf(stderr, "dynblocks %s: out of host memory\n", cmd);
+    return false;
+  }
   if (train_size > 0 && train_size < train->n) train->n = train_size;
   if (train->c > 4) {
     fprintf(stderr, "dynblocks %s: at most 4 input channels are supported\n", cmd);
@@ -211,14 +216,15 @@ int cmd_train(int argc, char **argv) {
                  argc, argv, &help))
     return 2;
   if (help) return 0;
-  long epochs, batch, seed, train_size, val_size;
+  long epochs, batch, seed, train_size;
+  double val_size;
   dynb__train_desc d;
   memset(&d, 0, sizeof d);
   if (!cli_int(cmd, flags, F_COUNT, "--epochs", 0, 100000, 2, &epochs) ||
       !cli_int(cmd, flags, F_COUNT, "--batch", 1, 1 << 20, 64, &batch) ||
       !cli_int(cmd, flags, F_COUNT, "--seed", 0, 0x7fffffffL, 1, &seed) ||
       !cli_int(cmd, flags, F_COUNT, "--train-size", 0, 100000000, 10000, &train_size) ||
-      !cli_int(cmd, flags, F_COUNT, "--val-size", 0, 100000000, 2000, &val_size) ||
+      !cli_double(cmd, flags, F_COUNT, "--val-size", 0, 1e8, 2000, &val_size) ||
       !parse_optim(cmd, &d))
     return 2;
   run r;
@@ -285,6 +291,12 @@ int cmd_train(int argc, char **argv) {
   d.resume_path = GET(F_RESUME);
   d.state = &r.ts;
   if (dynb__train(r.net, &train, &val, &d) != DYNB_OK || r.failed) {
+    cli_fail(cmd, ctx);
+    goto done;
+  }
+  /* With no epoch run (--epochs 0, or resuming a finished run) the model as
+   * it stands is the result. */
+  if (isinf(r.best_val) && dynb__model_save(r.net, r.out_path, NULL, &r.ts) != DYNB_OK) {
     cli_fail(cmd, ctx);
     goto done;
   }
