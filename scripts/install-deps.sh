@@ -10,6 +10,7 @@ packages=(
   libcmocka-dev                                             # tests
   zlib1g-dev libcjson-dev                                   # gzip'd data sets, JSON specs
   dataset-fashion-mnist                                     # the default data set
+  python3-torch                                             # parity test against PyTorch (optional)
   "$@"
 )
 

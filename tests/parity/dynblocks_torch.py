@@ -1,0 +1,264 @@
+"""An independent PyTorch implementation of a DynamicBlocks network (SPEC §1),
+built from a dynblocks spec (SPEC §3) and loaded from a dynblocks model file.
+
+Written from the specification, not from the C sources: it shares no code
+with dynblocks. Everything runs in float64 so that, compared with dynblocks'
+float32 results, the error measured is dynblocks' own.
+
+    net = DynNet.from_file("model.safetensors")
+    logits = net(x, train=False)                     # eval mode: running statistics
+    loss = net.loss(x, y)                            # train mode: batch statistics
+    loss.backward(); net.params["open.conv.weight"].grad
+"""
+import json
+import struct
+
+import torch
+import torch.nn.functional as F
+
+DT = torch.float64
+
+# ---- safetensors, read with the standard library and torch only ------------
+
+_DTYPES = {"F32": torch.float32, "F64": torch.float64, "I32": torch.int32, "I64": torch.int64,
+           "F16": torch.float16, "U8": torch.uint8}
+
+
+def read_safetensors(path):
+    """Returns ({name: tensor}, metadata dict)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    (hlen,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + hlen].decode("utf-8"))
+    meta = header.pop("__metadata__", {}) or {}
+    base = 8 + hlen
+    out = {}
+    for name, d in header.items():
+        lo, hi = d["data_offsets"]
+        dt = _DTYPES[d["dtype"]]
+        buf = bytearray(raw[base + lo:base + hi])  # writable copy for frombuffer
+        t = torch.frombuffer(buf, dtype=dt) if hi > lo else torch.zeros(0, dtype=dt)
+        out[name] = t.reshape(d["shape"]).clone()
+    return out, meta
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """tensors: {name: torch tensor (F32/F64/I32/I64)}."""
+    names = {v: k for k, v in _DTYPES.items()}
+    header, chunks, at = {}, [], 0
+    for name, t in tensors.items():
+        t = t.detach().contiguous().cpu()
+        b = t.numpy().tobytes()
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [at, at + len(b)]}
+        chunks.append(b)
+        at += len(b)
+    if metadata:
+        header["__metadata__"] = metadata
+    h = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(chunks))
+
+
+# ---- the spec ----------------------------------------------------------------
+
+BUILTIN_TABLEAUX = {
+    "euler": ([0.0], [[0.0]], [1.0]),
+    "midpoint": ([0.0, 0.5], [[0, 0], [0.5, 0]], [0.0, 1.0]),
+    "heun": ([0.0, 1.0], [[0, 0], [1.0, 0]], [0.5, 0.5]),
+    "rk3": ([0.0, 0.5, 1.0], [[0, 0, 0], [0.5, 0, 0], [-1.0, 2.0, 0]], [1 / 6, 2 / 3, 1 / 6]),
+    "ssprk3": ([0.0, 1.0, 0.5], [[0, 0, 0], [1.0, 0, 0], [0.25, 0.25, 0]], [1 / 6, 1 / 6, 2 / 3]),
+    "rk4": ([0.0, 0.5, 0.5, 1.0], [[0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1.0, 0]],
+            [1 / 6, 1 / 3, 1 / 3, 1 / 6]),
+    "rk38": ([0.0, 1 / 3, 2 / 3, 1.0], [[0, 0, 0, 0], [1 / 3, 0, 0, 0], [-1 / 3, 1.0, 0, 0],
+                                         [1.0, -1.0, 1.0, 0]], [1 / 8, 3 / 8, 3 / 8, 1 / 8]),
+}
+BUILTIN_TABLEAUX["rk1"] = BUILTIN_TABLEAUX["euler"]
+
+
+def tableau(scheme):
+    if isinstance(scheme, str):
+        return BUILTIN_TABLEAUX[scheme]
+    return scheme["c"], scheme["A"], scheme["b"]
+
+
+def normalise_spec(spec):
+    """Fills the defaults of SPEC §3."""
+    s = json.loads(json.dumps(spec))
+    blocks = []
+    for b in s["blocks"]:
+        b = dict(b)
+        b.setdefault("act", "relu")
+        b.setdefault("kernel", 3)
+        b.setdefault("t_controls", b["t_states"])
+        blocks.append(b)
+    s["blocks"] = blocks
+    op = dict(s.get("open", {}))
+    op.setdefault("width", blocks[0]["width"])
+    op.setdefault("kernel", 3)
+    op.setdefault("norm", "batch")
+    op.setdefault("act", "relu")
+    s["open"] = op
+    cn = dict(s.get("connect", {}))
+    cn.setdefault("norm", "batch")
+    cn.setdefault("act", "relu")
+    s["connect"] = cn
+    s.setdefault("head_width", blocks[-1]["width"])
+    return s
+
+
+# ---- building pieces -------------------------------------------------------------
+
+def act(name, x):
+    if name == "relu":
+        return torch.relu(x)
+    if name == "tanh":
+        return torch.tanh(x)
+    if name == "leaky_relu":
+        return F.leaky_relu(x, 0.01)
+    if name == "identity":
+        return x
+    raise ValueError(name)
+
+
+TV_EPS = 1e-4
+BN_EPS = 1e-5
+
+
+def norm(kind, x, weight, bias, running_mean, running_var, train):
+    """kind none | tv | batch. tv: x / sqrt(Σ_c x² + ε) + β_c per pixel (w fixed at 1)."""
+    if kind == "none":
+        return x
+    if kind == "tv":
+        return x / torch.sqrt((x * x).sum(dim=1, keepdim=True) + TV_EPS) + bias.view(1, -1, 1, 1)
+    if kind == "batch":
+        if train:
+            mean = x.mean(dim=(0, 2, 3))
+            var = x.var(dim=(0, 2, 3), unbiased=False)
+        else:
+            mean, var = running_mean, running_var
+        xh = (x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + BN_EPS)
+        return xh * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    raise ValueError(kind)
+
+
+def interp_weights(tc, t):
+    """(j0, w): θ(t) = (1-w) θ_j0 + w θ_j0+1; constant outside [tc[0], tc[-1]]."""
+    J = len(tc)
+    if J == 1 or t <= tc[0]:
+        return 0, 0.0
+    if t >= tc[-1]:
+        return J - 1, 0.0
+    j = max(i for i in range(J - 1) if tc[i] <= t)
+    return j, (t - tc[j]) / (tc[j + 1] - tc[j])
+
+
+def layer_param_names(layer, norm_kind):
+    if layer == "doublesym":
+        names = ["conv.weight", "conv.bias", "convt.bias"]
+        norms = ["norm"]
+    else:
+        names = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"]
+        norms = ["norm1", "norm2"]
+    for n in norms:
+        if norm_kind == "batch":
+            names.append(n + ".weight")
+        if norm_kind != "none":
+            names.append(n + ".bias")
+    return names, norms
+
+
+class DynNet:
+    """The network of SPEC §1.3 over float64 leaf tensors named as in SPEC §3."""
+
+    def __init__(self, spec, tensors):
+        self.spec = normalise_spec(spec)
+        self.params = {}
+        self.running = {}
+        for name, t in tensors.items():
+            if name.startswith("train."):
+                continue
+            t = t.to(DT)
+            if name.endswith("running_mean") or name.endswith("running_var"):
+                self.running[name] = t
+            else:
+                self.params[name] = t.clone().requires_grad_(True)
+
+    @classmethod
+    def from_file(cls, path):
+        tensors, meta = read_safetensors(path)
+        return cls(json.loads(meta["dynblocks.spec"]), tensors)
+
+    # one conv + norm + act unit (opening and connecting layers)
+    def unit(self, prefix, x, kernel, norm_kind, act_name, train):
+        P, R = self.params, self.running
+        z = F.conv2d(x, P[prefix + ".conv.weight"], P[prefix + ".conv.bias"], padding=kernel // 2)
+        a = norm(norm_kind, z, P.get(prefix + ".norm.weight"), P.get(prefix + ".norm.bias"),
+                 R.get(prefix + ".norm.running_mean"), R.get(prefix + ".norm.running_var"), train)
+        return act(act_name, a)
+
+    def layer_f(self, blk, th, y, stats_prefix, train):
+        """f(y, θ) of SPEC §1.2; th maps 'conv.weight' etc. to interpolated tensors."""
+        R = self.running
+        kind, nk, an, pad = blk["layer"], blk["norm"], blk["act"], blk["kernel"] // 2
+
+        def N(x, n):
+            return norm(nk, x, th.get(n + ".weight"), th.get(n + ".bias"),
+                        R.get(f"{stats_prefix}.{n}.running_mean"),
+                        R.get(f"{stats_prefix}.{n}.running_var"), train)
+
+        if kind == "doublesym":
+            K = th["conv.weight"]
+            s = act(an, N(F.conv2d(y, K, th["conv.bias"], padding=pad), "norm"))
+            g = F.conv_transpose2d(s, K, th["convt.bias"], padding=pad)
+            return -g
+        if kind == "double":
+            s1 = act(an, N(F.conv2d(y, th["conv1.weight"], th["conv1.bias"], padding=pad), "norm1"))
+            return act(an, N(F.conv2d(s1, th["conv2.weight"], th["conv2.bias"], padding=pad), "norm2"))
+        if kind == "preact":
+            s0 = act(an, y)
+            s1 = act(an, N(F.conv2d(s0, th["conv1.weight"], th["conv1.bias"], padding=pad), "norm1"))
+            return N(F.conv2d(s1, th["conv2.weight"], th["conv2.bias"], padding=pad), "norm2")
+        raise ValueError(kind)
+
+    def block(self, b, y, train):
+        blk = self.spec["blocks"][b]
+        c, A, bw = tableau(blk["scheme"])
+        ts, tc = blk["t_states"], blk["t_controls"]
+        names, _ = layer_param_names(blk["layer"], blk["norm"])
+        ctrl = [{n: self.params[f"blocks.{b}.controls.{j}.{n}"] for n in names}
+                for j in range(len(tc))]
+
+        def theta(t):
+            j0, w = interp_weights(tc, t)
+            if w == 0.0:
+                return dict(ctrl[j0])
+            return {n: (1 - w) * ctrl[j0][n] + w * ctrl[j0 + 1][n] for n in names}
+
+        for k in range(len(ts) - 1):
+            h = ts[k + 1] - ts[k]
+            Ks = []
+            for i in range(len(c)):
+                Yi = y
+                for j in range(i):
+                    if A[i][j] != 0:
+                        Yi = Yi + (h * A[i][j]) * Ks[j]
+                t = ts[k] + c[i] * h
+                Ks.append(self.layer_f(blk, theta(t), Yi, f"blocks.{b}.steps.{k}.stages.{i}", train))
+            for i in range(len(c)):
+                if bw[i] != 0:
+                    y = y + (h * bw[i]) * Ks[i]
+        return y
+
+    def __call__(self, x, train=False):
+        s = self.spec
+        y = self.unit("open", x, s["open"]["kernel"], s["open"]["norm"], s["open"]["act"], train)
+        nb = len(s["blocks"])
+        for b in range(nb):
+            y = self.block(b, y, train)
+            y = self.unit(f"connect.{b}", y, 1, s["connect"]["norm"], s["connect"]["act"], train)
+            y = F.avg_pool2d(y, 2) if b + 1 < nb else y.mean(dim=(2, 3))
+        return F.linear(y, self.params["linear.weight"], self.params["linear.bias"])
+
+    def loss(self, x, y):
+        return F.cross_entropy(self(x, train=True), y)
