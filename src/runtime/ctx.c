@@ -168,7 +168,7 @@ dynb_status dynb_ctx_create(const dynb_ctx_desc *desc, dynb_ctx **out) {
   if (e != CL_SUCCESS) return dynb__cl_fail(ctx, e, "clCreateCommandQueue");
   ctx_describe(ctx);
   dynb__log(ctx, DYNB_LOG_INFO, "device: %s (%s)", ctx->info.device_name, ctx->info.platform_name);
-  return DYNB_OK;
+  return dynb__gemm_apply_defaults(ctx);
 }
 
 dynb_status dynb_ctx_create_cl(const dynb_ctx_desc *desc, cl_context context,
@@ -200,7 +200,7 @@ dynb_status dynb_ctx_create_cl(const dynb_ctx_desc *desc, cl_context context,
   clRetainCommandQueue(queue);
   ctx->queue = queue;
   ctx_describe(ctx);
-  return DYNB_OK;
+  return dynb__gemm_apply_defaults(ctx);
 }
 
 void dynb_ctx_free(dynb_ctx *ctx) {

@@ -1,6 +1,8 @@
 /* Matrix products through CLBlast, the only place the library calls it. */
 #include <clblast_c.h>
 
+#include <string.h>
+
 #include "runtime/runtime.h"
 
 static dynb_status clblast_fail(dynb_ctx *ctx, CLBlastStatusCode code, const dynb__gemm_args *g) {
@@ -45,4 +47,32 @@ dynb_status dynb__gemm(dynb_ctx *ctx, const dynb__gemm_args *g) {
                      g->a->offset, g->lda, g->b->mem, g->b->offset, g->ldb, g->beta, g->c->mem,
                      g->c->offset, g->ldc, &ctx->queue, NULL);
   return s == CLBlastSuccess ? DYNB_OK : clblast_fail(ctx, s, g);
+}
+
+/* CLBlast has no tuning for PoCL's CPU device and falls back to generic GPU
+ * parameters that run these convolution GEMMs at 3-24 GFLOP/s. This Xgemm
+ * configuration (tiny work-groups, 16-wide vectors, no local memory, KWG=8,
+ * always the indirect kernel) was measured correct on every conv shape and
+ * 5-40x faster (notes/clblast-on-pocl.md, "i_m32n32"); the tests check every
+ * GEMM result against references with it in place. Issue 5's tuner replaces
+ * this single choice with per-shape measured ones. */
+static const char *const xgemm_names[] = {"GEMMK", "KREG",  "KWG",  "KWI",  "MDIMA", "MDIMC",
+                                          "MWG",   "NDIMB", "NDIMC", "NWG", "SA",    "SB",
+                                          "STRM",  "STRN",  "VWM",  "VWN"};
+static const size_t xgemm_values[] = {0, 1, 8, 8, 2, 2, 32, 2, 2, 32, 0, 0, 0, 0, 16, 16};
+
+dynb_status dynb__gemm_apply_defaults(dynb_ctx *ctx) {
+  bool pocl_cpu = !ctx->info.is_gpu && strstr(ctx->info.platform_name, "Portable Computing Language");
+  if (!pocl_cpu) return DYNB_OK;
+  const char *routine[] = {"XGEMM_MIN_INDIRECT_SIZE"};
+  const size_t always_indirect[] = {1};
+  CLBlastStatusCode s = CLBlastOverrideParameters(ctx->device, "Xgemm", CLBlastPrecisionSingle, 16,
+                                                  (const char **)xgemm_names, xgemm_values);
+  if (s == CLBlastSuccess)
+    s = CLBlastOverrideParameters(ctx->device, "GemmRoutine", CLBlastPrecisionSingle, 1, routine,
+                                  always_indirect);
+  if (s != CLBlastSuccess)
+    dynb__log(ctx, DYNB_LOG_WARN, "CLBlast parameter override refused (%d); using its defaults",
+              (int)s);
+  return DYNB_OK;
 }

@@ -214,5 +214,8 @@ typedef struct dynb__gemm_args {
   size_t ldc;
 } dynb__gemm_args;
 dynb_status dynb__gemm(dynb_ctx *ctx, const dynb__gemm_args *g);
+/* Applies the built-in verified CLBlast parameters for the context's device
+ * type (PoCL CPU: see gemm.c); CLBlast keeps them per device, process-wide. */
+dynb_status dynb__gemm_apply_defaults(dynb_ctx *ctx);
 
 #endif
