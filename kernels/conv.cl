@@ -8,20 +8,26 @@
  * GEMM's view of an NCHW tensor. Sizes are ints: the host checks that every
  * tensor, the workspace included, stays under 2^31 elements. */
 
-/* col = im2col(x); x: [N][C][H][W]. One work-item per col element, so the
- * writes (the larger side) are contiguous. */
+/* col = im2col(x); x: [N][C][H][W]. One work-item per (col row, image row)
+ * writes that row's W contiguous columns: the index arithmetic (divisions)
+ * is paid once per W elements instead of per element, which made the
+ * per-element version the most expensive kernel of a training step. */
 __kernel void dynb_conv_im2col(const int n, const int c, const int h, const int w, const int k,
                                DYNB_CTENSOR(x), DYNB_TENSOR(col)) {
-  const int i = (int)get_global_id(0);
-  const int hw = h * w, cols = n * hw;
-  if (i >= c * k * k * cols) return;
-  const int r = i / cols, j = i - r * cols;
+  const int by = (int)get_global_id(0), r = (int)get_global_id(1);
+  if (by >= n * h || r >= c * k * k) return;
   const int kw = r % k, kh = (r / k) % k, ci = r / (k * k);
-  const int b = j / hw, p = j - b * hw;
-  const int y = p / w + kh - k / 2, xx = p % w + kw - k / 2;
-  real v = 0;
-  if (y >= 0 && y < h && xx >= 0 && xx < w) v = DYNB_AT(x)[((b * c + ci) * h + y) * w + xx];
-  DYNB_AT(col)[i] = v;
+  const int b = by / h, y = by - b * h, sy = y + kh - k / 2, dx = kw - k / 2;
+  __global real *out = DYNB_AT(col) + (size_t)r * (size_t)(n * h * w) + (size_t)by * w;
+  if (sy < 0 || sy >= h) {
+    for (int xx = 0; xx < w; xx++) out[xx] = 0;
+    return;
+  }
+  __global const real *in = DYNB_AT(x) + ((size_t)(b * c + ci) * h + sy) * w;
+  for (int xx = 0; xx < w; xx++) {
+    const int sx = xx + dx;
+    out[xx] = sx >= 0 && sx < w ? in[sx] : (real)0;
+  }
 }
 
 /* rows[c][b*S + p] = t[b][c][p]: an NCHW tensor as the GEMM's [C][N*S] operand. */

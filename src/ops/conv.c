@@ -156,7 +156,8 @@ static dynb_status im2col(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor 
   dynb__arg_int(&l, g->k);
   dynb__arg_tensor(&l, x);
   dynb__arg_tensor(&l, &g->col);
-  return dynb__launch_1d(&l, dynb__tensor_numel(&g->col));
+  size_t global[2] = {(size_t)g->n * (size_t)g->h, (size_t)g->cin * (size_t)g->k * (size_t)g->k};
+  return dynb__launch_run(&l, 2, global, NULL);
 }
 
 /* x (+)= col2im(g->col) (+ b), x with Cin channels. */
