@@ -219,8 +219,9 @@ static void label(char *buf, size_t cap, const char *op, dynb_dtype dt, const sh
 /* conv forward and transposed forward, with bias and without. */
 static void check_forwards(dynb_ctx *ctx, dynb_dtype dt, const conv_data *c, conv_dev *v) {
   const shape *s = &c->s;
-  double *got = malloc((c->nin + c->nout) * sizeof *got), *want = malloc(sizeof *got * (c->nin + c->nout));
-  double *mag = malloc((c->nin + c->nout) * sizeof *mag);
+  size_t m = c->nin + c->nout;
+  double *got = malloc(m * sizeof *got), *want = malloc(m * sizeof *got);
+  double *mag = malloc(m * sizeof *mag);
   char what[128];
   for (int hb = 0; hb < 2; hb++) {
     prime(ctx, &v->out_out, false, NULL, got);
@@ -228,7 +229,8 @@ static void check_forwards(dynb_ctx *ctx, dynb_dtype dt, const conv_data *c, con
                                     &v->work.t));
     dev_get(ctx, &v->out_out, got);
     ref_conv2d_forward(s->n, s->cin, s->cout, s->h, s->w, s->k, c->x, c->w, hb ? c->b : NULL, want);
-    ref_conv2d_forward(s->n, s->cin, s->cout, s->h, s->w, s->k, c->ax, c->aw, hb ? c->ab : NULL, mag);
+    ref_conv2d_forward(s->n, s->cin, s->cout, s->h, s->w, s->k, c->ax, c->aw, hb ? c->ab : NULL,
+                       mag);
     label(what, sizeof what, "conv2d_forward", dt, s, hb ? "bias" : "no-bias");
     expect_close(what, got, want, mag, c->nout, bound_for(dt, (size_t)s->cin * s->k * s->k));
 
@@ -266,7 +268,8 @@ static void check_data_grads(dynb_ctx *ctx, dynb_dtype dt, const conv_data *c, c
     if (!acc) {
       /* The gather has a fixed order: a second run gives the same bits. */
       double *again = malloc(c->nin * sizeof *again);
-      TU_OK(ctx, dynb__conv2d_backward_data(ctx, &v->d.t, &v->w.t, &v->out_in.t, false, &v->work.t));
+      TU_OK(ctx,
+            dynb__conv2d_backward_data(ctx, &v->d.t, &v->w.t, &v->out_in.t, false, &v->work.t));
       dev_get(ctx, &v->out_in, again);
       assert_memory_equal(got, again, c->nin * sizeof *got);
       free(again);
@@ -488,10 +491,13 @@ static void bad_arguments_are_reported(void **state) {
   dynb__tensor xc = tu_upload(ctx, F, 4, dx_c, NULL), yh = tu_upload(ctx, F, 4, dy_h, NULL);
   dynb__tensor yn = tu_upload(ctx, F, 4, dy_n, NULL), bbad = tu_upload(ctx, F, 1, &cb_bad, NULL);
   dynb__tensor x3 = tu_upload(ctx, F, 3, dx3, NULL), wshort = tu_upload(ctx, F, 1, &ws_short, NULL);
-  dynb__tensor x64 = tu_upload(ctx, DYNB_F64, 4, dx, NULL), w64 = tu_upload(ctx, DYNB_F64, 4, dw, NULL);
+  dynb__tensor x64 = tu_upload(ctx, DYNB_F64, 4, dx, NULL);
+  dynb__tensor w64 = tu_upload(ctx, DYNB_F64, 4, dw, NULL);
   dynb__tensor work64 = tu_upload(ctx, DYNB_F64, 1, &ws, NULL);
-  dynb__tensor xi = tu_upload(ctx, DYNB_I32, 4, dx, NULL), wi = tu_upload(ctx, DYNB_I32, 4, dw, NULL);
-  dynb__tensor yi = tu_upload(ctx, DYNB_I32, 4, dy, NULL), worki = tu_upload(ctx, DYNB_I32, 1, &ws, NULL);
+  dynb__tensor xi = tu_upload(ctx, DYNB_I32, 4, dx, NULL);
+  dynb__tensor wi = tu_upload(ctx, DYNB_I32, 4, dw, NULL);
+  dynb__tensor yi = tu_upload(ctx, DYNB_I32, 4, dy, NULL);
+  dynb__tensor worki = tu_upload(ctx, DYNB_I32, 1, &ws, NULL);
   /* Every output holds known values: a failed call must leave them as they are. */
   tu_write(ctx, &x, sent), tu_write(ctx, &y, sent), tu_write(ctx, &w, sent);
   dynb__tensor over = x, nobuf = w;
