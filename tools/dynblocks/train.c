@@ -26,15 +26,15 @@ static cli_flag flags[F_COUNT] = {
     {"--t-controls", "control grid (default: the state grid)", false, NULL},
     {"--data", "fashion-mnist (default), mnist, cifar10, or a folder of IDX/CIFAR files", false, NULL},
     {"--data-dir", "folder of the mnist/cifar10 files", false, NULL},
-    {"--epochs", "epochs (default 2)", false, NULL},
+    {"--epochs", "epochs (default 3)", false, NULL},
     {"--batch", "batch size (default 64)", false, NULL},
-    {"--lr", "learning-rate schedule, e.g. 0.1@0,0.01@60 (default 0.1)", false, NULL},
+    {"--lr", "learning-rate schedule, e.g. 0.1@0,0.01@60 (default 0.05@0,0.01@2)", false, NULL},
     {"--optim", "sgd (default) or adam", false, NULL},
     {"--momentum", "SGD momentum (default 0.9)", false, NULL},
     {"--weight-decay", "weight decay, not on norm parameters (default 4e-4)", false, NULL},
     {"--nesterov", "Nesterov momentum", true, NULL},
     {"--seed", "seed of initialisation, split and shuffling (default 1)", false, NULL},
-    {"--train-size", "training samples to use (default 10000; 0: all but validation)", false, NULL},
+    {"--train-size", "training samples to use (default 12000; 0: all but validation)", false, NULL},
     {"--val-size", "validation split off the training set: a count, or a fraction below 1 (default 2000)", false, NULL},
     {"--out", "best model by validation loss (default model.safetensors)", false, NULL},
     {"--log", "per-epoch CSV (default train.csv; the plot goes beside it as .svg)", false, NULL},
@@ -202,7 +202,7 @@ static bool parse_optim(const char *cmd, dynb__train_desc *d) {
     return false;
   }
   char err[512];
-  if (dynb__schedule_parse(GET(F_LR) ? GET(F_LR) : "0.1", &d->lr, err, sizeof err) != DYNB_OK) {
+  if (dynb__schedule_parse(GET(F_LR) ? GET(F_LR) : "0.05@0,0.01@2", &d->lr, err, sizeof err) != DYNB_OK) {
     fprintf(stderr, "dynblocks %s: --lr: %s\n", cmd, err);
     return false;
   }
@@ -220,10 +220,10 @@ int cmd_train(int argc, char **argv) {
   double val_size;
   dynb__train_desc d;
   memset(&d, 0, sizeof d);
-  if (!cli_int(cmd, flags, F_COUNT, "--epochs", 0, 100000, 2, &epochs) ||
+  if (!cli_int(cmd, flags, F_COUNT, "--epochs", 0, 100000, 3, &epochs) ||
       !cli_int(cmd, flags, F_COUNT, "--batch", 1, 1 << 20, 64, &batch) ||
       !cli_int(cmd, flags, F_COUNT, "--seed", 0, 0x7fffffffL, 1, &seed) ||
-      !cli_int(cmd, flags, F_COUNT, "--train-size", 0, 100000000, 10000, &train_size) ||
+      !cli_int(cmd, flags, F_COUNT, "--train-size", 0, 100000000, 12000, &train_size) ||
       !cli_double(cmd, flags, F_COUNT, "--val-size", 0, 1e8, 2000, &val_size) ||
       !parse_optim(cmd, &d))
     return 2;
