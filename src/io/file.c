@@ -1,113 +1,122 @@
-/* Whole-file reads (with gzip) and atomic writes. */
+/* Atomic whole-file writes: temporary file, fsync, rename, fsync of the
+ * folder. A reader of the target sees the old file or the new one, never a
+ * mix, and a failure anywhere leaves the old file as it was (SPEC §6). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "io/io.h"
 
-dynb_status dynb__file_read(const char *path, size_t max_bytes, bool gunzip, unsigned char **out,
-                            size_t *size, char *err, size_t errlen) {
-  *out = NULL, *size = 0;
-  /* gzread passes files without the gzip magic through unchanged. */
-  gzFile gz = NULL;
-  FILE *f = NULL;
-  if (gunzip)
-    gz = gzopen(path, "rb");
-  else
-    f = fopen(path, "rb");
-  if (!gz && !f) {
-    snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno ? errno : ENOENT));
-    return DYNB_STATUS_IO_ERROR;
-  }
-  size_t cap = 1 << 16, n = 0;
-  unsigned char *buf = malloc(cap);
-  dynb_status st = buf ? DYNB_OK : DYNB_STATUS_OUT_OF_HOST_MEMORY;
-  while (st == DYNB_OK) {
-    if (n == cap) {
-      if (cap > max_bytes) {
-        snprintf(err, errlen, "%s: larger than %zu bytes", path, max_bytes);
-        st = DYNB_STATUS_BAD_FORMAT;
-        break;
-      }
-      unsigned char *grown = realloc(buf, cap * 2);
-      if (!grown) {
-        st = DYNB_STATUS_OUT_OF_HOST_MEMORY;
-        break;
-      }
-      buf = grown, cap *= 2;
-    }
-    size_t want = cap - n;
-    if (want > (1u << 30)) want = 1u << 30;
-    long got = gz ? gzread(gz, buf + n, (unsigned)want) : (long)fread(buf + n, 1, want, f);
-    if (got < 0 || (f && ferror(f))) {
-      int zerr = 0;
-      snprintf(err, errlen, "%s: read error: %s", path,
-               gz ? gzerror(gz, &zerr) : strerror(errno));
-      st = gz ? DYNB_STATUS_BAD_FORMAT : DYNB_STATUS_IO_ERROR;
-      break;
-    }
-    if (got == 0) break;
-    n += (size_t)got;
-  }
-  if (st == DYNB_OK && n > max_bytes) {
-    snprintf(err, errlen, "%s: larger than %zu bytes", path, max_bytes);
-    st = DYNB_STATUS_BAD_FORMAT;
-  }
-  if (st == DYNB_STATUS_OUT_OF_HOST_MEMORY) snprintf(err, errlen, "%s: out of host memory", path);
-  if (gz) gzclose(gz);
-  if (f) fclose(f);
-  if (st != DYNB_OK) {
-    free(buf);
-    return st;
-  }
-  *out = buf, *size = n;
-  return DYNB_OK;
-}
+/* Temporary names tried before giving up: stale files of a crashed earlier
+ * process with the same pid must not block a save. */
+#define TMP_TRIES 100
 
-/* Syncs the folder holding `path`, so that the rename itself is durable. */
+/* Syncs the folder holding `path`, so that the rename itself is durable.
+ * Best effort: some file systems refuse to fsync a folder, and the new file
+ * is already in place and complete by then. */
 static void sync_parent(const char *path) {
-  char dir[4096];
-  snprintf(dir, sizeof dir, "%s", path);
+  size_t n = strlen(path);
+  char *dir = malloc(n + 2);
+  if (!dir) return;
+  memcpy(dir, path, n + 1);
   char *slash = strrchr(dir, '/');
   if (slash == dir)
     slash[1] = 0;
   else if (slash)
     *slash = 0;
   else
-    snprintf(dir, sizeof dir, ".");
+    memcpy(dir, ".", 2);
   int fd = open(dir, O_RDONLY);
   if (fd >= 0) {
-    fsync(fd);
+    (void)fsync(fd);
     close(fd);
   }
+  free(dir);
 }
 
-dynb_status dynb__file_write_atomic(const char *path, const void *const *parts,
-                                    const size_t *sizes, int n, char *err, size_t errlen) {
-  char tmp[4200];
-  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-  FILE *f = fopen(tmp, "wb");
-  if (!f) {
-    snprintf(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-    return DYNB_STATUS_IO_ERROR;
+/* Creates a new temporary file beside `path`; writes its name to tmp. */
+static int create_temp(const char *path, char *tmp, size_t cap) {
+  int fd = -1;
+  for (int k = 0; k < TMP_TRIES && fd < 0; k++) {
+    if (k == 0)
+      snprintf(tmp, cap, "%s.tmp.%ld", path, (long)getpid());
+    else
+      snprintf(tmp, cap, "%s.tmp.%ld.%d", path, (long)getpid(), k);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) break;
   }
-  bool ok = true;
-  for (int i = 0; ok && i < n; i++) ok = fwrite(parts[i], 1, sizes[i], f) == sizes[i];
-  ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-  int saved = errno;
-  ok = fclose(f) == 0 && ok;
-  if (ok && rename(tmp, path) != 0) ok = false, saved = errno;
-  if (!ok) {
-    remove(tmp);
-    snprintf(err, errlen, "%s: write failed: %s (the previous file, if any, is unchanged)", path,
-             strerror(saved));
-    return DYNB_STATUS_IO_ERROR;
+  return fd;
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n > ((size_t)1 << 30) ? (size_t)1 << 30 : n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return w < 0 ? errno : EIO;
+    p += w, n -= (size_t)w;
   }
-  sync_parent(path);
+  return 0;
+}
+
+/* Writes the parts and syncs; returns 0 or an errno value. */
+static int write_parts(int fd, const void *const *parts, const size_t *sizes, int n) {
+  int e = 0;
+  for (int i = 0; e == 0 && i < n; i++) e = write_all(fd, parts[i], sizes[i]);
+  if (e == 0 && fsync(fd) != 0) e = errno;
+  return e;
+}
+
+static dynb_status check_args(const char *path, const void *const *parts, const size_t *sizes,
+                              int n, char *err, size_t errlen) {
+  if (!path || !*path)
+    return dynb__io_fail(err, errlen, DYNB_STATUS_INVALID_ARGUMENT, "write: no file name");
+  if (n < 0 || (n > 0 && (!parts || !sizes)))
+    return dynb__io_fail(err, errlen, DYNB_STATUS_INVALID_ARGUMENT, "%s: write: bad part list",
+                         path);
+  for (int i = 0; i < n; i++)
+    if (!parts[i] && sizes[i] > 0)
+      return dynb__io_fail(err, errlen, DYNB_STATUS_INVALID_ARGUMENT, "%s: write: part %d is NULL",
+                           path, i);
   return DYNB_OK;
+}
+
+dynb_status dynb__file_write_atomic(const char *path, const void *const *parts, const size_t *sizes,
+                                    int n, char *err, size_t errlen) {
+  dynb_status st = check_args(path, parts, sizes, n, err, errlen);
+  if (st != DYNB_OK) return st;
+  size_t cap = strlen(path) + 48;
+  char *tmp = malloc(cap);
+  if (!tmp)
+    return dynb__io_fail(err, errlen, DYNB_STATUS_OUT_OF_HOST_MEMORY, "%s: out of host memory",
+                         path);
+  int fd = create_temp(path, tmp, cap);
+  if (fd < 0) {
+    int e = errno;
+    st = dynb__io_fail(err, errlen, DYNB_STATUS_IO_ERROR, "%s: cannot create %s: %s", path, tmp,
+                       strerror(e));
+    free(tmp);
+    return st;
+  }
+  /* A replaced file keeps its permission bits; a new one gets 0666 & ~umask. */
+  struct stat old;
+  if (stat(path, &old) == 0 && S_ISREG(old.st_mode)) (void)fchmod(fd, old.st_mode & 07777);
+  int e = write_parts(fd, parts, sizes, n);
+  if (close(fd) != 0 && e == 0) e = errno;
+  const char *step = "write";
+  if (e == 0 && rename(tmp, path) != 0) e = errno, step = "rename";
+  if (e != 0) {
+    unlink(tmp);
+    st = dynb__io_fail(err, errlen, DYNB_STATUS_IO_ERROR,
+                       "%s: %s failed: %s (the previous file, if any, is unchanged)", path, step,
+                       strerror(e));
+  } else {
+    sync_parent(path);
+  }
+  free(tmp);
+  return st;
 }

@@ -1,12 +1,30 @@
-/* safetensors: an 8-byte little-endian header length, a JSON header
- * {"name": {"dtype", "shape", "data_offsets"}, "__metadata__": {...}}, then
- * the data. Reading trusts nothing: every offset, shape and length is
- * checked against the bytes present, and the tensors must tile the data
- * section exactly (no gaps, no overlaps), as the reference reader demands. */
+/* safetensors reading: an 8-byte little-endian header length N, N bytes of
+ * JSON header {"name": {"dtype", "shape", "data_offsets"}, "__metadata__":
+ * {...}}, then the data section, offsets relative to its start.
+ *
+ * Reading trusts nothing. Judgement calls where the format or its reference
+ * implementation is loose, all on the strict side because model and batch
+ * files come from anywhere:
+ * - the header must start with '{' (the format says so; the reference
+ *   reader does not check yet) and may end with JSON whitespace (the
+ *   reference writer pads with spaces);
+ * - raw control bytes other than tab, LF and CR are rejected anywhere in the
+ *   header (JSON never allows them raw inside strings, and cJSON would cut a
+ *   name at a NUL);
+ * - duplicate tensor names and duplicate metadata keys are errors (JSON
+ *   parsers keep one silently, which lets a file show two tools two
+ *   different tensors);
+ * - a tensor entry with a key other than dtype, shape and data_offsets is an
+ *   error (the reference ignores extra keys);
+ * - "__metadata__": null reads as no metadata, as the reference does;
+ * - the tensors must tile the data section exactly, from 0 to its end, in
+ *   any header order: a gap, an overlap or bytes after the last tensor are
+ *   errors, as in the reference reader; zero-size tensors are fine;
+ * - numbers are read by cJSON as doubles: an integer must be exact in a
+ *   double (at most 2^53), so "4.0" and "4e0" pass as 4 where the reference
+ *   would refuse them. */
 #include <cjson/cJSON.h>
 #include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,26 +32,40 @@
 
 static const struct {
   const char *name;
-  size_t size;
-} dtypes[] = {{"F32", 4}, {"F64", 8}, {"I32", 4}, {"I64", 8}, {"U8", 1}};
+  size_t size, swap;
+} dtypes[DYNB_ST_DTYPE_COUNT] = {
+    [DYNB_ST_F32] = {"F32", 4, 4},         [DYNB_ST_F64] = {"F64", 8, 8},
+    [DYNB_ST_I32] = {"I32", 4, 4},         [DYNB_ST_I64] = {"I64", 8, 8},
+    [DYNB_ST_U8] = {"U8", 1, 1},           [DYNB_ST_BOOL] = {"BOOL", 1, 1},
+    [DYNB_ST_I8] = {"I8", 1, 1},           [DYNB_ST_I16] = {"I16", 2, 2},
+    [DYNB_ST_U16] = {"U16", 2, 2},         [DYNB_ST_U32] = {"U32", 4, 4},
+    [DYNB_ST_U64] = {"U64", 8, 8},         [DYNB_ST_F16] = {"F16", 2, 2},
+    [DYNB_ST_BF16] = {"BF16", 2, 2},       [DYNB_ST_F8_E5M2] = {"F8_E5M2", 1, 1},
+    [DYNB_ST_F8_E4M3] = {"F8_E4M3", 1, 1}, [DYNB_ST_F8_E8M0] = {"F8_E8M0", 1, 1},
+    [DYNB_ST_C64] = {"C64", 8, 4},
+};
 
-size_t dynb__st_dtype_size(dynb_st_dtype t) { return dtypes[t].size; }
-const char *dynb__st_dtype_name(dynb_st_dtype t) { return dtypes[t].name; }
+static bool known(dynb_st_dtype t) { return (unsigned)t < DYNB_ST_DTYPE_COUNT; }
+size_t dynb__st_dtype_size(dynb_st_dtype t) { return known(t) ? dtypes[t].size : 0; }
+const char *dynb__st_dtype_name(dynb_st_dtype t) { return known(t) ? dtypes[t].name : "?"; }
+size_t dynb__st_dtype_swap_unit(dynb_st_dtype t) { return known(t) ? dtypes[t].swap : 0; }
 
-static dynb_status bad(char *err, size_t errlen, const char *name, const char *fmt, ...) {
-  char msg[400];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  snprintf(err, errlen, "%s: %s", name, msg);
-  return DYNB_STATUS_BAD_FORMAT;
+/* A name fit for a message: at most ~60 bytes, cut on a character
+ * boundary, control characters shown as '?'. */
+static const char *shown(char out[72], const char *s) {
+  size_t n = 0;
+  while (s[n] && n < 60) n++;
+  while (s[n] && n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
+  for (size_t i = 0; i < n; i++) out[i] = (unsigned char)s[i] < 0x20 ? '?' : s[i];
+  memcpy(out + n, s[n] ? "..." : "", s[n] ? 4 : 1);
+  return out;
 }
 
 void dynb__st_release(dynb__st_file *f) {
+  if (!f) return;
   for (int i = 0; f->tensors && i < f->ntensors; i++) free(f->tensors[i].name);
   for (int i = 0; f->meta_keys && i < f->nmeta; i++) free(f->meta_keys[i]), free(f->meta_values[i]);
-  free(f->tensors), free(f->meta_keys), free(f->meta_values), free(f->bytes);
+  free(f->tensors), free(f->meta_keys), free(f->meta_values), free(f->by_name), free(f->bytes);
   memset(f, 0, sizeof *f);
 }
 
@@ -59,157 +91,428 @@ static bool as_u64(const cJSON *v, uint64_t *out) {
   return true;
 }
 
-static dynb_status parse_tensor(const cJSON *e, const char *file, size_t data_size,
-                                dynb__st_tensor *t, char *err, size_t errlen) {
-  const char *n = e->string;
-  if (!cJSON_IsObject(e)) return bad(err, errlen, file, "tensor '%s': not an object", n);
-  const cJSON *dt = NULL, *shape = NULL, *offs = NULL;
+/* ---- one tensor entry ---- */
+
+typedef struct parse_ctx {
+  const char *file;
+  uint64_t data_size; /* bytes after the header, or DYNB__SIZE_UNKNOWN */
+  char *err;
+  size_t errlen;
+} parse_ctx;
+
+static dynb_status entry_keys(const cJSON *e, const parse_ctx *c, const char *n, const cJSON **dt,
+                              const cJSON **shape, const cJSON **offs) {
+  static const char *const names[3] = {"dtype", "shape", "data_offsets"};
+  const cJSON **slots[3] = {dt, shape, offs};
   for (const cJSON *k = e->child; k; k = k->next) {
-    if (strcmp(k->string, "dtype") == 0 && !dt) dt = k;
-    else if (strcmp(k->string, "shape") == 0 && !shape) shape = k;
-    else if (strcmp(k->string, "data_offsets") == 0 && !offs) offs = k;
-    else return bad(err, errlen, file, "tensor '%s': unexpected or repeated key '%s'", n, k->string);
+    int i = 0;
+    while (i < 3 && strcmp(k->string, names[i]) != 0) i++;
+    char ks[72];
+    if (i == 3)
+      return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                           "%s: tensor '%s': unexpected key '%s'", c->file, n,
+                           shown(ks, k->string));
+    if (*slots[i])
+      return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                           "%s: tensor '%s': key '%s' appears twice", c->file, n, names[i]);
+    *slots[i] = k;
   }
-  if (!cJSON_IsString(dt) || !cJSON_IsArray(shape) || !cJSON_IsArray(offs))
-    return bad(err, errlen, file, "tensor '%s': needs dtype (string), shape and data_offsets (arrays)", n);
-  size_t k = 0;
-  while (k < sizeof dtypes / sizeof *dtypes && strcmp(dtypes[k].name, dt->valuestring) != 0) k++;
-  if (k == sizeof dtypes / sizeof *dtypes)
-    return bad(err, errlen, file, "tensor '%s': unsupported dtype '%s'", n, dt->valuestring);
-  t->dtype = (dynb_st_dtype)k;
+  if (!cJSON_IsString(*dt) || !cJSON_IsArray(*shape) || !cJSON_IsArray(*offs))
+    return dynb__io_fail(
+        c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+        "%s: tensor '%s': needs \"dtype\" (a string), \"shape\" and \"data_offsets\" (arrays)",
+        c->file, n);
+  return DYNB_OK;
+}
+
+static dynb_status entry_shape(const cJSON *shape, const parse_ctx *c, const char *n,
+                               dynb__st_tensor *t, uint64_t *numel) {
   int nd = cJSON_GetArraySize(shape);
-  if (nd > DYNB_ST_MAX_DIMS) return bad(err, errlen, file, "tensor '%s': rank %d", n, nd);
+  if (nd > DYNB_ST_MAX_DIMS)
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: tensor '%s': rank %d exceeds %d", c->file, n, nd, DYNB_ST_MAX_DIMS);
   t->ndim = nd;
-  uint64_t numel = 1;
+  bool zero = false, overflow = false;
+  uint64_t p = 1;
   int i = 0;
   for (const cJSON *d = shape->child; d; d = d->next, i++) {
     uint64_t v;
-    if (!as_u64(d, &v)) return bad(err, errlen, file, "tensor '%s': shape[%d] is not a size", n, i);
-    if (v && numel > UINT64_MAX / 16 / v)
-      return bad(err, errlen, file, "tensor '%s': shape overflows", n);
-    numel *= v;
+    if (!as_u64(d, &v))
+      return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                           "%s: tensor '%s': shape[%d] is not a non-negative integer", c->file, n,
+                           i);
     t->dims[i] = (int64_t)v;
+    if (v == 0)
+      zero = true;
+    else if (p > UINT64_MAX / v)
+      overflow = true;
+    else
+      p *= v;
   }
-  uint64_t b, en;
-  if (cJSON_GetArraySize(offs) != 2 || !as_u64(offs->child, &b) || !as_u64(offs->child->next, &en))
-    return bad(err, errlen, file, "tensor '%s': data_offsets must be two sizes", n);
-  if (b > en || en > data_size)
-    return bad(err, errlen, file,
-               "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 ") outside the data (%zu bytes)",
-               n, b, en, data_size);
-  if (en - b != numel * dtypes[k].size)
-    return bad(err, errlen, file, "tensor '%s': %" PRIu64 " bytes for %" PRIu64 " elements of %s",
-               n, en - b, numel, dtypes[k].name);
-  t->begin = b, t->end = en;
-  t->name = dup(n);
-  return t->name ? DYNB_OK : DYNB_STATUS_OUT_OF_HOST_MEMORY;
+  if (zero)
+    p = 0;
+  else if (overflow)
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: tensor '%s': shape has more than 2^64 elements", c->file, n);
+  if (p > DYNB_ST_MAX_DATA / dtypes[t->dtype].size)
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_SIZE_OVERFLOW,
+                         "%s: tensor '%s': %" PRIu64 " elements of %s exceed the cap of %" PRIu64
+                         " bytes",
+                         c->file, n, p, dtypes[t->dtype].name, (uint64_t)DYNB_ST_MAX_DATA);
+  *numel = p;
+  return DYNB_OK;
 }
 
-static dynb_status parse_meta(const cJSON *m, const char *file, dynb__st_file *f, char *err,
-                              size_t errlen) {
-  if (!cJSON_IsObject(m)) return bad(err, errlen, file, "__metadata__ is not an object");
+static dynb_status entry_offsets(const cJSON *offs, const parse_ctx *c, const char *n,
+                                 dynb__st_tensor *t, uint64_t numel) {
+  uint64_t b, e;
+  if (cJSON_GetArraySize(offs) != 2 || !as_u64(offs->child, &b) || !as_u64(offs->child->next, &e))
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: tensor '%s': data_offsets must be two non-negative integers", c->file,
+                         n);
+  if (b > e)
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
+                         ") end before they begin",
+                         c->file, n, b, e);
+  if (c->data_size != DYNB__SIZE_UNKNOWN && e > c->data_size)
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
+                         ") past the end of the data (%" PRIu64 " bytes)",
+                         c->file, n, b, e, c->data_size);
+  uint64_t need = numel * dtypes[t->dtype].size;
+  if (e - b != need)
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 ") hold %" PRIu64
+                         " bytes; %" PRIu64 " elements of %s need %" PRIu64,
+                         c->file, n, b, e, e - b, numel, dtypes[t->dtype].name, need);
+  t->begin = b, t->end = e;
+  return DYNB_OK;
+}
+
+static dynb_status parse_tensor(const cJSON *e, const parse_ctx *c, dynb__st_tensor *t) {
+  char n[72];
+  shown(n, e->string);
+  if (!cJSON_IsObject(e))
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: tensor '%s': not an object", c->file, n);
+  const cJSON *dt = NULL, *shape = NULL, *offs = NULL;
+  dynb_status st = entry_keys(e, c, n, &dt, &shape, &offs);
+  if (st != DYNB_OK) return st;
+  int k = 0;
+  while (k < DYNB_ST_DTYPE_COUNT && strcmp(dtypes[k].name, dt->valuestring) != 0) k++;
+  char ds[72];
+  if (k == DYNB_ST_DTYPE_COUNT)
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: tensor '%s': unsupported dtype '%s'", c->file, n,
+                         shown(ds, dt->valuestring));
+  t->dtype = (dynb_st_dtype)k;
+  uint64_t numel = 0;
+  st = entry_shape(shape, c, n, t, &numel);
+  if (st == DYNB_OK) st = entry_offsets(offs, c, n, t, numel);
+  return st;
+}
+
+/* ---- metadata ---- */
+
+static dynb_status oom(const parse_ctx *c) {
+  return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_OUT_OF_HOST_MEMORY, "%s: out of host memory",
+                       c->file);
+}
+
+static dynb_status parse_meta(const cJSON *m, const parse_ctx *c, dynb__st_file *f) {
+  if (cJSON_IsNull(m)) return DYNB_OK;
+  if (!cJSON_IsObject(m))
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: __metadata__ is not an object", c->file);
   int n = cJSON_GetArraySize(m);
   f->meta_keys = calloc((size_t)n + 1, sizeof *f->meta_keys);
   f->meta_values = calloc((size_t)n + 1, sizeof *f->meta_values);
-  if (!f->meta_keys || !f->meta_values) return DYNB_STATUS_OUT_OF_HOST_MEMORY;
+  if (!f->meta_keys || !f->meta_values) return oom(c);
+  char ks[72];
   for (const cJSON *e = m->child; e; e = e->next) {
-    if (!cJSON_IsString(e)) return bad(err, errlen, file, "__metadata__.%s is not a string", e->string);
+    if (!cJSON_IsString(e))
+      return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                           "%s: __metadata__ '%s' is not a string", c->file, shown(ks, e->string));
     f->meta_keys[f->nmeta] = dup(e->string);
     f->meta_values[f->nmeta] = dup(e->valuestring);
-    if (!f->meta_keys[f->nmeta] || !f->meta_values[f->nmeta]) return DYNB_STATUS_OUT_OF_HOST_MEMORY;
+    if (!f->meta_keys[f->nmeta] || !f->meta_values[f->nmeta]) {
+      free(f->meta_keys[f->nmeta]), free(f->meta_values[f->nmeta]);
+      f->meta_keys[f->nmeta] = f->meta_values[f->nmeta] = NULL;
+      return oom(c);
+    }
     f->nmeta++;
+  }
+  const char *twice;
+  if (dynb__first_duplicate((const char *const *)f->meta_keys, f->nmeta, &twice) != DYNB_OK)
+    return oom(c);
+  if (twice)
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: __metadata__ key '%s' appears twice", c->file, shown(ks, twice));
+  return DYNB_OK;
+}
+
+/* ---- the whole header ---- */
+
+typedef struct span {
+  uint64_t begin, end;
+  int index;
+} span;
+
+static int by_begin(const void *a, const void *b) {
+  const span *x = a, *y = b;
+  if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+  return (x->end > y->end) - (x->end < y->end);
+}
+
+/* The tensors must tile [0, total) exactly; writes total. */
+static dynb_status check_tiling(const dynb__st_file *f, const parse_ctx *c, uint64_t *total) {
+  span *s = malloc(((size_t)f->ntensors + 1) * sizeof *s);
+  if (!s) return oom(c);
+  for (int i = 0; i < f->ntensors; i++) s[i] = (span){f->tensors[i].begin, f->tensors[i].end, i};
+  qsort(s, (size_t)f->ntensors, sizeof *s, by_begin);
+  uint64_t at = 0;
+  dynb_status st = DYNB_OK;
+  for (int i = 0; i < f->ntensors && st == DYNB_OK; i++) {
+    char n[72];
+    if (s[i].begin != at)
+      st = dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: tensor '%s' starts at byte %" PRIu64 " of the data; expected %" PRIu64
+                         " (%s)",
+                         c->file, shown(n, f->tensors[s[i].index].name), s[i].begin, at,
+                         s[i].begin > at ? "a gap" : "an overlap");
+    at = s[i].end;
+  }
+  free(s);
+  *total = at;
+  if (st == DYNB_OK && c->data_size != DYNB__SIZE_UNKNOWN && at != c->data_size)
+    st = dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                       "%s: byte %" PRIu64 ": %" PRIu64 " bytes of data after the last tensor",
+                       c->file, (uint64_t)f->data_start + at, c->data_size - at);
+  return st;
+}
+
+typedef struct named {
+  const char *name;
+  int index;
+} named;
+
+static int by_named(const void *a, const void *b) {
+  return strcmp(((const named *)a)->name, ((const named *)b)->name);
+}
+
+/* Builds the name index and rejects duplicate names. */
+static dynb_status index_names(dynb__st_file *f, const parse_ctx *c) {
+  named *s = malloc(((size_t)f->ntensors + 1) * sizeof *s);
+  f->by_name = malloc(((size_t)f->ntensors + 1) * sizeof *f->by_name);
+  if (!s || !f->by_name) {
+    free(s);
+    return oom(c);
+  }
+  for (int i = 0; i < f->ntensors; i++) s[i] = (named){f->tensors[i].name, i};
+  qsort(s, (size_t)f->ntensors, sizeof *s, by_named);
+  dynb_status st = DYNB_OK;
+  for (int i = 0; i < f->ntensors; i++) {
+    f->by_name[i] = s[i].index;
+    char n[72];
+    if (i > 0 && st == DYNB_OK && strcmp(s[i - 1].name, s[i].name) == 0)
+      st = dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT, "%s: tensor '%s' appears twice",
+                         c->file, shown(n, s[i].name));
+  }
+  free(s);
+  return st;
+}
+
+/* Checks the raw text before JSON sees it: '{' first, strict UTF-8, no raw
+ * control bytes. */
+static dynb_status check_text(const char *text, size_t hl, const parse_ctx *c) {
+  if (hl == 0 || text[0] != '{')
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: byte 8: the header does not start with '{'", c->file);
+  size_t ok = dynb__utf8_prefix(text, hl);
+  if (ok < hl)
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: byte %zu: the header is not valid UTF-8", c->file, 8 + ok);
+  for (size_t i = 0; i < hl; i++) {
+    unsigned char b = (unsigned char)text[i];
+    if (b < 0x20 && b != '\t' && b != '\n' && b != '\r')
+      return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                           "%s: byte %zu: control byte 0x%02x in the header", c->file, 8 + i, b);
   }
   return DYNB_OK;
 }
 
-static int by_begin(const void *a, const void *b) {
-  const dynb__st_tensor *x = a, *y = b;
-  return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end > y->end) - (x->end < y->end);
-}
-
-/* The tensors must tile [0, data_size) exactly. */
-static dynb_status check_tiling(dynb__st_file *f, const char *file, size_t data_size, char *err,
-                                size_t errlen) {
-  dynb__st_tensor *sorted = malloc(((size_t)f->ntensors + 1) * sizeof *sorted);
-  if (!sorted) return DYNB_STATUS_OUT_OF_HOST_MEMORY;
-  memcpy(sorted, f->tensors, (size_t)f->ntensors * sizeof *sorted);
-  qsort(sorted, (size_t)f->ntensors, sizeof *sorted, by_begin);
-  uint64_t at = 0;
-  dynb_status st = DYNB_OK;
-  for (int i = 0; i < f->ntensors && st == DYNB_OK; i++) {
-    if (sorted[i].begin != at)
-      st = bad(err, errlen, file, "tensor '%s' starts at byte %" PRIu64 " of the data; expected %" PRIu64
-               " (gap or overlap)", sorted[i].name, sorted[i].begin, at);
-    at = sorted[i].end;
-  }
-  if (st == DYNB_OK && at != data_size)
-    st = bad(err, errlen, file, "%" PRIu64 " bytes of data are not covered by any tensor",
-             (uint64_t)data_size - at);
-  free(sorted);
-  return st;
-}
-
-static dynb_status parse_header(dynb__st_file *f, const char *name, char *err, size_t errlen) {
-  if (f->size < 8) return bad(err, errlen, name, "%zu bytes: too short for a safetensors header", f->size);
-  uint64_t hl = 0;
-  for (int i = 0; i < 8; i++) hl |= (uint64_t)f->bytes[i] << (8 * i);
-  if (hl > DYNB_ST_MAX_HEADER || hl > f->size - 8)
-    return bad(err, errlen, name, "header length %" PRIu64 " exceeds the file (%zu bytes)", hl, f->size);
-  f->data_start = 8 + (size_t)hl;
+static dynb_status parse_json(const char *text, size_t hl, const parse_ctx *c, cJSON **root) {
   const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts((const char *)f->bytes + 8, (size_t)hl, &end, false);
-  if (!root) return bad(err, errlen, name, "header is not valid JSON");
-  dynb_status st = DYNB_OK;
-  if (!cJSON_IsObject(root)) st = bad(err, errlen, name, "header is not a JSON object");
-  /* After the object only padding spaces may follow. */
-  for (const char *p = end; st == DYNB_OK && p && p < (const char *)f->bytes + 8 + hl; p++)
-    if (*p != ' ' && *p != '\n' && *p != '\t' && *p != '\r')
-      st = bad(err, errlen, name, "garbage after the header object");
-  int n = st == DYNB_OK ? cJSON_GetArraySize(root) : 0;
-  f->tensors = calloc((size_t)n + 1, sizeof *f->tensors);
-  if (!f->tensors) st = DYNB_STATUS_OUT_OF_HOST_MEMORY;
-  size_t data_size = f->size - f->data_start;
-  for (const cJSON *e = st == DYNB_OK ? root->child : NULL; e && st == DYNB_OK; e = e->next) {
-    for (const cJSON *o = e->next; o; o = o->next)
-      if (strcmp(o->string, e->string) == 0) st = bad(err, errlen, name, "'%s' appears twice", e->string);
-    if (st != DYNB_OK) break;
-    if (strcmp(e->string, "__metadata__") == 0)
-      st = parse_meta(e, name, f, err, errlen);
-    else if ((st = parse_tensor(e, name, data_size, &f->tensors[f->ntensors], err, errlen)) == DYNB_OK)
-      f->ntensors++;
+  *root = cJSON_ParseWithLengthOpts(text, hl, &end, false);
+  if (!*root) {
+    size_t at = end && end >= text && end <= text + hl ? (size_t)(end - text) : 0;
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: byte %zu: the header is not valid JSON", c->file, 8 + at);
   }
-  if (st == DYNB_OK) st = check_tiling(f, name, data_size, err, errlen);
-  if (st == DYNB_STATUS_OUT_OF_HOST_MEMORY) snprintf(err, errlen, "%s: out of host memory", name);
+  if (!cJSON_IsObject(*root))
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: the header is not a JSON object", c->file);
+  /* After the object only padding may follow. */
+  for (const char *p = end; p && p < text + hl; p++)
+    if (*p != ' ' && *p != '\n' && *p != '\t' && *p != '\r')
+      return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                           "%s: byte %zu: unexpected text after the header object", c->file,
+                           8 + (size_t)(p - text));
+  return DYNB_OK;
+}
+
+static dynb_status parse_entries(const cJSON *root, const parse_ctx *c, dynb__st_file *f) {
+  int n = cJSON_GetArraySize(root);
+  if (n > DYNB_ST_MAX_TENSORS)
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_SIZE_OVERFLOW,
+                         "%s: %d header entries exceed the cap of %d", c->file, n,
+                         DYNB_ST_MAX_TENSORS);
+  f->tensors = calloc((size_t)n + 1, sizeof *f->tensors);
+  if (!f->tensors) return oom(c);
+  bool meta = false;
+  for (const cJSON *e = root->child; e; e = e->next) {
+    dynb_status st;
+    if (strcmp(e->string, "__metadata__") == 0) {
+      if (meta)
+        return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                             "%s: __metadata__ appears twice", c->file);
+      meta = true;
+      st = parse_meta(e, c, f);
+    } else {
+      dynb__st_tensor *t = &f->tensors[f->ntensors];
+      st = parse_tensor(e, c, t);
+      if (st == DYNB_OK && !(t->name = dup(e->string))) st = oom(c);
+      if (st == DYNB_OK) f->ntensors++;
+    }
+    if (st != DYNB_OK) return st;
+  }
+  return DYNB_OK;
+}
+
+/* Parses the hl header bytes at `text`; f->data_start must be set. */
+static dynb_status parse_header(dynb__st_file *f, const char *text, size_t hl, const parse_ctx *c,
+                                uint64_t *total) {
+  dynb_status st = check_text(text, hl, c);
+  if (st != DYNB_OK) return st;
+  cJSON *root = NULL;
+  st = parse_json(text, hl, c, &root);
+  if (st == DYNB_OK) st = parse_entries(root, c, f);
   cJSON_Delete(root);
+  if (st == DYNB_OK) st = index_names(f, c);
+  if (st == DYNB_OK) st = check_tiling(f, c, total);
+  if (st == DYNB_OK && *total > DYNB_ST_MAX_DATA)
+    st = dynb__io_fail(c->err, c->errlen, DYNB_STATUS_SIZE_OVERFLOW,
+                       "%s: %" PRIu64 " bytes of tensor data exceed the cap of %" PRIu64, c->file,
+                       *total, (uint64_t)DYNB_ST_MAX_DATA);
   return st;
 }
 
-dynb_status dynb__st_parse(unsigned char *bytes, size_t size, const char *name,
-                           dynb__st_file *out, char *err, size_t errlen) {
+/* The length prefix: capped and within the bytes present (when known). */
+static dynb_status check_header_length(uint64_t hl, uint64_t after, const parse_ctx *c) {
+  if (hl > DYNB_ST_MAX_HEADER)
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: byte 0: header length %" PRIu64 " exceeds the cap of %u bytes",
+                         c->file, hl, DYNB_ST_MAX_HEADER);
+  if (after != DYNB__SIZE_UNKNOWN && hl > after)
+    return dynb__io_fail(c->err, c->errlen, DYNB_STATUS_BAD_FORMAT,
+                         "%s: byte 0: header length %" PRIu64
+                         " runs past the end of the file (%" PRIu64 " bytes after the length)",
+                         c->file, hl, after);
+  return DYNB_OK;
+}
+
+dynb_status dynb__st_parse(unsigned char *bytes, size_t size, const char *name, dynb__st_file *out,
+                           char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
   out->bytes = bytes, out->size = size;
-  dynb_status st = parse_header(out, name, err, errlen);
+  parse_ctx c = {name ? name : "(safetensors)", DYNB__SIZE_UNKNOWN, err, errlen};
+  dynb_status st = DYNB_OK;
+  if (!bytes || size < 8)
+    st =
+        dynb__io_fail(err, errlen, DYNB_STATUS_BAD_FORMAT,
+                      "%s: %zu bytes: too short for a safetensors file (at least 8)", c.file, size);
+  uint64_t hl = st == DYNB_OK ? dynb__load_le64(bytes) : 0, total;
+  if (st == DYNB_OK) st = check_header_length(hl, size - 8, &c);
+  if (st == DYNB_OK) {
+    out->data_start = 8 + (size_t)hl;
+    c.data_size = size - out->data_start;
+    st = parse_header(out, (const char *)bytes + 8, (size_t)hl, &c, &total);
+  }
   if (st != DYNB_OK) dynb__st_release(out);
   return st;
 }
 
-dynb_status dynb__st_open(const char *path, dynb__st_file *out, char *err, size_t errlen) {
-  unsigned char *bytes;
-  size_t size;
+dynb_status dynb__st_read(dynb__reader *r, dynb__st_file *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
-  /* Model files are parameters, not data sets: 4 GiB is far beyond them. */
-  dynb_status st = dynb__file_read(path, (size_t)4 << 30, false, &bytes, &size, err, errlen);
-  return st == DYNB_OK ? dynb__st_parse(bytes, size, path, out, err, errlen) : st;
+  parse_ctx c = {r->name, DYNB__SIZE_UNKNOWN, err, errlen};
+  unsigned char len[8];
+  dynb_status st = dynb__reader_exact(r, len, 8, "the header length", err, errlen);
+  if (st != DYNB_OK) return st;
+  uint64_t hl = dynb__load_le64(len), total = 0;
+  st = check_header_length(hl, dynb__reader_remaining(r), &c);
+  if (st != DYNB_OK) return st;
+  out->bytes = malloc(8 + (size_t)hl);
+  if (!out->bytes) return oom(&c);
+  memcpy(out->bytes, len, 8);
+  out->data_start = 8 + (size_t)hl;
+  st = dynb__reader_exact(r, out->bytes + 8, (size_t)hl, "the header", err, errlen);
+  if (st == DYNB_OK) {
+    c.data_size = dynb__reader_remaining(r);
+    st = parse_header(out, (const char *)out->bytes + 8, (size_t)hl, &c, &total);
+  }
+  if (st == DYNB_OK)
+    st = dynb__reader_exact_grow(r, &out->bytes, out->data_start, (size_t)total, "tensor data", err,
+                                 errlen);
+  if (st == DYNB_OK) st = dynb__reader_end(r, "the last tensor", err, errlen);
+  if (st != DYNB_OK) {
+    dynb__st_release(out);
+    return st;
+  }
+  out->size = out->data_start + (size_t)total;
+  return DYNB_OK;
 }
 
+dynb_status dynb__st_open_mem(const void *bytes, size_t size, const char *name, dynb__st_file *out,
+                              char *err, size_t errlen) {
+  dynb__reader r;
+  memset(out, 0, sizeof *out);
+  dynb_status st = dynb__reader_open_mem(&r, name, bytes, size, false, err, errlen);
+  if (st != DYNB_OK) return st;
+  st = dynb__st_read(&r, out, err, errlen);
+  dynb__reader_close(&r);
+  return st;
+}
+
+dynb_status dynb__st_open(const char *path, dynb__st_file *out, char *err, size_t errlen) {
+  dynb__reader r;
+  memset(out, 0, sizeof *out);
+  dynb_status st = dynb__reader_open_file(&r, path, false, err, errlen);
+  if (st != DYNB_OK) return st;
+  st = dynb__st_read(&r, out, err, errlen);
+  dynb__reader_close(&r);
+  return st;
+}
+
+/* ---- lookups ---- */
+
 const dynb__st_tensor *dynb__st_find(const dynb__st_file *f, const char *name) {
-  for (int i = 0; i < f->ntensors; i++)
-    if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
+  if (!f || !name || !f->by_name) return NULL;
+  int lo = 0, hi = f->ntensors;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    int cmp = strcmp(f->tensors[f->by_name[mid]].name, name);
+    if (cmp == 0) return &f->tensors[f->by_name[mid]];
+    if (cmp < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
   return NULL;
 }
 
 const char *dynb__st_meta(const dynb__st_file *f, const char *key) {
-  for (int i = 0; i < f->nmeta; i++)
+  for (int i = 0; f && key && i < f->nmeta; i++)
     if (strcmp(f->meta_keys[i], key) == 0) return f->meta_values[i];
   return NULL;
 }
@@ -218,64 +521,16 @@ const unsigned char *dynb__st_data(const dynb__st_file *f, const dynb__st_tensor
   return f->bytes + f->data_start + t->begin;
 }
 
-/* ---- writing ------------------------------------------------------------------------- */
-
-dynb_status dynb__st_write(const char *path, const dynb__st_entry *entries, int n,
-                           const char *const *meta_keys, const char *const *meta_values,
-                           int nmeta, char *err, size_t errlen) {
-  cJSON *root = cJSON_CreateObject();
-  dynb_status st = root ? DYNB_OK : DYNB_STATUS_OUT_OF_HOST_MEMORY;
-  if (st == DYNB_OK && nmeta > 0) {
-    cJSON *m = cJSON_AddObjectToObject(root, "__metadata__");
-    for (int i = 0; m && i < nmeta; i++) cJSON_AddStringToObject(m, meta_keys[i], meta_values[i]);
-  }
-  uint64_t at = 0;
-  size_t *sizes = calloc((size_t)n + 2, sizeof *sizes);
-  const void **parts = calloc((size_t)n + 2, sizeof *parts);
-  if (!sizes || !parts) st = DYNB_STATUS_OUT_OF_HOST_MEMORY;
-  for (int i = 0; st == DYNB_OK && i < n; i++) {
-    const dynb__st_entry *e = &entries[i];
-    uint64_t numel = 1;
-    for (int d = 0; d < e->ndim; d++) numel *= (uint64_t)e->dims[d];
-    uint64_t bytes = numel * dtypes[e->dtype].size;
-    cJSON *o = cJSON_AddObjectToObject(root, e->name), *shape = cJSON_CreateArray();
-    cJSON *offs = cJSON_CreateArray();
-    if (!o || !shape || !offs) {
-      cJSON_Delete(shape), cJSON_Delete(offs);
-      st = DYNB_STATUS_OUT_OF_HOST_MEMORY;
-      break;
-    }
-    cJSON_AddStringToObject(o, "dtype", dtypes[e->dtype].name);
-    for (int d = 0; d < e->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e->dims[d]));
-    cJSON_AddItemToObject(o, "shape", shape);
-    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)at));
-    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(at + bytes)));
-    cJSON_AddItemToObject(o, "data_offsets", offs);
-    parts[i + 2] = e->data;
-    sizes[i + 2] = (size_t)bytes;
-    at += bytes;
-  }
-  char *json = st == DYNB_OK ? cJSON_PrintUnformatted(root) : NULL;
-  if (st == DYNB_OK && !json) st = DYNB_STATUS_OUT_OF_HOST_MEMORY;
-  char *header = NULL;
-  if (st == DYNB_OK) {
-    /* Padded with spaces to a multiple of 8, as the reference writer does,
-     * so the data section is aligned. */
-    size_t len = strlen(json), padded = (len + 7) / 8 * 8;
-    header = malloc(padded + 8);
-    if (!header) {
-      st = DYNB_STATUS_OUT_OF_HOST_MEMORY;
-    } else {
-      for (int i = 0; i < 8; i++) header[i] = (char)(((uint64_t)padded >> (8 * i)) & 0xff);
-      memcpy(header + 8, json, len);
-      memset(header + 8 + len, ' ', padded - len);
-      parts[0] = header, sizes[0] = padded + 8;
-      parts[1] = "", sizes[1] = 0;
-      st = dynb__file_write_atomic(path, parts, sizes, n + 2, err, errlen);
-    }
-  }
-  if (st == DYNB_STATUS_OUT_OF_HOST_MEMORY) snprintf(err, errlen, "%s: out of host memory", path);
-  free(header), free(json), free(sizes), free(parts);
-  cJSON_Delete(root);
-  return st;
+dynb_status dynb__st_copy(const dynb__st_file *f, const dynb__st_tensor *t, void *dst,
+                          size_t dst_bytes, char *err, size_t errlen) {
+  if (!f || !t || t < f->tensors || t >= f->tensors + f->ntensors || (!dst && dst_bytes > 0))
+    return dynb__io_fail(err, errlen, DYNB_STATUS_INVALID_ARGUMENT,
+                         "safetensors copy: bad argument");
+  if (dst_bytes != t->end - t->begin)
+    return dynb__io_fail(err, errlen, DYNB_STATUS_INVALID_ARGUMENT,
+                         "safetensors copy: tensor '%s' has %" PRIu64 " bytes, the buffer %zu",
+                         t->name, t->end - t->begin, dst_bytes);
+  size_t unit = dtypes[t->dtype].swap;
+  dynb__le_copy(dst, dynb__st_data(f, t), dst_bytes / unit, unit);
+  return DYNB_OK;
 }
