@@ -236,6 +236,7 @@ static dynb__tensor theta_view(const dynb__tensor *theta, size_t off, int ndim, 
 static dynb_status prepare(dynb_ctx *ctx, const dynb__layer *l, const dynb__layer_eval *e,
                            const dynb__tensor *work, parts *p) {
   char err[128];
+  DYNB_CHECK(ctx, l != NULL, DYNB_STATUS_INVALID_ARGUMENT, "layer: NULL layer");
   DYNB_CHECK(ctx, dynb__layer_validate(l, err, sizeof err) == DYNB_OK,
              DYNB_STATUS_INVALID_ARGUMENT, "layer: %s", err);
   DYNB_CHECK(ctx, e && e->x && e->theta && e->cache && work, DYNB_STATUS_INVALID_ARGUMENT,
@@ -274,6 +275,12 @@ static dynb_status prepare(dynb_ctx *ctx, const dynb__layer *l, const dynb__laye
   }
   DYNB_CHECK(ctx, e->train || nbn == 0 || e->running, DYNB_STATUS_INVALID_ARGUMENT,
              "layer: evaluation mode needs running statistics");
+  /* The batch norm would refuse this too, but only after the first
+   * convolution had run: refuse before anything is enqueued. */
+  DYNB_CHECK(ctx, !e->train || nbn == 0 || !e->running || n * h * w > 1,
+             DYNB_STATUS_INVALID_ARGUMENT,
+             "layer: updating running statistics needs more than one value per channel "
+             "(N*H*W = %lld)", (long long)(n * h * w));
   carve_cache(l, e->cache, n, h, w, &p->cv);
   for (int j = 0; j < 2; j++) {
     p->k[j] = theta_view(e->theta, p->lo.k[j], 4, c, c, l->kernel, l->kernel);

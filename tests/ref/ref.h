@@ -102,4 +102,28 @@ double ref_timereg(int J, size_t p, const double *c, const double *h, double alp
 void ref_timereg_backward(int J, size_t p, const double *c, const double *h, double alpha,
                           double *dc);
 
+/* ---- layer (ref_layer.c) ---- */
+struct dynb__layer;
+/* f(x, θ) of a layer function exactly as SPEC §1.2 writes it (doublesym
+ * with its minus sign), composed of the references above. x: [n][C][h][w];
+ * theta: P values, read at the offsets dynb__layer_params gives; f:
+ * [n][C][h][w], overwritten. Batch norms: train != 0 uses batch statistics
+ * and, unless running is NULL, updates it (momentum 0.1, unbiased
+ * variance); train == 0 reads running. running: [norms][2: mean, var][C].
+ * margin (may be NULL) receives the smallest |input| of any activation, so
+ * that finite differences can keep away from relu's kink. */
+void ref_layer_f(const struct dynb__layer *l, int n, int h, int w, const double *theta,
+                 const double *x, int train, double *running, double *f, double *margin);
+
+/* ---- block (ref_block.c) ---- */
+/* out = a block's output for x ([n][C][h][w]): nstates - 1 steps over
+ * t_states of the explicit tableau (s stages; c [s], a [s][s] row-major,
+ * b [s]), θ(t) interpolated from controls [ncontrols][P] at t_controls
+ * (held constant outside), f = ref_layer_f. running: [steps][s][norms][2][C]
+ * (each evaluation's statistics, as ref_layer_f uses them) or NULL. */
+void ref_block_forward(const struct dynb__layer *l, int n, int h, int w, int s, const double *c,
+                       const double *a, const double *b, int nstates, const double *t_states,
+                       int ncontrols, const double *t_controls, const double *controls,
+                       const double *x, int train, double *running, double *out);
+
 #endif
