@@ -35,6 +35,7 @@ struct dynb__block {
   /* Prepared buffers. */
   bool prepared;
   bool train_last; /* the mode of the last forward, which backward repeats */
+  bool forward_done; /* a forward completed since prepare: backward has its caches */
   dynb_memory_mode mode;
   int64_t dims[4];
   size_t nchw, cache_elems, bytes;
@@ -63,7 +64,10 @@ static size_t coef_row(const dynb__block *b, int k, int row) {
 static dynb_status check_grid(const char *what, int n, int min, const double *t, char *err,
                               size_t errlen) {
   if (n < min || n > DYNB_MAX_TIME_POINTS || !t) {
-    snprintf(err, errlen, "%s needs %d..%d points, got %d", what, min, DYNB_MAX_TIME_POINTS, n);
+    if (!t)
+      snprintf(err, errlen, "%s is NULL", what);
+    else
+      snprintf(err, errlen, "%s needs %d..%d points, got %d", what, min, DYNB_MAX_TIME_POINTS, n);
     return DYNB_STATUS_SPEC_ERROR;
   }
   for (int i = 0; i < n; i++) {
@@ -170,6 +174,7 @@ static void release_buffers(dynb__block *b) {
                          &b->caches, &b->adj,   &b->gbar,   &b->dtheta, &b->work};
   for (size_t i = 0; i < sizeof all / sizeof *all; i++) dynb__tensor_release(all[i]);
   b->prepared = false;
+  b->forward_done = false;
   b->bytes = 0;
 }
 
@@ -374,6 +379,7 @@ dynb_status dynb__block_forward(dynb__block *b, const dynb__tensor *x, const dyn
                                 bool train) {
   DYNB_TRY(check_io(b, x, "block: x", out, "block: out"));
   int s = b->tab.stages;
+  b->forward_done = false;
   for (int k = 0; k < b->nsteps; k++) {
     DYNB_TRY(interpolate_step(b, k));
     DYNB_TRY(step_stages(b, x, k, train, true));
@@ -383,6 +389,7 @@ dynb_status dynb__block_forward(dynb__block *b, const dynb__tensor *x, const dyn
     DYNB_TRY(dynb__rk_combine(b->ctx, &y, &g, &c, &next));
   }
   b->train_last = train;
+  b->forward_done = true;
   return DYNB_OK;
 }
 
@@ -427,6 +434,8 @@ dynb_status dynb__block_backward(dynb__block *b, const dynb__tensor *x, const dy
                                  const dynb__tensor *dx) {
   DYNB_TRY(check_io(b, x, "block: x", dout, "block: dout"));
   DYNB_TRY(check_io(b, x, "block: x", dx, "block: dx"));
+  DYNB_CHECK(b->ctx, b->forward_done, DYNB_STATUS_MISUSE,
+             "block: backward needs a forward since the last prepare");
   dynb__tensor ybar = nchw_at(b, &b->adj, (size_t)b->tab.stages);
   DYNB_TRY(dynb__tensor_copy(b->ctx, dout, &ybar));
   for (int k = b->nsteps - 1; k >= 0; k--) DYNB_TRY(step_backward(b, x, k, k == 0 ? dx : &ybar));
@@ -435,13 +444,19 @@ dynb_status dynb__block_backward(dynb__block *b, const dynb__tensor *x, const dy
 
 /* ---- re-discretisation --------------------------------------------------------------- */
 
-/* The old evaluation (step, stage) whose time is nearest to t. */
-static void nearest_eval(const dynb__block *b, double t, int *k_out, int *i_out) {
+/* The old evaluation (step, stage) whose time is nearest to t, for the new
+ * evaluation of stage `stage`. Times are often shared (rk4's two stages at
+ * c = 1/2; a step's last stage and the next step's first), so among equally
+ * near evaluations one of the same stage wins: a grid that keeps the old
+ * times then maps every evaluation onto itself. */
+static void nearest_eval(const dynb__block *b, double t, int stage, int *k_out, int *i_out) {
   double best = INFINITY;
+  bool best_same = false;
   for (int k = 0; k < b->nsteps; k++)
     for (int i = 0; i < b->tab.stages; i++) {
       double d = fabs(stage_time(b, k, b->tab.c[i]) - t);
-      if (d < best) best = d, *k_out = k, *i_out = i;
+      if (d < best || (d == best && i == stage && !best_same))
+        best = d, best_same = i == stage, *k_out = k, *i_out = i;
     }
 }
 
@@ -456,7 +471,7 @@ static dynb_status regrid_params(dynb__block *b, dynb__block *nb) {
   for (int k = 0; nb->running.mem && k < nb->nsteps; k++)
     for (int i = 0; i < nb->tab.stages; i++) {
       int ok = 0, oi = 0;
-      nearest_eval(b, stage_time(nb, k, nb->tab.c[i]), &ok, &oi);
+      nearest_eval(b, stage_time(nb, k, nb->tab.c[i]), i, &ok, &oi);
       dynb__tensor src = running_at(b, ok, oi), dst = running_at(nb, k, i);
       DYNB_TRY(dynb__tensor_copy(b->ctx, &src, &dst));
     }
