@@ -55,29 +55,33 @@ __kernel void dynb_conv_from_rows(const int n, const int c, const int s, DYNB_CT
   t[i] = acc ? t[i] + v : v;
 }
 
-/* x[b][ci][y][xx] (+)= Σ_{kh,kw} col[(ci*k + kh)*k + kw][(b*H + y - kh + k/2)*W + ...]
- * (+ bias[ci] when has_b): the adjoint of im2col as a gather, one work-item
- * per output element, so the sum has a fixed order and needs no atomics. */
+/* x (+)= col2im(col) (+ bias): each x element gathers the k*k col entries
+ * that im2col made from it and adds them to x once (no atomics, a fixed
+ * order, one rounding onto an accumulated x). One work-item per image row
+ * (n, ci, y) handles the row's W outputs, so the divisions are paid once
+ * per row rather than per element. */
 __kernel void dynb_conv_col2im(const int n, const int c, const int h, const int w, const int k,
                                DYNB_CTENSOR(col), DYNB_CTENSOR(bias), const int has_b,
                                DYNB_TENSOR(x), const int acc) {
-  const int i = (int)get_global_id(0);
-  const int hw = h * w, cols = n * hw;
-  if (i >= n * c * hw) return;
-  const int xx = i % w, y = (i / w) % h, ci = (i / hw) % c, b = i / (c * hw);
-  const int pad = k / 2;
-  __global const real *col = DYNB_AT(col) + b * hw;
-  real v = 0;
-  for (int kh = 0; kh < k; kh++) {
-    const int oy = y + pad - kh;
-    if (oy < 0 || oy >= h) continue;
-    for (int kw = 0; kw < k; kw++) {
-      const int ox = xx + pad - kw;
-      if (ox < 0 || ox >= w) continue;
-      v += col[((ci * k + kh) * k + kw) * cols + oy * w + ox];
+  const int row = (int)get_global_id(0);
+  if (row >= n * c * h) return;
+  const int y = row % h, ci = (row / h) % c, b = row / (c * h);
+  const int cols = n * h * w, pad = k / 2;
+  __global const real *img = DYNB_AT(col) + (size_t)ci * k * k * cols + (size_t)b * h * w;
+  __global real *out = DYNB_AT(x) + (size_t)row * w;
+  const real b0 = has_b ? DYNB_AT(bias)[ci] : (real)0;
+  for (int xx = 0; xx < w; xx++) {
+    real v = 0;
+    for (int kh = 0; kh < k; kh++) {
+      const int oy = y + pad - kh;
+      if (oy < 0 || oy >= h) continue;
+      __global const real *tap = img + (size_t)(kh * k) * cols + oy * w;
+      for (int kw = 0; kw < k; kw++) {
+        const int ox = xx + pad - kw;
+        if (ox >= 0 && ox < w) v += tap[(size_t)kw * cols + ox];
+      }
     }
+    v += b0;
+    out[xx] = acc ? out[xx] + v : v;
   }
-  if (has_b) v += DYNB_AT(bias)[ci];
-  __global real *x = DYNB_AT(x);
-  x[i] = acc ? x[i] + v : v;
 }

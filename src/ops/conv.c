@@ -177,7 +177,7 @@ static dynb_status col2im(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor 
   dynb__arg_int(&l, b != NULL);
   dynb__arg_tensor(&l, x);
   dynb__arg_int(&l, acc);
-  return dynb__launch_1d(&l, dynb__tensor_numel(x));
+  return dynb__launch_1d(&l, (size_t)g->n * (size_t)g->cin * (size_t)g->h);
 }
 
 /* The Cout-side tensor t as the GEMM's [Cout][N*H*W] operand: t itself
