@@ -326,11 +326,29 @@ static void check_weight_grads(dynb_ctx *ctx, dynb_dtype dt, const conv_data *c,
 static const shape shapes[] = {
     {1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 1, 3},  {1, 1, 1, 1, 1, 5}, {2, 3, 17, 7, 5, 3},
     {1, 17, 3, 13, 9, 3}, {2, 3, 4, 7, 5, 5}, {3, 2, 5, 13, 9, 1}, {1, 1, 1, 7, 5, 5},
+    /* For the direct kernels: rows of exactly one chunk (8, 16), of two
+     * chunks with a one-column tail (33), more images than batch splits
+     * (17 > 16), channel counts at and off their blocking (8, 9, 1, 3). */
+    {2, 8, 8, 5, 16, 3}, {1, 2, 9, 3, 33, 3}, {17, 3, 1, 4, 8, 3}, {2, 1, 3, 6, 11, 3},
+    /* A layer of the reference network's size: work-group choices that
+     * only show at this scale (a driver-chosen group once overflowed PoCL's
+     * stack here). */
+    {32, 64, 64, 7, 7, 3},
 };
 
-static void ops_match_reference(void **state) {
-  (void)state;
+/* The convolution route each test runs under (prestate of the cmocka
+ * tests): both routes are always tested, and the timed choice once. */
+static const dynb__conv_policy route_gemm = DYNB__CONV_GEMM, route_direct = DYNB__CONV_DIRECT,
+                               route_auto = DYNB__CONV_AUTO;
+
+static dynb_ctx *ctx_with_route(void **state) {
   dynb_ctx *ctx = tu_ctx();
+  ctx->conv_policy = *(const dynb__conv_policy *)*state;
+  return ctx;
+}
+
+static void ops_match_reference(void **state) {
+  dynb_ctx *ctx = ctx_with_route(state);
   for (int d = 0; d < 2; d++) {
     dynb_dtype dt = d ? DYNB_F64 : DYNB_F32;
     if (dt == DYNB_F64 && !ctx->info.has_fp64) continue;
@@ -358,8 +376,7 @@ static void ops_match_reference(void **state) {
  * bound_t·<|x|, |Kᵀ||z|>, the same scale. The host's double dot products of
  * a few hundred terms add under 1e-12 of it. */
 static void transpose_is_adjoint(void **state) {
-  (void)state;
-  dynb_ctx *ctx = tu_ctx();
+  dynb_ctx *ctx = ctx_with_route(state);
   const shape s = {2, 3, 5, 7, 5, 3};
   for (int d = 0; d < 2; d++) {
     dynb_dtype dt = d ? DYNB_F64 : DYNB_F32;
@@ -420,8 +437,7 @@ static double fd_loss(void *user) {
 }
 
 static void gradients_match_fd(void **state) {
-  (void)state;
-  dynb_ctx *ctx = tu_ctx();
+  dynb_ctx *ctx = ctx_with_route(state);
   tu_require_real(ctx, DYNB_F64);
   const shape s = {2, 3, 4, 5, 4, 3};
   conv_data c = data_make(&s, 5);
@@ -468,6 +484,9 @@ static void workspace_size(void **state) {
   (void)state;
   /* col: Cin·k²·N·H·W = 3·9·2·5·6 = 1620; rows: Cout·N·H·W = 4·60 = 240. */
   assert_int_equal(dynb__conv2d_workspace(2, 3, 4, 5, 6, 3), 1620 + 240);
+  /* A 1×1 image: the direct weight gradient's two splits of Cout·Cin·9 =
+   * 2·4·3·9 = 216 outgrow col + rows = 2·(27 + 4) = 62. */
+  assert_int_equal(dynb__conv2d_workspace(2, 3, 4, 1, 1, 3), 216);
   assert_int_equal(dynb__conv2d_workspace(1, 1, 1, 1, 1, 1), 2);
   assert_true(dynb__conv2d_workspace(0, 3, 4, 5, 6, 3) == SIZE_MAX);
   assert_true(dynb__conv2d_workspace(2, 3, 4, 5, -6, 3) == SIZE_MAX);
@@ -569,9 +588,13 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(ref_hand_checked),
       cmocka_unit_test(workspace_size),
-      cmocka_unit_test(ops_match_reference),
-      cmocka_unit_test(transpose_is_adjoint),
-      cmocka_unit_test(gradients_match_fd),
+      cmocka_unit_test_prestate(ops_match_reference, (void *)&route_gemm),
+      cmocka_unit_test_prestate(ops_match_reference, (void *)&route_direct),
+      cmocka_unit_test_prestate(ops_match_reference, (void *)&route_auto),
+      cmocka_unit_test_prestate(transpose_is_adjoint, (void *)&route_gemm),
+      cmocka_unit_test_prestate(transpose_is_adjoint, (void *)&route_direct),
+      cmocka_unit_test_prestate(gradients_match_fd, (void *)&route_gemm),
+      cmocka_unit_test_prestate(gradients_match_fd, (void *)&route_direct),
       cmocka_unit_test(bad_arguments_are_reported),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

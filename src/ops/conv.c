@@ -24,6 +24,11 @@ typedef struct conv_geom {
 
 /* ---- Workspace ----------------------------------------------------------- */
 
+/* The direct weight gradient sums each split of the batch separately, then
+ * the splits in order: enough work-items for every core without atomics.
+ * A function of N only, so the summation order never depends on the device. */
+static int direct_splits(int n) { return n < 16 ? n : 16; }
+
 /* The col matrix plus one channel-major copy of the Cout side. SIZE_MAX for
  * sizes no tensor could have (every tensor stays under 2^31 elements), so
  * that sizing an arena from it fails instead of wrapping around. */
@@ -44,7 +49,14 @@ size_t dynb__conv2d_workspace(int64_t n, int64_t cin, int64_t cout, int64_t h, i
   rows += (uint64_t)cout;
   /* pix * rows < 2^62 fits size_t where it has 64 bits; checked for 32. */
   if (rows > lim || pix * rows > (uint64_t)(SIZE_MAX / 2)) return SIZE_MAX;
-  return (size_t)(pix * rows);
+  /* The direct weight gradient's per-split partial sums (k = 3 only). */
+  uint64_t part = 0;
+  if (k == 3) {
+    uint64_t wsz = (uint64_t)cout * (uint64_t)cin;
+    if (wsz > lim) return SIZE_MAX;
+    part = (uint64_t)direct_splits((int)n) * wsz * 9;
+  }
+  return (size_t)(pix * rows > part ? pix * rows : part);
 }
 
 /* ---- Argument checks ----------------------------------------------------- */
@@ -106,14 +118,8 @@ static dynb_status check_bias(dynb_ctx *ctx, const char *op, const dynb__tensor 
   return DYNB_OK;
 }
 
-/* work: at least dynb__conv2d_workspace elements; carved into col and rows. */
-static dynb_status check_work(dynb_ctx *ctx, const char *op, const dynb__tensor *work,
-                              conv_geom *g) {
-  DYNB_TRY(check_named(ctx, op, "work", work, g->dt, -1));
-  size_t need = dynb__conv2d_workspace(g->n, g->cin, g->cout, g->h, g->w, g->k);
-  size_t have = dynb__tensor_numel(work);
-  DYNB_CHECK(ctx, have >= need, DYNB_STATUS_BUFFER_TOO_SMALL,
-             "%s: work holds %zu elements, needs %zu", op, have, need);
+/* g->col and g->rows: the two GEMM scratch matrices at the start of work. */
+static void carve_work(conv_geom *g, const dynb__tensor *work) {
   size_t pix = (size_t)g->n * (size_t)g->h * (size_t)g->w;
   size_t ncol = (size_t)g->cin * (size_t)g->k * (size_t)g->k * pix;
   g->col = *work;
@@ -122,8 +128,20 @@ static dynb_status check_work(dynb_ctx *ctx, const char *op, const dynb__tensor 
   g->rows = g->col;
   g->rows.offset = work->offset + ncol;
   g->rows.dims[0] = (int64_t)((size_t)g->cout * pix);
+}
+
+/* work: at least dynb__conv2d_workspace elements; carved into col and rows. */
+static dynb_status check_work(dynb_ctx *ctx, const char *op, const dynb__tensor *work,
+                              conv_geom *g) {
+  DYNB_TRY(check_named(ctx, op, "work", work, g->dt, -1));
+  size_t need = dynb__conv2d_workspace(g->n, g->cin, g->cout, g->h, g->w, g->k);
+  size_t have = dynb__tensor_numel(work);
+  DYNB_CHECK(ctx, have >= need, DYNB_STATUS_BUFFER_TOO_SMALL,
+             "%s: work holds %zu elements, needs %zu", op, have, need);
+  carve_work(g, work);
   return DYNB_OK;
 }
+
 
 /* The checks every op shares: `w` gives Cout, Cin and k; `in` is the
  * Cin-side activation, which gives N, H, W; `out` the Cout-side one. */
@@ -263,6 +281,207 @@ static dynb_status conv_weights(dynb_ctx *ctx, const conv_geom *g, const dynb__t
   return dynb__gemm(ctx, &mm);
 }
 
+/* ---- The direct path (kernels/convd.cl, k = 3) ----------------------------- */
+
+/* The row-chunk width of the direct kernels: the smallest that covers a row
+ * (wider rows are split into chunks of 32). */
+static int direct_tw(int w) { return w <= 8 ? 8 : w <= 16 ? 16 : 32; }
+
+/* One work-item per work-group: each already holds a row's worth of
+ * vector work, and a driver-chosen group (PoCL picked 32×16×8) multiplies
+ * the private accumulators by its size, which overflowed PoCL's worker
+ * stack for the weight gradient. */
+static const size_t direct_local[3] = {1, 1, 1};
+
+/* out (+)= K in (+ b) or, with tr, out (+)= Kᵀ in (+ b). */
+static dynb_status direct_apply(dynb_ctx *ctx, const conv_geom *g, bool tr,
+                                const dynb__tensor *in, const dynb__tensor *w,
+                                const dynb__tensor *b, const dynb__tensor *out, bool acc) {
+  const int ci = tr ? g->cout : g->cin, co = tr ? g->cin : g->cout;
+  const int tw = direct_tw(g->w), cob = co >= 8 ? 8 : 4;
+  char name[48];
+  snprintf(name, sizeof name, "dynb_convd_%s_w%d_c%d", tr ? "adjoint" : "apply", tw, cob);
+  dynb__tensor none = {0};
+  none.dtype = g->dt;
+  dynb__launch l;
+  DYNB_TRY(dynb__launch_begin(&l, ctx, "convd", name, g->dt));
+  dynb__arg_int(&l, g->n);
+  dynb__arg_int(&l, ci);
+  dynb__arg_int(&l, co);
+  dynb__arg_int(&l, g->h);
+  dynb__arg_int(&l, g->w);
+  dynb__arg_tensor(&l, in);
+  dynb__arg_tensor(&l, w);
+  dynb__arg_tensor(&l, b ? b : &none);
+  dynb__arg_int(&l, b != NULL);
+  dynb__arg_tensor(&l, out);
+  dynb__arg_int(&l, acc);
+  size_t chunks = (size_t)(g->w + tw - 1) / (size_t)tw;
+  size_t global[3] = {(size_t)g->h * chunks, (size_t)(co + cob - 1) / (size_t)cob, (size_t)g->n};
+  return dynb__launch_run(&l, 3, global, direct_local);
+}
+
+/* dw (+)= ∂<dy, K x>/∂W: per-split partial sums in the workspace, then
+ * their ordered sum. */
+static dynb_status direct_weights(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *x,
+                                  const dynb__tensor *dy, const dynb__tensor *dw, bool acc) {
+  const int ns = direct_splits(g->n), per = g->cout * g->cin * 9;
+  dynb__tensor part = g->col;
+  part.dims[0] = (int64_t)ns * per;
+  char name[48];
+  snprintf(name, sizeof name, "dynb_convd_weights_w%d", direct_tw(g->w));
+  dynb__launch l;
+  DYNB_TRY(dynb__launch_begin(&l, ctx, "convd", name, g->dt));
+  dynb__arg_int(&l, g->n);
+  dynb__arg_int(&l, g->cin);
+  dynb__arg_int(&l, g->cout);
+  dynb__arg_int(&l, g->h);
+  dynb__arg_int(&l, g->w);
+  dynb__arg_int(&l, ns);
+  dynb__arg_tensor(&l, x);
+  dynb__arg_tensor(&l, dy);
+  dynb__arg_tensor(&l, &part);
+  size_t global[3] = {(size_t)(g->cout + 1) / 2, (size_t)(g->cin + 1) / 2, (size_t)ns};
+  DYNB_TRY(dynb__launch_run(&l, 3, global, direct_local));
+  DYNB_TRY(dynb__launch_begin(&l, ctx, "convd", "dynb_convd_weights_sum", g->dt));
+  dynb__arg_int(&l, per);
+  dynb__arg_int(&l, ns);
+  dynb__arg_tensor(&l, &part);
+  dynb__arg_tensor(&l, dw);
+  dynb__arg_int(&l, acc);
+  return dynb__launch_1d(&l, (size_t)per);
+}
+
+/* ---- Choosing a path per layer shape --------------------------------------- */
+
+/* Bits of a shape's choice: which of the three paths run direct. */
+enum { DIRECT_APPLY = 1, DIRECT_ADJOINT = 2, DIRECT_WEIGHTS = 4, DIRECT_ALL = 7 };
+
+static uint64_t shape_key(const conv_geom *g) {
+  const int v[8] = {0x636f6e76 /* "conv" */, (int)g->dt, g->n, g->cin, g->cout, g->h, g->w, g->k};
+  return dynb__fnv1a(DYNB__FNV_SEED, v, sizeof v);
+}
+
+/* The three paths, by kind (0 apply, 1 adjoint, 2 weights) and route, on
+ * the scratch tensors of a timing run. */
+static dynb_status run_kind(dynb_ctx *ctx, const conv_geom *g, int kind, bool direct,
+                            const dynb__tensor *in, const dynb__tensor *w,
+                            const dynb__tensor *out) {
+  if (kind == 0)
+    return direct ? direct_apply(ctx, g, false, in, w, NULL, out, false)
+                  : conv_apply(ctx, g, in, w, NULL, out, false);
+  if (kind == 1)
+    return direct ? direct_apply(ctx, g, true, out, w, NULL, in, false)
+                  : conv_adjoint(ctx, g, out, w, NULL, in, false);
+  return direct ? direct_weights(ctx, g, in, out, w, false)
+                : conv_weights(ctx, g, in, out, w, false);
+}
+
+/* Seconds per call of one kind and route: one untimed call (it builds the
+ * kernels), then the best of three. */
+static dynb_status time_kind(dynb_ctx *ctx, const conv_geom *g, int kind, bool direct,
+                             const dynb__tensor *in, const dynb__tensor *w,
+                             const dynb__tensor *out, double *secs) {
+  DYNB_TRY(run_kind(ctx, g, kind, direct, in, w, out));
+  DYNB_TRY(dynb__finish(ctx));
+  *secs = 1e30;
+  for (int r = 0; r < 3; r++) {
+    double t0 = dynb__now();
+    DYNB_TRY(run_kind(ctx, g, kind, direct, in, w, out));
+    DYNB_TRY(dynb__finish(ctx));
+    double t = dynb__now() - t0;
+    if (t < *secs) *secs = t;
+  }
+  return DYNB_OK;
+}
+
+/* Times both routes of all three kinds on zero-filled scratch tensors of
+ * the shape (allocated here, once per shape and context: the plan calls
+ * this through dynb__conv2d_prepare before any step). */
+static dynb_status measure(dynb_ctx *ctx, conv_geom *g, int *bits) {
+  const int64_t din[4] = {g->n, g->cin, g->h, g->w}, dout[4] = {g->n, g->cout, g->h, g->w};
+  const int64_t dw[4] = {g->cout, g->cin, g->k, g->k};
+  const int64_t dwork = (int64_t)dynb__conv2d_workspace(g->n, g->cin, g->cout, g->h, g->w, g->k);
+  dynb__tensor t[4] = {{0}};
+  dynb_status st = dynb__tensor_alloc(ctx, g->dt, 4, din, &t[0]);
+  if (st == DYNB_OK) st = dynb__tensor_alloc(ctx, g->dt, 4, dout, &t[1]);
+  if (st == DYNB_OK) st = dynb__tensor_alloc(ctx, g->dt, 4, dw, &t[2]);
+  if (st == DYNB_OK) st = dynb__tensor_alloc(ctx, g->dt, 1, &dwork, &t[3]);
+  for (int i = 0; i < 4 && st == DYNB_OK; i++) st = dynb__tensor_zero(ctx, &t[i]);
+  *bits = 0;
+  if (st == DYNB_OK) carve_work(g, &t[3]);
+  for (int kind = 0; kind < 3 && st == DYNB_OK; kind++) {
+    double tg = 0, td = 0;
+    st = time_kind(ctx, g, kind, false, &t[0], &t[2], &t[1], &tg);
+    if (st == DYNB_OK) st = time_kind(ctx, g, kind, true, &t[0], &t[2], &t[1], &td);
+    if (st == DYNB_OK && td < tg) *bits |= 1 << kind;
+    static const char *const kinds[] = {"forward", "adjoint", "weights"};
+    if (st == DYNB_OK)
+      dynb__log(ctx, DYNB_LOG_INFO, "conv %s n%d c%d->%d %dx%d: gemm %.3f ms, direct %.3f ms",
+                kinds[kind], g->n, g->cin, g->cout, g->h, g->w, 1e3 * tg, 1e3 * td);
+  }
+  for (int i = 0; i < 4; i++) dynb__tensor_release(&t[i]);
+  return st;
+}
+
+/* Which routes this shape takes: fixed by the context's policy, else timed
+ * once and remembered. Only 3×3 kernels have a direct route. */
+static dynb_status choose(dynb_ctx *ctx, const conv_geom *g, int *bits) {
+  *bits = 0;
+  if (g->k != 3 || ctx->conv_policy == DYNB__CONV_GEMM) return DYNB_OK;
+  if (ctx->conv_policy == DYNB__CONV_DIRECT) {
+    *bits = DIRECT_ALL;
+    return DYNB_OK;
+  }
+  uint64_t key = shape_key(g);
+  int known = dynb__choice_get(ctx, key);
+  if (known >= 0) {
+    *bits = known;
+    return DYNB_OK;
+  }
+  conv_geom scratch = *g;
+  DYNB_TRY(measure(ctx, &scratch, bits));
+  return dynb__choice_put(ctx, key, *bits);
+}
+
+dynb_status dynb__conv2d_prepare(dynb_ctx *ctx, dynb_dtype dt, int64_t n, int64_t cin,
+                                 int64_t cout, int64_t h, int64_t w, int64_t k) {
+  DYNB_CHECK(ctx, dynb__conv2d_workspace(n, cin, cout, h, w, k) != SIZE_MAX,
+             DYNB_STATUS_INVALID_ARGUMENT, "conv2d_prepare: impossible shape");
+  DYNB_TRY(dynb__check_real(ctx, dt));
+  conv_geom g = {.dt = dt, .n = (int)n, .cin = (int)cin, .cout = (int)cout, .h = (int)h,
+                 .w = (int)w, .k = (int)k};
+  int bits = 0;
+  return choose(ctx, &g, &bits);
+}
+
+/* The three paths of an op, each by the route chosen for its shape. */
+static dynb_status route_apply(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *x,
+                               const dynb__tensor *w, const dynb__tensor *b,
+                               const dynb__tensor *y, bool acc) {
+  int bits = 0;
+  DYNB_TRY(choose(ctx, g, &bits));
+  return bits & DIRECT_APPLY ? direct_apply(ctx, g, false, x, w, b, y, acc)
+                             : conv_apply(ctx, g, x, w, b, y, acc);
+}
+
+static dynb_status route_adjoint(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *y,
+                                 const dynb__tensor *w, const dynb__tensor *b,
+                                 const dynb__tensor *x, bool acc) {
+  int bits = 0;
+  DYNB_TRY(choose(ctx, g, &bits));
+  return bits & DIRECT_ADJOINT ? direct_apply(ctx, g, true, y, w, b, x, acc)
+                               : conv_adjoint(ctx, g, y, w, b, x, acc);
+}
+
+static dynb_status route_weights(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *x,
+                                 const dynb__tensor *dy, const dynb__tensor *dw, bool acc) {
+  int bits = 0;
+  DYNB_TRY(choose(ctx, g, &bits));
+  return bits & DIRECT_WEIGHTS ? direct_weights(ctx, g, x, dy, dw, acc)
+                               : conv_weights(ctx, g, x, dy, dw, acc);
+}
+
 /* ---- Ops ------------------------------------------------------------------- */
 
 dynb_status dynb__conv2d_forward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *w,
@@ -274,7 +493,7 @@ dynb_status dynb__conv2d_forward(dynb_ctx *ctx, const dynb__tensor *x, const dyn
   DYNB_TRY(call_real(ctx, op, "x", x, &g.dt));
   DYNB_TRY(check_conv(ctx, op, w, "w", x, "x", y, "y", work, &g));
   DYNB_TRY(check_bias(ctx, op, b, g.cout, "Cout", &g));
-  return conv_apply(ctx, &g, x, w, b, y, false);
+  return route_apply(ctx, &g, x, w, b, y, false);
 }
 
 dynb_status dynb__conv2d_backward_data(dynb_ctx *ctx, const dynb__tensor *dy,
@@ -285,7 +504,7 @@ dynb_status dynb__conv2d_backward_data(dynb_ctx *ctx, const dynb__tensor *dy,
   conv_geom g = {0};
   DYNB_TRY(call_real(ctx, op, "dy", dy, &g.dt));
   DYNB_TRY(check_conv(ctx, op, w, "w", dx, "dx", dy, "dy", work, &g));
-  return conv_adjoint(ctx, &g, dy, w, NULL, dx, acc);
+  return route_adjoint(ctx, &g, dy, w, NULL, dx, acc);
 }
 
 dynb_status dynb__conv2d_backward_weights(dynb_ctx *ctx, const dynb__tensor *x,
@@ -296,7 +515,7 @@ dynb_status dynb__conv2d_backward_weights(dynb_ctx *ctx, const dynb__tensor *x,
   conv_geom g = {0};
   DYNB_TRY(call_real(ctx, op, "x", x, &g.dt));
   DYNB_TRY(check_conv(ctx, op, dw, "dw", x, "x", dy, "dy", work, &g));
-  return conv_weights(ctx, &g, x, dy, dw, acc);
+  return route_weights(ctx, &g, x, dy, dw, acc);
 }
 
 dynb_status dynb__conv2d_transpose_forward(dynb_ctx *ctx, const dynb__tensor *z,
@@ -308,7 +527,7 @@ dynb_status dynb__conv2d_transpose_forward(dynb_ctx *ctx, const dynb__tensor *z,
   DYNB_TRY(call_real(ctx, op, "z", z, &g.dt));
   DYNB_TRY(check_conv(ctx, op, w, "w", y, "y", z, "z", work, &g));
   DYNB_TRY(check_bias(ctx, op, b, g.cin, "Cin", &g));
-  return conv_adjoint(ctx, &g, z, w, b, y, false);
+  return route_adjoint(ctx, &g, z, w, b, y, false);
 }
 
 dynb_status dynb__conv2d_transpose_backward_data(dynb_ctx *ctx, const dynb__tensor *dy,
@@ -319,7 +538,7 @@ dynb_status dynb__conv2d_transpose_backward_data(dynb_ctx *ctx, const dynb__tens
   conv_geom g = {0};
   DYNB_TRY(call_real(ctx, op, "dy", dy, &g.dt));
   DYNB_TRY(check_conv(ctx, op, w, "w", dy, "dy", dz, "dz", work, &g));
-  return conv_apply(ctx, &g, dy, w, NULL, dz, acc);
+  return route_apply(ctx, &g, dy, w, NULL, dz, acc);
 }
 
 dynb_status dynb__conv2d_transpose_backward_weights(dynb_ctx *ctx, const dynb__tensor *z,
@@ -331,5 +550,5 @@ dynb_status dynb__conv2d_transpose_backward_weights(dynb_ctx *ctx, const dynb__t
   DYNB_TRY(call_real(ctx, op, "z", z, &g.dt));
   DYNB_TRY(check_conv(ctx, op, dw, "dw", dy, "dy", z, "z", work, &g));
   /* <dy, Kᵀ z> = <K dy, z>: the conv weight gradient with input dy and output gradient z. */
-  return conv_weights(ctx, &g, dy, z, dw, acc);
+  return route_weights(ctx, &g, dy, z, dw, acc);
 }

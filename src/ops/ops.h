@@ -63,9 +63,15 @@ dynb_status dynb__sum(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *
 
 /* Square k×k kernel (k odd), stride 1, zero padding k/2: H and W are kept.
  * x: [N, Cin, H, W], w: [Cout, Cin, k, k], y: [N, Cout, H, W].
- * Implemented as im2col + one CLBlast GEMM over the whole batch. */
+ * Two routes: im2col + one CLBlast GEMM over the whole batch (any k), and
+ * direct kernels (k = 3). Each layer shape takes, per direction, the route
+ * that ran faster when timed once (ctx->conv_policy can force one). */
 size_t dynb__conv2d_workspace(int64_t n, int64_t cin, int64_t cout, int64_t h, int64_t w,
                               int64_t k);
+/* Times the routes of one layer shape now, so that no step pays for it
+ * (the plan calls this for every convolution it will run). */
+dynb_status dynb__conv2d_prepare(dynb_ctx *ctx, dynb_dtype dt, int64_t n, int64_t cin,
+                                 int64_t cout, int64_t h, int64_t w, int64_t k);
 /* y = conv(x, w) + b; b may be NULL. */
 dynb_status dynb__conv2d_forward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *w,
                                  const dynb__tensor *b, const dynb__tensor *y,

@@ -1,8 +1,10 @@
 /* The context: device, OpenCL context and queue, allocator, log and the last
  * error. Everything a call needs lives here; the library has no globals. */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime/kernels_embedded.h"
 #include "runtime/runtime.h"
@@ -97,6 +99,38 @@ const char *dynb_ctx_last_error(const dynb_ctx *ctx) {
 /* The default cache folder follows the XDG base-directory convention, the
  * one piece of the environment the library reads, as every desktop and HPC
  * tool that caches per user does. */
+int dynb__choice_get(const dynb_ctx *ctx, uint64_t key) {
+  for (size_t i = 0; i < ctx->nchoices; i++)
+    if (ctx->choices[i].key == key) return ctx->choices[i].value;
+  return -1;
+}
+
+dynb_status dynb__choice_put(dynb_ctx *ctx, uint64_t key, int value) {
+  for (size_t i = 0; i < ctx->nchoices; i++)
+    if (ctx->choices[i].key == key) {
+      ctx->choices[i].value = value;
+      return DYNB_OK;
+    }
+  if (ctx->nchoices == ctx->choices_cap) {
+    size_t cap = ctx->choices_cap ? 2 * ctx->choices_cap : 16;
+    dynb__choice *c = dynb__calloc(ctx, cap, sizeof *c);
+    DYNB_CHECK(ctx, c, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no memory for %zu choices", cap);
+    if (ctx->nchoices) memcpy(c, ctx->choices, ctx->nchoices * sizeof *c);
+    dynb__free(ctx, ctx->choices);
+    ctx->choices = c;
+    ctx->choices_cap = cap;
+  }
+  ctx->choices[ctx->nchoices].key = key;
+  ctx->choices[ctx->nchoices++].value = value;
+  return DYNB_OK;
+}
+
+double dynb__now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static char *default_cache_dir(dynb_ctx *ctx) {
   const char *xdg = getenv("XDG_CACHE_HOME");
   const char *home = getenv("HOME");
@@ -210,6 +244,7 @@ void dynb_ctx_free(dynb_ctx *ctx) {
   if (ctx->queue) clReleaseCommandQueue(ctx->queue);
   if (ctx->context) clReleaseContext(ctx->context);
   dynb__free(ctx, ctx->programs);
+  dynb__free(ctx, ctx->choices);
   dynb__free(ctx, ctx->cache_dir);
   dynb_allocator a = ctx->allocator;
   a.free_fn(a.user, ctx);

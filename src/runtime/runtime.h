@@ -32,6 +32,21 @@ typedef struct dynb__tensor {
   int64_t dims[DYNB__MAX_DIMS];
 } dynb__tensor;
 
+/* A decision remembered for the context's life, keyed by a hash of what it
+ * depends on (e.g. which convolution path is faster for one layer shape). */
+typedef struct dynb__choice {
+  uint64_t key;
+  int value;
+} dynb__choice;
+
+/* How convolutions pick their path: by timing both once per layer shape
+ * (the default), or always one of them (tests, and users who know). */
+typedef enum dynb__conv_policy {
+  DYNB__CONV_AUTO = 0,
+  DYNB__CONV_GEMM = 1,
+  DYNB__CONV_DIRECT = 2
+} dynb__conv_policy;
+
 /* One built program per kernel family and real type, with its kernels. */
 typedef struct dynb__program {
   cl_program program;
@@ -52,6 +67,9 @@ struct dynb_ctx {
   char *cache_dir;          /* NULL: no program-binary cache */
   size_t max_work_group;
   dynb__program *programs;  /* [family][real kind], built on first use */
+  dynb__conv_policy conv_policy;
+  dynb__choice *choices;    /* decisions made so far (dynb__choice_get/put) */
+  size_t nchoices, choices_cap;
   dynb_status last_status;
   char last_error[4096];
 };
@@ -99,6 +117,12 @@ void *dynb__alloc(dynb_ctx *ctx, size_t bytes);
 void *dynb__calloc(dynb_ctx *ctx, size_t count, size_t size);
 void dynb__free(dynb_ctx *ctx, void *ptr);
 char *dynb__strdup(dynb_ctx *ctx, const char *s);
+
+/* Remembered decisions: dynb__choice_get returns -1 for an unknown key. */
+int dynb__choice_get(const dynb_ctx *ctx, uint64_t key);
+dynb_status dynb__choice_put(dynb_ctx *ctx, uint64_t key, int value);
+/* Seconds on a monotonic clock, for the timings behind choices. */
+double dynb__now(void);
 
 /* ---- Devices (device.c) -------------------------------------------------- */
 

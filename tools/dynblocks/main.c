@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "runtime/runtime.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -105,18 +106,52 @@ static const char *device_selector(const char *flag) {
   return env && env[0] ? env : NULL;
 }
 
+/* DYNBLOCKS_LOG=info (or debug) shows what the library reports below
+ * warnings, e.g. the timed choice of each convolution's route. */
 static void log_to_stderr(void *user, dynb_log_level level, const char *msg) {
-  (void)user;
-  if (level >= DYNB_LOG_WARN) fprintf(stderr, "dynblocks: %s\n", msg);
+  const dynb_log_level *min = user;
+  if (level >= *min) fprintf(stderr, "dynblocks: %s\n", msg);
+}
+
+static dynb_log_level log_threshold(void) {
+  const char *env = getenv("DYNBLOCKS_LOG");
+  if (env && strcmp(env, "debug") == 0) return DYNB_LOG_DEBUG;
+  if (env && strcmp(env, "info") == 0) return DYNB_LOG_INFO;
+  return DYNB_LOG_WARN;
+}
+
+/* DYNBLOCKS_CONV=gemm|direct forces one convolution route; the default
+ * (auto) times both once per layer shape. */
+static bool conv_policy(const char *cmd, dynb_ctx *ctx) {
+  const char *env = getenv("DYNBLOCKS_CONV");
+  if (!env || !env[0] || strcmp(env, "auto") == 0) return true;
+  if (strcmp(env, "gemm") == 0) {
+    ctx->conv_policy = DYNB__CONV_GEMM;
+    return true;
+  }
+  if (strcmp(env, "direct") == 0) {
+    ctx->conv_policy = DYNB__CONV_DIRECT;
+    return true;
+  }
+  fprintf(stderr, "dynblocks %s: DYNBLOCKS_CONV is '%s'; expected auto, gemm or direct\n", cmd,
+          env);
+  return false;
 }
 
 dynb_ctx *cli_context(const char *cmd, const char *device) {
   dynb_ctx_desc d = dynb_ctx_desc_default();
   d.device = device_selector(device);
+  static dynb_log_level threshold;
+  threshold = log_threshold();
   d.log_fn = log_to_stderr;
+  d.log_user = &threshold;
   dynb_ctx *ctx = NULL;
   if (dynb_ctx_create(&d, &ctx) != DYNB_OK) {
     fprintf(stderr, "dynblocks %s: %s\n", cmd, ctx ? dynb_ctx_last_error(ctx) : "out of memory");
+    dynb_ctx_free(ctx);
+    return NULL;
+  }
+  if (!conv_policy(cmd, ctx)) {
     dynb_ctx_free(ctx);
     return NULL;
   }
