@@ -172,3 +172,137 @@ __kernel void dynb_convd_weights_sum(const int per, const int nsplit, DYNB_CTENS
   __global real *out = DYNB_AT(dw);
   out[i] = acc ? out[i] + v : v;
 }
+
+/* ---- Channel-vectorised variants ------------------------------------------
+ * For small images (7×7, 14×14) a row holds too few pixels to fill vectors,
+ * so these kernels put 16 output channels in the vector lanes instead
+ * (outer products: one weight vector times one broadcast input value), the
+ * blocking oneDNN uses on CPUs. */
+
+/* wp[i][tap][o] = the weight output channel o takes from input channel i at
+ * tap (o padded with zeros to co_pad, a multiple of 16), for K (tr = 0) or
+ * for Kᵀ (tr = 1: transposed and flipped), so that the kernels below load
+ * one contiguous vector per (i, tap). w is the layer's [Cout][Cin][3][3]. */
+__kernel void dynb_convd_pack_weights(const int ci_n, const int co_n, const int co_pad,
+                                      const int tr, DYNB_CTENSOR(w_), DYNB_TENSOR(wp)) {
+  const int j = (int)get_global_id(0);
+  if (j >= ci_n * CONVD_KK * co_pad) return;
+  const int o = j % co_pad, tap = (j / co_pad) % CONVD_KK, i = j / (co_pad * CONVD_KK);
+  const int kh = tap / CONVD_K, kw = tap % CONVD_K;
+  __global const real *wt = DYNB_AT(w_);
+  DYNB_AT(wp)[j] = o < co_n ? CONVD_W(tr, o, i, kh, kw) : (real)0;
+}
+
+/* out (+)= conv(in) with packed weights wp (+ bias): work-item (row chunk of
+ * TW pixels, group of 16 output channels, image); a[t] holds 16 channels of
+ * pixel x0 + t. */
+#define CONVD_WIDE(TW)                                                                 \
+  __kernel void dynb_convd_wide_w##TW(                                                 \
+      const int n, const int ci_n, const int co_n, const int co_pad, const int h,      \
+      const int w, DYNB_CTENSOR(x), DYNB_CTENSOR(wp), DYNB_CTENSOR(bias),              \
+      const int has_b, DYNB_TENSOR(y), const int acc) {                                \
+    const int chunks = (w + (TW) - 1) / (TW);                                          \
+    const int row = (int)get_global_id(0), og = (int)get_global_id(1);                 \
+    const int b = (int)get_global_id(2);                                               \
+    if (row >= h * chunks || og * 16 >= co_n || b >= n) return;                        \
+    const int yy = row / chunks, x0 = (row - yy * chunks) * (TW), o0 = og * 16;        \
+    __global const real *xb = DYNB_AT(x) + (size_t)b * ci_n * h * w;                   \
+    __global const real *wv = DYNB_AT(wp) + o0;                                        \
+    real16 a[TW];                                                                      \
+    CONVD_UNROLL for (int t = 0; t < (TW); t++) a[t] = (real16)(0);                    \
+    for (int i = 0; i < ci_n; i++)                                                     \
+      for (int kh = 0; kh < CONVD_K; kh++) {                                           \
+        const int sy = yy + kh - 1;                                                    \
+        if (sy < 0 || sy >= h) continue;                                               \
+        real r[(TW) + 2];                                                              \
+        __global const real *src = xb + ((size_t)i * h + sy) * w;                      \
+        CONVD_LOAD_ROW(r, TW, src, x0, w, true)                                        \
+        CONVD_UNROLL for (int kw = 0; kw < CONVD_K; kw++) {                            \
+          const real16 k16 = vload16(0, wv + ((size_t)i * CONVD_KK + kh * CONVD_K + kw) * co_pad); \
+          CONVD_UNROLL for (int t = 0; t < (TW); t++) a[t] += k16 * r[t + kw];         \
+        }                                                                              \
+      }                                                                                \
+    __global real *yb = DYNB_AT(y);                                                    \
+    real bv[16];                                                                       \
+    CONVD_UNROLL for (int l = 0; l < 16; l++)                                          \
+      bv[l] = has_b && o0 + l < co_n ? DYNB_AT(bias)[o0 + l] : (real)0;                \
+    CONVD_UNROLL for (int t = 0; t < (TW); t++) {                                      \
+      if (x0 + t >= w) break;                                                          \
+      real v[16];                                                                      \
+      vstore16(a[t], 0, v);                                                            \
+      CONVD_UNROLL for (int l = 0; l < 16; l++) {                                      \
+        if (o0 + l >= co_n) break;                                                     \
+        __global real *out = yb + (((size_t)b * co_n + o0 + l) * h + yy) * w + x0 + t; \
+        *out = acc ? *out + (v[l] + bv[l]) : v[l] + bv[l];                             \
+      }                                                                                \
+    }                                                                                  \
+  }
+
+CONVD_WIDE(8)
+CONVD_WIDE(16)
+
+/* Weight gradient, first stage, channel-vectorised: work-item (16 output
+ * channels, 2 input channels, split s) accumulates acc[j][tap] (16 lanes:
+ * the output channels) over the pixels of its images; partial sums as in
+ * dynb_convd_weights_*. */
+#define CONVD_WEIGHTS_WIDE(TW)                                                         \
+  __kernel void dynb_convd_weights_wide_w##TW(                                         \
+      const int n, const int ci_n, const int co_n, const int h, const int w,           \
+      const int nsplit, DYNB_CTENSOR(x), DYNB_CTENSOR(dy), DYNB_TENSOR(part)) {        \
+    const int og = (int)get_global_id(0), ig = (int)get_global_id(1);                  \
+    const int s = (int)get_global_id(2);                                               \
+    if (og * 16 >= co_n || ig * 2 >= ci_n || s >= nsplit) return;                      \
+    const int o0 = og * 16, i0 = ig * 2, chunks = (w + (TW) - 1) / (TW);               \
+    real16 acc[2][CONVD_KK];                                                           \
+    CONVD_UNROLL for (int j = 0; j < 2; j++)                                           \
+      CONVD_UNROLL for (int q = 0; q < CONVD_KK; q++) acc[j][q] = (real16)(0);         \
+    for (int b = s; b < n; b += nsplit)                                                \
+      for (int yy = 0; yy < h; yy++)                                                   \
+        for (int ch = 0; ch < chunks; ch++) {                                          \
+          const int x0 = ch * (TW);                                                    \
+          real r[2][CONVD_K][(TW) + 2];                                                \
+          CONVD_UNROLL for (int j = 0; j < 2; j++) {                                   \
+            const int i = i0 + j < ci_n ? i0 + j : i0;                                 \
+            CONVD_UNROLL for (int kh = 0; kh < CONVD_K; kh++) {                        \
+              const int sy = yy + kh - 1;                                              \
+              const bool ok = i0 + j < ci_n && sy >= 0 && sy < h;                      \
+              __global const real *src =                                               \
+                  DYNB_AT(x) + (((size_t)b * ci_n + i) * h + (ok ? sy : 0)) * w;       \
+              CONVD_LOAD_ROW(r[j][kh], TW, src, x0, w, ok)                             \
+            }                                                                          \
+          }                                                                            \
+          real d[16][TW];                                                              \
+          CONVD_UNROLL for (int l = 0; l < 16; l++) {                                  \
+            const int o = o0 + l < co_n ? o0 + l : o0;                                 \
+            __global const real *src = DYNB_AT(dy) + (((size_t)b * co_n + o) * h + yy) * w; \
+            CONVD_UNROLL for (int t = 0; t < (TW); t++)                                \
+              d[l][t] = o0 + l < co_n && x0 + t < w ? src[x0 + t] : (real)0;           \
+          }                                                                            \
+          for (int t = 0; t < (TW); t++) {                                             \
+            real16 dv;                                                                 \
+            dv.s0 = d[0][t]; dv.s1 = d[1][t]; dv.s2 = d[2][t]; dv.s3 = d[3][t];        \
+            dv.s4 = d[4][t]; dv.s5 = d[5][t]; dv.s6 = d[6][t]; dv.s7 = d[7][t];        \
+            dv.s8 = d[8][t]; dv.s9 = d[9][t]; dv.sa = d[10][t]; dv.sb = d[11][t];      \
+            dv.sc = d[12][t]; dv.sd = d[13][t]; dv.se = d[14][t]; dv.sf = d[15][t];    \
+            CONVD_UNROLL for (int j = 0; j < 2; j++)                                   \
+              CONVD_UNROLL for (int kh = 0; kh < CONVD_K; kh++)                        \
+                CONVD_UNROLL for (int kw = 0; kw < CONVD_K; kw++)                      \
+                  acc[j][kh * CONVD_K + kw] += dv * r[j][kh][t + kw];                  \
+          }                                                                            \
+        }                                                                              \
+    const int per = co_n * ci_n * CONVD_KK;                                            \
+    __global real *out = DYNB_AT(part) + (size_t)s * per;                              \
+    CONVD_UNROLL for (int j = 0; j < 2; j++) {                                         \
+      if (i0 + j >= ci_n) break;                                                       \
+      CONVD_UNROLL for (int q = 0; q < CONVD_KK; q++) {                                \
+        real v[16];                                                                    \
+        vstore16(acc[j][q], 0, v);                                                     \
+        CONVD_UNROLL for (int l = 0; l < 16; l++)                                      \
+          if (o0 + l < co_n) out[((o0 + l) * ci_n + i0 + j) * CONVD_KK + q] = v[l];    \
+      }                                                                                \
+    }                                                                                  \
+  }
+
+CONVD_WEIGHTS_WIDE(8)
+CONVD_WEIGHTS_WIDE(16)
+CONVD_WEIGHTS_WIDE(32)

@@ -28,6 +28,7 @@ typedef struct conv_geom {
  * the splits in order: enough work-items for every core without atomics.
  * A function of N only, so the summation order never depends on the device. */
 static int direct_splits(int n) { return n < 16 ? n : 16; }
+static int pad16(int c) { return (c + 15) / 16 * 16; }
 
 /* The col matrix plus one channel-major copy of the Cout side. SIZE_MAX for
  * sizes no tensor could have (every tensor stays under 2^31 elements), so
@@ -56,7 +57,16 @@ size_t dynb__conv2d_workspace(int64_t n, int64_t cin, int64_t cout, int64_t h, i
     if (wsz > lim) return SIZE_MAX;
     part = (uint64_t)direct_splits((int)n) * wsz * 9;
   }
-  return (size_t)(pix * rows > part ? pix * rows : part);
+  /* The wide kernels' packed weights, for K and for Kᵀ. */
+  uint64_t packed = 0;
+  if (k == 3) {
+    uint64_t a = (uint64_t)cin * 9 * (uint64_t)pad16((int)cout);
+    uint64_t b = (uint64_t)cout * 9 * (uint64_t)pad16((int)cin);
+    packed = a > b ? a : b;
+  }
+  uint64_t need = pix * rows;
+  need = part > need ? part : need;
+  return (size_t)(packed > need ? packed : need);
 }
 
 /* ---- Argument checks ----------------------------------------------------- */
@@ -281,11 +291,19 @@ static dynb_status conv_weights(dynb_ctx *ctx, const conv_geom *g, const dynb__t
   return dynb__gemm(ctx, &mm);
 }
 
-/* ---- The direct path (kernels/convd.cl, k = 3) ----------------------------- */
+/* ---- The direct routes (kernels/convd.cl, k = 3) --------------------------- */
 
-/* The row-chunk width of the direct kernels: the smallest that covers a row
- * (wider rows are split into chunks of 32). */
-static int direct_tw(int w) { return w <= 8 ? 8 : w <= 16 ? 16 : 32; }
+/* Three routes per direction: the GEMM one above, "row" (vectors along an
+ * image row, for wide images) and "wide" (vectors across 16 output
+ * channels, for small images with many channels). */
+typedef enum conv_route { ROUTE_GEMM = 0, ROUTE_ROW = 1, ROUTE_WIDE = 2 } conv_route;
+static const char *const route_names[] = {"gemm", "row", "wide"};
+
+/* The row-chunk width of the row kernels: the smallest that covers a row
+ * (wider rows are split into chunks of 32); the wide kernels stop at 16
+ * (their accumulators are 16-lane vectors, one per pixel of the chunk). */
+static int row_tw(int w) { return w <= 8 ? 8 : w <= 16 ? 16 : 32; }
+static int wide_tw(int w) { return w <= 8 ? 8 : 16; }
 
 /* One work-item per work-group: each already holds a row's worth of
  * vector work, and a driver-chosen group (PoCL picked 32×16×8) multiplies
@@ -293,12 +311,12 @@ static int direct_tw(int w) { return w <= 8 ? 8 : w <= 16 ? 16 : 32; }
  * stack for the weight gradient. */
 static const size_t direct_local[3] = {1, 1, 1};
 
-/* out (+)= K in (+ b) or, with tr, out (+)= Kᵀ in (+ b). */
-static dynb_status direct_apply(dynb_ctx *ctx, const conv_geom *g, bool tr,
-                                const dynb__tensor *in, const dynb__tensor *w,
-                                const dynb__tensor *b, const dynb__tensor *out, bool acc) {
+/* out (+)= K in (+ b) or, with tr, out (+)= Kᵀ in (+ b), by the row kernels. */
+static dynb_status row_apply(dynb_ctx *ctx, const conv_geom *g, bool tr, const dynb__tensor *in,
+                             const dynb__tensor *w, const dynb__tensor *b,
+                             const dynb__tensor *out, bool acc) {
   const int ci = tr ? g->cout : g->cin, co = tr ? g->cin : g->cout;
-  const int tw = direct_tw(g->w), cob = co >= 8 ? 8 : 4;
+  const int tw = row_tw(g->w), cob = co >= 8 ? 8 : 4;
   char name[48];
   snprintf(name, sizeof name, "dynb_convd_%s_w%d_c%d", tr ? "adjoint" : "apply", tw, cob);
   dynb__tensor none = {0};
@@ -321,15 +339,56 @@ static dynb_status direct_apply(dynb_ctx *ctx, const conv_geom *g, bool tr,
   return dynb__launch_run(&l, 3, global, direct_local);
 }
 
-/* dw (+)= ∂<dy, K x>/∂W: per-split partial sums in the workspace, then
- * their ordered sum. */
-static dynb_status direct_weights(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *x,
-                                  const dynb__tensor *dy, const dynb__tensor *dw, bool acc) {
+/* The same by the wide kernels: the weights are first packed (transposed,
+ * flipped for Kᵀ, channels padded to 16) into the workspace. */
+static dynb_status wide_apply(dynb_ctx *ctx, const conv_geom *g, bool tr, const dynb__tensor *in,
+                              const dynb__tensor *w, const dynb__tensor *b,
+                              const dynb__tensor *out, bool acc) {
+  const int ci = tr ? g->cout : g->cin, co = tr ? g->cin : g->cout, cp = pad16(co);
+  dynb__tensor packed = g->col;
+  packed.dims[0] = (int64_t)ci * 9 * cp;
+  dynb__launch l;
+  DYNB_TRY(dynb__launch_begin(&l, ctx, "convd", "dynb_convd_pack_weights", g->dt));
+  dynb__arg_int(&l, ci);
+  dynb__arg_int(&l, co);
+  dynb__arg_int(&l, cp);
+  dynb__arg_int(&l, tr);
+  dynb__arg_tensor(&l, w);
+  dynb__arg_tensor(&l, &packed);
+  DYNB_TRY(dynb__launch_1d(&l, (size_t)ci * 9 * (size_t)cp));
+  const int tw = wide_tw(g->w);
+  char name[48];
+  snprintf(name, sizeof name, "dynb_convd_wide_w%d", tw);
+  dynb__tensor none = {0};
+  none.dtype = g->dt;
+  DYNB_TRY(dynb__launch_begin(&l, ctx, "convd", name, g->dt));
+  dynb__arg_int(&l, g->n);
+  dynb__arg_int(&l, ci);
+  dynb__arg_int(&l, co);
+  dynb__arg_int(&l, cp);
+  dynb__arg_int(&l, g->h);
+  dynb__arg_int(&l, g->w);
+  dynb__arg_tensor(&l, in);
+  dynb__arg_tensor(&l, &packed);
+  dynb__arg_tensor(&l, b ? b : &none);
+  dynb__arg_int(&l, b != NULL);
+  dynb__arg_tensor(&l, out);
+  dynb__arg_int(&l, acc);
+  size_t chunks = (size_t)(g->w + tw - 1) / (size_t)tw;
+  size_t global[3] = {(size_t)g->h * chunks, (size_t)cp / 16, (size_t)g->n};
+  return dynb__launch_run(&l, 3, global, direct_local);
+}
+
+/* dw (+)= ∂<dy, K x>/∂W by the row or wide kernels: per-split partial sums
+ * in the workspace, then their ordered sum. */
+static dynb_status direct_weights(dynb_ctx *ctx, const conv_geom *g, bool wide,
+                                  const dynb__tensor *x, const dynb__tensor *dy,
+                                  const dynb__tensor *dw, bool acc) {
   const int ns = direct_splits(g->n), per = g->cout * g->cin * 9;
   dynb__tensor part = g->col;
   part.dims[0] = (int64_t)ns * per;
   char name[48];
-  snprintf(name, sizeof name, "dynb_convd_weights_w%d", direct_tw(g->w));
+  snprintf(name, sizeof name, "dynb_convd_weights_%sw%d", wide ? "wide_" : "", row_tw(g->w));
   dynb__launch l;
   DYNB_TRY(dynb__launch_begin(&l, ctx, "convd", name, g->dt));
   dynb__arg_int(&l, g->n);
@@ -341,7 +400,9 @@ static dynb_status direct_weights(dynb_ctx *ctx, const conv_geom *g, const dynb_
   dynb__arg_tensor(&l, x);
   dynb__arg_tensor(&l, dy);
   dynb__arg_tensor(&l, &part);
-  size_t global[3] = {(size_t)(g->cout + 1) / 2, (size_t)(g->cin + 1) / 2, (size_t)ns};
+  const int ob = wide ? 16 : 2;
+  size_t global[3] = {(size_t)(g->cout + ob - 1) / (size_t)ob, (size_t)(g->cin + 1) / 2,
+                      (size_t)ns};
   DYNB_TRY(dynb__launch_run(&l, 3, global, direct_local));
   DYNB_TRY(dynb__launch_begin(&l, ctx, "convd", "dynb_convd_weights_sum", g->dt));
   dynb__arg_int(&l, per);
@@ -352,53 +413,54 @@ static dynb_status direct_weights(dynb_ctx *ctx, const conv_geom *g, const dynb_
   return dynb__launch_1d(&l, (size_t)per);
 }
 
-/* ---- Choosing a path per layer shape --------------------------------------- */
+/* ---- Choosing a route per layer shape -------------------------------------- */
 
-/* Bits of a shape's choice: which of the three paths run direct. */
-enum { DIRECT_APPLY = 1, DIRECT_ADJOINT = 2, DIRECT_WEIGHTS = 4, DIRECT_ALL = 7 };
+/* The three directions of a convolution; a shape's choice packs one route
+ * per direction, two bits each. */
+enum { KIND_APPLY = 0, KIND_ADJOINT = 1, KIND_WEIGHTS = 2, KINDS = 3 };
+static conv_route route_of(int choice, int kind) { return (conv_route)((choice >> (2 * kind)) & 3); }
 
 static uint64_t shape_key(const conv_geom *g) {
   const int v[8] = {0x636f6e76 /* "conv" */, (int)g->dt, g->n, g->cin, g->cout, g->h, g->w, g->k};
   return dynb__fnv1a(DYNB__FNV_SEED, v, sizeof v);
 }
 
-/* The three paths, by kind (0 apply, 1 adjoint, 2 weights) and route, on
- * the scratch tensors of a timing run. */
-static dynb_status run_kind(dynb_ctx *ctx, const conv_geom *g, int kind, bool direct,
-                            const dynb__tensor *in, const dynb__tensor *w,
-                            const dynb__tensor *out) {
-  if (kind == 0)
-    return direct ? direct_apply(ctx, g, false, in, w, NULL, out, false)
-                  : conv_apply(ctx, g, in, w, NULL, out, false);
-  if (kind == 1)
-    return direct ? direct_apply(ctx, g, true, out, w, NULL, in, false)
-                  : conv_adjoint(ctx, g, out, w, NULL, in, false);
-  return direct ? direct_weights(ctx, g, in, out, w, false)
-                : conv_weights(ctx, g, in, out, w, false);
+/* One direction by one route. For the adjoint, `out` is its input (the
+ * Cout side) and `in` its output. */
+static dynb_status run_route(dynb_ctx *ctx, const conv_geom *g, int kind, conv_route r,
+                             const dynb__tensor *in, const dynb__tensor *w,
+                             const dynb__tensor *b, const dynb__tensor *out, bool acc) {
+  if (kind == KIND_WEIGHTS)
+    return r == ROUTE_GEMM ? conv_weights(ctx, g, in, out, w, acc)
+                           : direct_weights(ctx, g, r == ROUTE_WIDE, in, out, w, acc);
+  bool tr = kind == KIND_ADJOINT;
+  const dynb__tensor *src = tr ? out : in, *dst = tr ? in : out;
+  if (r == ROUTE_ROW) return row_apply(ctx, g, tr, src, w, b, dst, acc);
+  if (r == ROUTE_WIDE) return wide_apply(ctx, g, tr, src, w, b, dst, acc);
+  return tr ? conv_adjoint(ctx, g, src, w, b, dst, acc) : conv_apply(ctx, g, src, w, b, dst, acc);
 }
 
-/* Seconds per call of one kind and route: one untimed call (it builds the
- * kernels), then the best of three. */
-static dynb_status time_kind(dynb_ctx *ctx, const conv_geom *g, int kind, bool direct,
-                             const dynb__tensor *in, const dynb__tensor *w,
-                             const dynb__tensor *out, double *secs) {
-  DYNB_TRY(run_kind(ctx, g, kind, direct, in, w, out));
+/* Seconds per call of one direction and route: one untimed call (it builds
+ * the kernels), then the best of three. */
+static dynb_status time_route(dynb_ctx *ctx, const conv_geom *g, int kind, conv_route r,
+                              const dynb__tensor *t, double *secs) {
+  DYNB_TRY(run_route(ctx, g, kind, r, &t[0], &t[2], NULL, &t[1], false));
   DYNB_TRY(dynb__finish(ctx));
   *secs = 1e30;
-  for (int r = 0; r < 3; r++) {
+  for (int rep = 0; rep < 3; rep++) {
     double t0 = dynb__now();
-    DYNB_TRY(run_kind(ctx, g, kind, direct, in, w, out));
+    DYNB_TRY(run_route(ctx, g, kind, r, &t[0], &t[2], NULL, &t[1], false));
     DYNB_TRY(dynb__finish(ctx));
-    double t = dynb__now() - t0;
-    if (t < *secs) *secs = t;
+    double dt = dynb__now() - t0;
+    if (dt < *secs) *secs = dt;
   }
   return DYNB_OK;
 }
 
-/* Times both routes of all three kinds on zero-filled scratch tensors of
+/* Times every route of every direction on zero-filled scratch tensors of
  * the shape (allocated here, once per shape and context: the plan calls
  * this through dynb__conv2d_prepare before any step). */
-static dynb_status measure(dynb_ctx *ctx, conv_geom *g, int *bits) {
+static dynb_status measure(dynb_ctx *ctx, conv_geom *g, int *choice) {
   const int64_t din[4] = {g->n, g->cin, g->h, g->w}, dout[4] = {g->n, g->cout, g->h, g->w};
   const int64_t dw[4] = {g->cout, g->cin, g->k, g->k};
   const int64_t dwork = (int64_t)dynb__conv2d_workspace(g->n, g->cin, g->cout, g->h, g->w, g->k);
@@ -408,40 +470,47 @@ static dynb_status measure(dynb_ctx *ctx, conv_geom *g, int *bits) {
   if (st == DYNB_OK) st = dynb__tensor_alloc(ctx, g->dt, 4, dw, &t[2]);
   if (st == DYNB_OK) st = dynb__tensor_alloc(ctx, g->dt, 1, &dwork, &t[3]);
   for (int i = 0; i < 4 && st == DYNB_OK; i++) st = dynb__tensor_zero(ctx, &t[i]);
-  *bits = 0;
+  *choice = 0;
   if (st == DYNB_OK) carve_work(g, &t[3]);
-  for (int kind = 0; kind < 3 && st == DYNB_OK; kind++) {
-    double tg = 0, td = 0;
-    st = time_kind(ctx, g, kind, false, &t[0], &t[2], &t[1], &tg);
-    if (st == DYNB_OK) st = time_kind(ctx, g, kind, true, &t[0], &t[2], &t[1], &td);
-    if (st == DYNB_OK && td < tg) *bits |= 1 << kind;
-    static const char *const kinds[] = {"forward", "adjoint", "weights"};
-    if (st == DYNB_OK)
-      dynb__log(ctx, DYNB_LOG_INFO, "conv %s n%d c%d->%d %dx%d: gemm %.3f ms, direct %.3f ms",
-                kinds[kind], g->n, g->cin, g->cout, g->h, g->w, 1e3 * tg, 1e3 * td);
+  static const char *const kinds[] = {"forward", "adjoint", "weights"};
+  for (int kind = 0; kind < KINDS && st == DYNB_OK; kind++) {
+    double secs[3] = {0};
+    int best = 0;
+    for (int r = 0; r < 3 && st == DYNB_OK; r++) {
+      st = time_route(ctx, g, kind, (conv_route)r, t, &secs[r]);
+      if (secs[r] < secs[best]) best = r;
+    }
+    if (st != DYNB_OK) break;
+    *choice |= best << (2 * kind);
+    dynb__log(ctx, DYNB_LOG_INFO,
+              "conv %s n%d c%d->%d %dx%d: gemm %.3f ms, row %.3f ms, wide %.3f ms: %s",
+              kinds[kind], g->n, g->cin, g->cout, g->h, g->w, 1e3 * secs[0], 1e3 * secs[1],
+              1e3 * secs[2], route_names[best]);
   }
   for (int i = 0; i < 4; i++) dynb__tensor_release(&t[i]);
   return st;
 }
 
-/* Which routes this shape takes: fixed by the context's policy, else timed
- * once and remembered. Only 3×3 kernels have a direct route. */
-static dynb_status choose(dynb_ctx *ctx, const conv_geom *g, int *bits) {
-  *bits = 0;
+/* Which route each direction of this shape takes: fixed by the context's
+ * policy, else timed once and remembered. Only 3×3 kernels have direct
+ * routes. */
+static dynb_status choose(dynb_ctx *ctx, const conv_geom *g, int *choice) {
+  *choice = 0;
   if (g->k != 3 || ctx->conv_policy == DYNB__CONV_GEMM) return DYNB_OK;
-  if (ctx->conv_policy == DYNB__CONV_DIRECT) {
-    *bits = DIRECT_ALL;
+  if (ctx->conv_policy == DYNB__CONV_ROW || ctx->conv_policy == DYNB__CONV_WIDE) {
+    int r = ctx->conv_policy == DYNB__CONV_ROW ? ROUTE_ROW : ROUTE_WIDE;
+    *choice = r | r << 2 | r << 4;
     return DYNB_OK;
   }
   uint64_t key = shape_key(g);
   int known = dynb__choice_get(ctx, key);
   if (known >= 0) {
-    *bits = known;
+    *choice = known;
     return DYNB_OK;
   }
   conv_geom scratch = *g;
-  DYNB_TRY(measure(ctx, &scratch, bits));
-  return dynb__choice_put(ctx, key, *bits);
+  DYNB_TRY(measure(ctx, &scratch, choice));
+  return dynb__choice_put(ctx, key, *choice);
 }
 
 dynb_status dynb__conv2d_prepare(dynb_ctx *ctx, dynb_dtype dt, int64_t n, int64_t cin,
@@ -451,35 +520,17 @@ dynb_status dynb__conv2d_prepare(dynb_ctx *ctx, dynb_dtype dt, int64_t n, int64_
   DYNB_TRY(dynb__check_real(ctx, dt));
   conv_geom g = {.dt = dt, .n = (int)n, .cin = (int)cin, .cout = (int)cout, .h = (int)h,
                  .w = (int)w, .k = (int)k};
-  int bits = 0;
-  return choose(ctx, &g, &bits);
+  int choice = 0;
+  return choose(ctx, &g, &choice);
 }
 
-/* The three paths of an op, each by the route chosen for its shape. */
-static dynb_status route_apply(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *x,
-                               const dynb__tensor *w, const dynb__tensor *b,
-                               const dynb__tensor *y, bool acc) {
-  int bits = 0;
-  DYNB_TRY(choose(ctx, g, &bits));
-  return bits & DIRECT_APPLY ? direct_apply(ctx, g, false, x, w, b, y, acc)
-                             : conv_apply(ctx, g, x, w, b, y, acc);
-}
-
-static dynb_status route_adjoint(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *y,
-                                 const dynb__tensor *w, const dynb__tensor *b,
-                                 const dynb__tensor *x, bool acc) {
-  int bits = 0;
-  DYNB_TRY(choose(ctx, g, &bits));
-  return bits & DIRECT_ADJOINT ? direct_apply(ctx, g, true, y, w, b, x, acc)
-                               : conv_adjoint(ctx, g, y, w, b, x, acc);
-}
-
-static dynb_status route_weights(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *x,
-                                 const dynb__tensor *dy, const dynb__tensor *dw, bool acc) {
-  int bits = 0;
-  DYNB_TRY(choose(ctx, g, &bits));
-  return bits & DIRECT_WEIGHTS ? direct_weights(ctx, g, x, dy, dw, acc)
-                               : conv_weights(ctx, g, x, dy, dw, acc);
+/* One direction of an op by the route chosen for its shape. */
+static dynb_status route(dynb_ctx *ctx, const conv_geom *g, int kind, const dynb__tensor *in,
+                         const dynb__tensor *w, const dynb__tensor *b, const dynb__tensor *out,
+                         bool acc) {
+  int choice = 0;
+  DYNB_TRY(choose(ctx, g, &choice));
+  return run_route(ctx, g, kind, route_of(choice, kind), in, w, b, out, acc);
 }
 
 /* ---- Ops ------------------------------------------------------------------- */
@@ -493,7 +544,7 @@ dynb_status dynb__conv2d_forward(dynb_ctx *ctx, const dynb__tensor *x, const dyn
   DYNB_TRY(call_real(ctx, op, "x", x, &g.dt));
   DYNB_TRY(check_conv(ctx, op, w, "w", x, "x", y, "y", work, &g));
   DYNB_TRY(check_bias(ctx, op, b, g.cout, "Cout", &g));
-  return route_apply(ctx, &g, x, w, b, y, false);
+  return route(ctx, &g, KIND_APPLY, x, w, b, y, false);
 }
 
 dynb_status dynb__conv2d_backward_data(dynb_ctx *ctx, const dynb__tensor *dy,
@@ -504,7 +555,7 @@ dynb_status dynb__conv2d_backward_data(dynb_ctx *ctx, const dynb__tensor *dy,
   conv_geom g = {0};
   DYNB_TRY(call_real(ctx, op, "dy", dy, &g.dt));
   DYNB_TRY(check_conv(ctx, op, w, "w", dx, "dx", dy, "dy", work, &g));
-  return route_adjoint(ctx, &g, dy, w, NULL, dx, acc);
+  return route(ctx, &g, KIND_ADJOINT, dx, w, NULL, dy, acc);
 }
 
 dynb_status dynb__conv2d_backward_weights(dynb_ctx *ctx, const dynb__tensor *x,
@@ -515,7 +566,7 @@ dynb_status dynb__conv2d_backward_weights(dynb_ctx *ctx, const dynb__tensor *x,
   conv_geom g = {0};
   DYNB_TRY(call_real(ctx, op, "x", x, &g.dt));
   DYNB_TRY(check_conv(ctx, op, dw, "dw", x, "x", dy, "dy", work, &g));
-  return route_weights(ctx, &g, x, dy, dw, acc);
+  return route(ctx, &g, KIND_WEIGHTS, x, dw, NULL, dy, acc);
 }
 
 dynb_status dynb__conv2d_transpose_forward(dynb_ctx *ctx, const dynb__tensor *z,
@@ -527,7 +578,7 @@ dynb_status dynb__conv2d_transpose_forward(dynb_ctx *ctx, const dynb__tensor *z,
   DYNB_TRY(call_real(ctx, op, "z", z, &g.dt));
   DYNB_TRY(check_conv(ctx, op, w, "w", y, "y", z, "z", work, &g));
   DYNB_TRY(check_bias(ctx, op, b, g.cin, "Cin", &g));
-  return route_adjoint(ctx, &g, z, w, b, y, false);
+  return route(ctx, &g, KIND_ADJOINT, y, w, b, z, false);
 }
 
 dynb_status dynb__conv2d_transpose_backward_data(dynb_ctx *ctx, const dynb__tensor *dy,
@@ -538,7 +589,7 @@ dynb_status dynb__conv2d_transpose_backward_data(dynb_ctx *ctx, const dynb__tens
   conv_geom g = {0};
   DYNB_TRY(call_real(ctx, op, "dy", dy, &g.dt));
   DYNB_TRY(check_conv(ctx, op, w, "w", dy, "dy", dz, "dz", work, &g));
-  return route_apply(ctx, &g, dy, w, NULL, dz, acc);
+  return route(ctx, &g, KIND_APPLY, dy, w, NULL, dz, acc);
 }
 
 dynb_status dynb__conv2d_transpose_backward_weights(dynb_ctx *ctx, const dynb__tensor *z,
@@ -550,5 +601,5 @@ dynb_status dynb__conv2d_transpose_backward_weights(dynb_ctx *ctx, const dynb__t
   DYNB_TRY(call_real(ctx, op, "z", z, &g.dt));
   DYNB_TRY(check_conv(ctx, op, dw, "dw", dy, "dy", z, "z", work, &g));
   /* <dy, Kᵀ z> = <K dy, z>: the conv weight gradient with input dy and output gradient z. */
-  return route_weights(ctx, &g, dy, z, dw, acc);
+  return route(ctx, &g, KIND_WEIGHTS, dy, dw, NULL, z, acc);
 }

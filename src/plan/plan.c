@@ -72,6 +72,14 @@ static size_t conv_ws(const dynb__plan *p, const dynb__conv_unit *cu, int64_t h,
   return dynb__conv2d_workspace(p->n, cu->cin, cu->cout, h, w, cu->kernel);
 }
 
+/* Every convolution shape of the plan picks its route now (timed once per
+ * context), so that no step pays for the choice. */
+static dynb_status choose_conv_routes(dynb__plan *p, const dynb__conv_unit *cu, int64_t h,
+                                      int64_t w) {
+  return dynb__conv2d_prepare(p->net->ctx, p->net->real, p->n, cu->cin, cu->cout, h, w,
+                              cu->kernel);
+}
+
 static dynb_status plan_alloc(dynb__plan *p) {
   dynb__net *net = p->net;
   const dynb__net_spec *sp = &net->spec;
@@ -80,6 +88,7 @@ static dynb_status plan_alloc(dynb__plan *p) {
   DYNB_TRY(alloc4(p, &p->gx, sp->in_channels, h, w));
   DYNB_TRY(alloc(p, &p->labels, DYNB_I32, 1, &n));
   DYNB_TRY(unit_alloc(p, &p->open, &net->open, h, w));
+  DYNB_TRY(choose_conv_routes(p, &net->open, h, w));
   size_t ws = conv_ws(p, &net->open, h, w);
   for (int b = 0; b < sp->nblocks; b++) {
     level_buffers *lv = &p->level[b];
@@ -91,6 +100,10 @@ static dynb_status plan_alloc(dynb__plan *p) {
     DYNB_TRY(unit_alloc(p, &lv->conn, &net->connect[b], h, w));
     size_t cws = conv_ws(p, &net->connect[b], h, w);
     ws = cws > ws ? cws : ws;
+    DYNB_TRY(choose_conv_routes(p, &net->connect[b], h, w));
+    const dynb__conv_unit inner = {.cin = (int)c, .cout = (int)c,
+                                   .kernel = sp->blocks[b].layer.kernel};
+    DYNB_TRY(choose_conv_routes(p, &inner, h, w));
     DYNB_TRY(dynb__block_prepare(net->blocks[b], n, h, w, p->mode));
     p->bytes += dynb__block_buffer_bytes(net->blocks[b]);
     if (b + 1 < sp->nblocks) {

@@ -43,8 +43,9 @@ typedef struct dynb__choice {
  * (the default), or always one of them (tests, and users who know). */
 typedef enum dynb__conv_policy {
   DYNB__CONV_AUTO = 0,
-  DYNB__CONV_GEMM = 1,
-  DYNB__CONV_DIRECT = 2
+  DYNB__CONV_GEMM = 1, /* im2col + CLBlast */
+  DYNB__CONV_ROW = 2,  /* direct, vectors along image rows */
+  DYNB__CONV_WIDE = 3  /* direct, vectors across output channels */
 } dynb__conv_policy;
 
 /* One built program per kernel family and real type, with its kernels. */
