@@ -29,13 +29,14 @@
  * accumulators then sat on the stack, one load and store per FMA). */
 #define CONVD_UNROLL _Pragma("unroll")
 
-/* r[0 .. TW+1] = input row sy at columns x0-1 .. x0+TW, zero outside the
- * image (ok: the row itself lies inside it). */
-#define CONVD_LOAD_ROW(r, TW, src, x0, w, ok)                                          \
-  CONVD_UNROLL for (int t = 0; t < (TW) + 2; t++) {                                    \
-    const int sx = (x0) - 1 + t;                                                       \
+/* r[0 .. TW+2P-1] = input row sy at columns x0-P .. x0+TW+P-1, zero outside
+ * the image (ok: the row itself lies inside it). */
+#define CONVD_LOAD_ROW_P(r, TW, P, src, x0, w, ok)                                     \
+  CONVD_UNROLL for (int t = 0; t < (TW) + 2 * (P); t++) {                              \
+    const int sx = (x0) - (P) + t;                                                     \
     r[t] = (ok) && sx >= 0 && sx < (w) ? (src)[sx] : (real)0;                          \
   }
+#define CONVD_LOAD_ROW(r, TW, src, x0, w, ok) CONVD_LOAD_ROW_P(r, TW, 1, src, x0, w, ok)
 
 /* y (+)= K x (+ bias) (dynb_convd_apply_*), or x-side (+)= Kᵀ y-side
  * (dynb_convd_adjoint_*, TR = 1: a compile-time choice, so that the weight
@@ -182,22 +183,27 @@ __kernel void dynb_convd_weights_sum(const int per, const int nsplit, DYNB_CTENS
 /* wp[i][tap][o] = the weight output channel o takes from input channel i at
  * tap (o padded with zeros to co_pad, a multiple of 16), for K (tr = 0) or
  * for Kᵀ (tr = 1: transposed and flipped), so that the kernels below load
- * one contiguous vector per (i, tap). w is the layer's [Cout][Cin][3][3]. */
+ * one contiguous vector per (i, tap). w is the layer's [Cout][Cin][k][k]. */
 __kernel void dynb_convd_pack_weights(const int ci_n, const int co_n, const int co_pad,
-                                      const int tr, DYNB_CTENSOR(w_), DYNB_TENSOR(wp)) {
-  const int j = (int)get_global_id(0);
-  if (j >= ci_n * CONVD_KK * co_pad) return;
-  const int o = j % co_pad, tap = (j / co_pad) % CONVD_KK, i = j / (co_pad * CONVD_KK);
-  const int kh = tap / CONVD_K, kw = tap % CONVD_K;
+                                      const int k, const int tr, DYNB_CTENSOR(w_),
+                                      DYNB_TENSOR(wp)) {
+  const int j = (int)get_global_id(0), kk = k * k;
+  if (j >= ci_n * kk * co_pad) return;
+  const int o = j % co_pad, tap = (j / co_pad) % kk, i = j / (co_pad * kk);
+  const int kh = tap / k, kw = tap % k;
   __global const real *wt = DYNB_AT(w_);
-  DYNB_AT(wp)[j] = o < co_n ? CONVD_W(tr, o, i, kh, kw) : (real)0;
+  real v = 0;
+  if (o < co_n)
+    v = tr ? wt[(i * co_n + o) * kk + (k - 1 - kh) * k + (k - 1 - kw)]
+           : wt[(o * ci_n + i) * kk + kh * k + kw];
+  DYNB_AT(wp)[j] = v;
 }
 
-/* out (+)= conv(in) with packed weights wp (+ bias): work-item (row chunk of
- * TW pixels, group of 16 output channels, image); a[t] holds 16 channels of
- * pixel x0 + t. */
-#define CONVD_WIDE(TW)                                                                 \
-  __kernel void dynb_convd_wide_w##TW(                                                 \
+/* out (+)= conv(in) with packed weights wp (+ bias), a KS×KS kernel:
+ * work-item (row chunk of TW pixels, group of 16 output channels, image);
+ * a[t] holds 16 channels of pixel x0 + t. */
+#define CONVD_WIDE(KS, TW)                                                             \
+  __kernel void dynb_convd_wide_k##KS##_w##TW(                                         \
       const int n, const int ci_n, const int co_n, const int co_pad, const int h,      \
       const int w, DYNB_CTENSOR(x), DYNB_CTENSOR(wp), DYNB_CTENSOR(bias),              \
       const int has_b, DYNB_TENSOR(y), const int acc) {                                \
@@ -211,14 +217,15 @@ __kernel void dynb_convd_pack_weights(const int ci_n, const int co_n, const int 
     real16 a[TW];                                                                      \
     CONVD_UNROLL for (int t = 0; t < (TW); t++) a[t] = (real16)(0);                    \
     for (int i = 0; i < ci_n; i++)                                                     \
-      for (int kh = 0; kh < CONVD_K; kh++) {                                           \
-        const int sy = yy + kh - 1;                                                    \
+      for (int kh = 0; kh < (KS); kh++) {                                              \
+        const int sy = yy + kh - (KS) / 2;                                             \
         if (sy < 0 || sy >= h) continue;                                               \
-        real r[(TW) + 2];                                                              \
+        real r[(TW) + (KS) - 1];                                                       \
         __global const real *src = xb + ((size_t)i * h + sy) * w;                      \
-        CONVD_LOAD_ROW(r, TW, src, x0, w, true)                                        \
-        CONVD_UNROLL for (int kw = 0; kw < CONVD_K; kw++) {                            \
-          const real16 k16 = vload16(0, wv + ((size_t)i * CONVD_KK + kh * CONVD_K + kw) * co_pad); \
+        CONVD_LOAD_ROW_P(r, TW, (KS) / 2, src, x0, w, true)                            \
+        CONVD_UNROLL for (int kw = 0; kw < (KS); kw++) {                               \
+          const real16 k16 =                                                           \
+              vload16(0, wv + ((size_t)i * (KS) * (KS) + kh * (KS) + kw) * co_pad);    \
           CONVD_UNROLL for (int t = 0; t < (TW); t++) a[t] += k16 * r[t + kw];         \
         }                                                                              \
       }                                                                                \
@@ -238,37 +245,39 @@ __kernel void dynb_convd_pack_weights(const int ci_n, const int co_n, const int 
     }                                                                                  \
   }
 
-CONVD_WIDE(8)
-CONVD_WIDE(16)
+CONVD_WIDE(3, 8)
+CONVD_WIDE(3, 16)
+CONVD_WIDE(1, 8)
+CONVD_WIDE(1, 16)
 
 /* Weight gradient, first stage, channel-vectorised: work-item (16 output
  * channels, 2 input channels, split s) accumulates acc[j][tap] (16 lanes:
  * the output channels) over the pixels of its images; partial sums as in
  * dynb_convd_weights_*. */
-#define CONVD_WEIGHTS_WIDE(TW)                                                         \
-  __kernel void dynb_convd_weights_wide_w##TW(                                         \
+#define CONVD_WEIGHTS_WIDE(KS, TW)                                                     \
+  __kernel void dynb_convd_weights_wide_k##KS##_w##TW(                                 \
       const int n, const int ci_n, const int co_n, const int h, const int w,           \
       const int nsplit, DYNB_CTENSOR(x), DYNB_CTENSOR(dy), DYNB_TENSOR(part)) {        \
     const int og = (int)get_global_id(0), ig = (int)get_global_id(1);                  \
     const int s = (int)get_global_id(2);                                               \
     if (og * 16 >= co_n || ig * 2 >= ci_n || s >= nsplit) return;                      \
     const int o0 = og * 16, i0 = ig * 2, chunks = (w + (TW) - 1) / (TW);               \
-    real16 acc[2][CONVD_KK];                                                           \
+    real16 acc[2][(KS) * (KS)];                                                        \
     CONVD_UNROLL for (int j = 0; j < 2; j++)                                           \
-      CONVD_UNROLL for (int q = 0; q < CONVD_KK; q++) acc[j][q] = (real16)(0);         \
+      CONVD_UNROLL for (int q = 0; q < (KS) * (KS); q++) acc[j][q] = (real16)(0);      \
     for (int b = s; b < n; b += nsplit)                                                \
       for (int yy = 0; yy < h; yy++)                                                   \
         for (int ch = 0; ch < chunks; ch++) {                                          \
           const int x0 = ch * (TW);                                                    \
-          real r[2][CONVD_K][(TW) + 2];                                                \
+          real r[2][KS][(TW) + (KS) - 1];                                              \
           CONVD_UNROLL for (int j = 0; j < 2; j++) {                                   \
             const int i = i0 + j < ci_n ? i0 + j : i0;                                 \
-            CONVD_UNROLL for (int kh = 0; kh < CONVD_K; kh++) {                        \
-              const int sy = yy + kh - 1;                                              \
+            CONVD_UNROLL for (int kh = 0; kh < (KS); kh++) {                           \
+              const int sy = yy + kh - (KS) / 2;                                       \
               const bool ok = i0 + j < ci_n && sy >= 0 && sy < h;                      \
               __global const real *src =                                               \
                   DYNB_AT(x) + (((size_t)b * ci_n + i) * h + (ok ? sy : 0)) * w;       \
-              CONVD_LOAD_ROW(r[j][kh], TW, src, x0, w, ok)                             \
+              CONVD_LOAD_ROW_P(r[j][kh], TW, (KS) / 2, src, x0, w, ok)                 \
             }                                                                          \
           }                                                                            \
           real d[16][TW];                                                              \
@@ -285,24 +294,27 @@ CONVD_WIDE(16)
             dv.s8 = d[8][t]; dv.s9 = d[9][t]; dv.sa = d[10][t]; dv.sb = d[11][t];      \
             dv.sc = d[12][t]; dv.sd = d[13][t]; dv.se = d[14][t]; dv.sf = d[15][t];    \
             CONVD_UNROLL for (int j = 0; j < 2; j++)                                   \
-              CONVD_UNROLL for (int kh = 0; kh < CONVD_K; kh++)                        \
-                CONVD_UNROLL for (int kw = 0; kw < CONVD_K; kw++)                      \
-                  acc[j][kh * CONVD_K + kw] += dv * r[j][kh][t + kw];                  \
+              CONVD_UNROLL for (int kh = 0; kh < (KS); kh++)                           \
+                CONVD_UNROLL for (int kw = 0; kw < (KS); kw++)                         \
+                  acc[j][kh * (KS) + kw] += dv * r[j][kh][t + kw];                     \
           }                                                                            \
         }                                                                              \
-    const int per = co_n * ci_n * CONVD_KK;                                            \
+    const int per = co_n * ci_n * (KS) * (KS);                                         \
     __global real *out = DYNB_AT(part) + (size_t)s * per;                              \
     CONVD_UNROLL for (int j = 0; j < 2; j++) {                                         \
       if (i0 + j >= ci_n) break;                                                       \
-      CONVD_UNROLL for (int q = 0; q < CONVD_KK; q++) {                                \
+      CONVD_UNROLL for (int q = 0; q < (KS) * (KS); q++) {                             \
         real v[16];                                                                    \
         vstore16(acc[j][q], 0, v);                                                     \
         CONVD_UNROLL for (int l = 0; l < 16; l++)                                      \
-          if (o0 + l < co_n) out[((o0 + l) * ci_n + i0 + j) * CONVD_KK + q] = v[l];    \
+          if (o0 + l < co_n) out[((o0 + l) * ci_n + i0 + j) * (KS) * (KS) + q] = v[l]; \
       }                                                                                \
     }                                                                                  \
   }
 
-CONVD_WEIGHTS_WIDE(8)
-CONVD_WEIGHTS_WIDE(16)
-CONVD_WEIGHTS_WIDE(32)
+CONVD_WEIGHTS_WIDE(3, 8)
+CONVD_WEIGHTS_WIDE(3, 16)
+CONVD_WEIGHTS_WIDE(3, 32)
+CONVD_WEIGHTS_WIDE(1, 8)
+CONVD_WEIGHTS_WIDE(1, 16)
+CONVD_WEIGHTS_WIDE(1, 32)

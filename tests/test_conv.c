@@ -491,7 +491,10 @@ static void workspace_size(void **state) {
   assert_int_equal(dynb__conv2d_workspace(2, 3, 4, 1, 1, 3), 576);
   /* Many images of one pixel: the splits (16·5·6·9 = 4320) win. */
   assert_int_equal(dynb__conv2d_workspace(40, 6, 5, 1, 1, 3), 4320);
-  assert_int_equal(dynb__conv2d_workspace(1, 1, 1, 1, 1, 1), 2);
+  /* k = 1, one channel: the packed weights pad it to 16 lanes. */
+  assert_int_equal(dynb__conv2d_workspace(1, 1, 1, 1, 1, 1), 16);
+  /* k = 5 has only the GEMM route: col + rows = 1·25 + 1. */
+  assert_int_equal(dynb__conv2d_workspace(1, 1, 1, 1, 1, 5), 26);
   assert_true(dynb__conv2d_workspace(0, 3, 4, 5, 6, 3) == SIZE_MAX);
   assert_true(dynb__conv2d_workspace(2, 3, 4, 5, -6, 3) == SIZE_MAX);
   assert_true(dynb__conv2d_workspace(1 << 20, 1 << 20, 4, 1 << 20, 1 << 20, 3) == SIZE_MAX);

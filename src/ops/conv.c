@@ -50,18 +50,18 @@ size_t dynb__conv2d_workspace(int64_t n, int64_t cin, int64_t cout, int64_t h, i
   rows += (uint64_t)cout;
   /* pix * rows < 2^62 fits size_t where it has 64 bits; checked for 32. */
   if (rows > lim || pix * rows > (uint64_t)(SIZE_MAX / 2)) return SIZE_MAX;
-  /* The direct weight gradient's per-split partial sums (k = 3 only). */
+  /* The direct weight gradient's per-split partial sums (k = 1 or 3). */
   uint64_t part = 0;
-  if (k == 3) {
+  if (k == 1 || k == 3) {
     uint64_t wsz = (uint64_t)cout * (uint64_t)cin;
     if (wsz > lim) return SIZE_MAX;
-    part = (uint64_t)direct_splits((int)n) * wsz * 9;
+    part = (uint64_t)direct_splits((int)n) * wsz * kk;
   }
   /* The wide kernels' packed weights, for K and for Kᵀ. */
   uint64_t packed = 0;
-  if (k == 3) {
-    uint64_t a = (uint64_t)cin * 9 * (uint64_t)pad16((int)cout);
-    uint64_t b = (uint64_t)cout * 9 * (uint64_t)pad16((int)cin);
+  if (k == 1 || k == 3) {
+    uint64_t a = (uint64_t)cin * kk * (uint64_t)pad16((int)cout);
+    uint64_t b = (uint64_t)cout * kk * (uint64_t)pad16((int)cin);
     packed = a > b ? a : b;
   }
   uint64_t need = pix * rows;
@@ -293,9 +293,9 @@ static dynb_status conv_weights(dynb_ctx *ctx, const conv_geom *g, const dynb__t
 
 /* ---- The direct routes (kernels/convd.cl, k = 3) --------------------------- */
 
-/* Three routes per direction: the GEMM one above, "row" (vectors along an
- * image row, for wide images) and "wide" (vectors across 16 output
- * channels, for small images with many channels). */
+/* Three routes per direction: the GEMM one above (any k), "row" (vectors
+ * along an image row; k = 3) and "wide" (vectors across 16 output channels,
+ * the best almost everywhere on CPUs; k = 1 and 3). */
 typedef enum conv_route { ROUTE_GEMM = 0, ROUTE_ROW = 1, ROUTE_WIDE = 2 } conv_route;
 static const char *const route_names[] = {"gemm", "row", "wide"};
 
@@ -345,20 +345,22 @@ static dynb_status wide_apply(dynb_ctx *ctx, const conv_geom *g, bool tr, const 
                               const dynb__tensor *w, const dynb__tensor *b,
                               const dynb__tensor *out, bool acc) {
   const int ci = tr ? g->cout : g->cin, co = tr ? g->cin : g->cout, cp = pad16(co);
+  const size_t npacked = (size_t)ci * (size_t)(g->k * g->k) * (size_t)cp;
   dynb__tensor packed = g->col;
-  packed.dims[0] = (int64_t)ci * 9 * cp;
+  packed.dims[0] = (int64_t)npacked;
   dynb__launch l;
   DYNB_TRY(dynb__launch_begin(&l, ctx, "convd", "dynb_convd_pack_weights", g->dt));
   dynb__arg_int(&l, ci);
   dynb__arg_int(&l, co);
   dynb__arg_int(&l, cp);
+  dynb__arg_int(&l, g->k);
   dynb__arg_int(&l, tr);
   dynb__arg_tensor(&l, w);
   dynb__arg_tensor(&l, &packed);
-  DYNB_TRY(dynb__launch_1d(&l, (size_t)ci * 9 * (size_t)cp));
+  DYNB_TRY(dynb__launch_1d(&l, npacked));
   const int tw = wide_tw(g->w);
   char name[48];
-  snprintf(name, sizeof name, "dynb_convd_wide_w%d", tw);
+  snprintf(name, sizeof name, "dynb_convd_wide_k%d_w%d", g->k, tw);
   dynb__tensor none = {0};
   none.dtype = g->dt;
   DYNB_TRY(dynb__launch_begin(&l, ctx, "convd", name, g->dt));
@@ -384,11 +386,14 @@ static dynb_status wide_apply(dynb_ctx *ctx, const conv_geom *g, bool tr, const 
 static dynb_status direct_weights(dynb_ctx *ctx, const conv_geom *g, bool wide,
                                   const dynb__tensor *x, const dynb__tensor *dy,
                                   const dynb__tensor *dw, bool acc) {
-  const int ns = direct_splits(g->n), per = g->cout * g->cin * 9;
+  const int ns = direct_splits(g->n), per = g->cout * g->cin * g->k * g->k;
   dynb__tensor part = g->col;
   part.dims[0] = (int64_t)ns * per;
   char name[48];
-  snprintf(name, sizeof name, "dynb_convd_weights_%sw%d", wide ? "wide_" : "", row_tw(g->w));
+  if (wide)
+    snprintf(name, sizeof name, "dynb_convd_weights_wide_k%d_w%d", g->k, row_tw(g->w));
+  else
+    snprintf(name, sizeof name, "dynb_convd_weights_w%d", row_tw(g->w));
   dynb__launch l;
   DYNB_TRY(dynb__launch_begin(&l, ctx, "convd", name, g->dt));
   dynb__arg_int(&l, g->n);
@@ -477,28 +482,34 @@ static dynb_status measure(dynb_ctx *ctx, conv_geom *g, int *choice) {
     double secs[3] = {0};
     int best = 0;
     for (int r = 0; r < 3 && st == DYNB_OK; r++) {
+      if (r == ROUTE_ROW && g->k != 3) {
+        secs[r] = 1e30; /* no row kernels for this k */
+        continue;
+      }
       st = time_route(ctx, g, kind, (conv_route)r, t, &secs[r]);
       if (secs[r] < secs[best]) best = r;
     }
     if (st != DYNB_OK) break;
     *choice |= best << (2 * kind);
+    char row[32] = "-";
+    if (g->k == 3) snprintf(row, sizeof row, "%.3f", 1e3 * secs[ROUTE_ROW]);
     dynb__log(ctx, DYNB_LOG_INFO,
-              "conv %s n%d c%d->%d %dx%d: gemm %.3f ms, row %.3f ms, wide %.3f ms: %s",
-              kinds[kind], g->n, g->cin, g->cout, g->h, g->w, 1e3 * secs[0], 1e3 * secs[1],
-              1e3 * secs[2], route_names[best]);
+              "conv %s n%d c%d->%d k%d %dx%d: gemm %.3f ms, row %s ms, wide %.3f ms: %s",
+              kinds[kind], g->n, g->cin, g->cout, g->k, g->h, g->w, 1e3 * secs[ROUTE_GEMM], row,
+              1e3 * secs[ROUTE_WIDE], route_names[best]);
   }
   for (int i = 0; i < 4; i++) dynb__tensor_release(&t[i]);
   return st;
 }
 
 /* Which route each direction of this shape takes: fixed by the context's
- * policy, else timed once and remembered. Only 3×3 kernels have direct
- * routes. */
+ * policy where the shape has that route, else timed once and remembered.
+ * Direct routes exist for k = 3 (row, wide) and k = 1 (wide). */
 static dynb_status choose(dynb_ctx *ctx, const conv_geom *g, int *choice) {
   *choice = 0;
-  if (g->k != 3 || ctx->conv_policy == DYNB__CONV_GEMM) return DYNB_OK;
+  if ((g->k != 1 && g->k != 3) || ctx->conv_policy == DYNB__CONV_GEMM) return DYNB_OK;
   if (ctx->conv_policy == DYNB__CONV_ROW || ctx->conv_policy == DYNB__CONV_WIDE) {
-    int r = ctx->conv_policy == DYNB__CONV_ROW ? ROUTE_ROW : ROUTE_WIDE;
+    int r = ctx->conv_policy == DYNB__CONV_WIDE ? ROUTE_WIDE : g->k == 3 ? ROUTE_ROW : ROUTE_GEMM;
     *choice = r | r << 2 | r << 4;
     return DYNB_OK;
   }
