@@ -250,14 +250,26 @@ CONVD_WIDE(3, 16)
 CONVD_WIDE(1, 8)
 CONVD_WIDE(1, 16)
 
+/* dyt[b][p][o] = dy[b][o][p] with o padded with zeros to co_pad: the wide
+ * weight gradient's dy, with the 16 output channels of a vector contiguous
+ * (one pass over dy instead of 16 scalar loads per pixel and vector). */
+__kernel void dynb_convd_to_nhwc(const int n, const int co_n, const int co_pad, const int hw,
+                                 DYNB_CTENSOR(dy), DYNB_TENSOR(dyt)) {
+  const int j = (int)get_global_id(0);
+  if (j >= n * hw * co_pad) return;
+  const int o = j % co_pad, p = (j / co_pad) % hw, b = j / (co_pad * hw);
+  DYNB_AT(dyt)[j] = o < co_n ? DYNB_AT(dy)[((size_t)b * co_n + o) * hw + p] : (real)0;
+}
+
 /* Weight gradient, first stage, channel-vectorised: work-item (16 output
  * channels, 2 input channels, split s) accumulates acc[j][tap] (16 lanes:
- * the output channels) over the pixels of its images; partial sums as in
- * dynb_convd_weights_*. */
+ * the output channels) over the pixels of its images, from dyt (above);
+ * partial sums as in dynb_convd_weights_*. */
 #define CONVD_WEIGHTS_WIDE(KS, TW)                                                     \
   __kernel void dynb_convd_weights_wide_k##KS##_w##TW(                                 \
       const int n, const int ci_n, const int co_n, const int h, const int w,           \
-      const int nsplit, DYNB_CTENSOR(x), DYNB_CTENSOR(dy), DYNB_TENSOR(part)) {        \
+      const int nsplit, const int co_pad, DYNB_CTENSOR(x), DYNB_CTENSOR(dyt),          \
+      DYNB_TENSOR(part)) {                                                             \
     const int og = (int)get_global_id(0), ig = (int)get_global_id(1);                  \
     const int s = (int)get_global_id(2);                                               \
     if (og * 16 >= co_n || ig * 2 >= ci_n || s >= nsplit) return;                      \
@@ -280,19 +292,11 @@ CONVD_WIDE(1, 16)
               CONVD_LOAD_ROW_P(r[j][kh], TW, (KS) / 2, src, x0, w, ok)                 \
             }                                                                          \
           }                                                                            \
-          real d[16][TW];                                                              \
-          CONVD_UNROLL for (int l = 0; l < 16; l++) {                                  \
-            const int o = o0 + l < co_n ? o0 + l : o0;                                 \
-            __global const real *src = DYNB_AT(dy) + (((size_t)b * co_n + o) * h + yy) * w; \
-            CONVD_UNROLL for (int t = 0; t < (TW); t++)                                \
-              d[l][t] = o0 + l < co_n && x0 + t < w ? src[x0 + t] : (real)0;           \
-          }                                                                            \
-          for (int t = 0; t < (TW); t++) {                                             \
-            real16 dv;                                                                 \
-            dv.s0 = d[0][t]; dv.s1 = d[1][t]; dv.s2 = d[2][t]; dv.s3 = d[3][t];        \
-            dv.s4 = d[4][t]; dv.s5 = d[5][t]; dv.s6 = d[6][t]; dv.s7 = d[7][t];        \
-            dv.s8 = d[8][t]; dv.s9 = d[9][t]; dv.sa = d[10][t]; dv.sb = d[11][t];      \
-            dv.sc = d[12][t]; dv.sd = d[13][t]; dv.se = d[14][t]; dv.sf = d[15][t];    \
+          __global const real *drow =                                                  \
+              DYNB_AT(dyt) + ((size_t)(b * h + yy) * w + x0) * co_pad + o0;            \
+          const int tn = w - x0 < (TW) ? w - x0 : (TW);                                \
+          for (int t = 0; t < tn; t++) {                                               \
+            const real16 dv = vload16(0, drow + (size_t)t * co_pad);                   \
             CONVD_UNROLL for (int j = 0; j < 2; j++)                                   \
               CONVD_UNROLL for (int kh = 0; kh < (KS); kh++)                           \
                 CONVD_UNROLL for (int kw = 0; kw < (KS); kw++)                         \

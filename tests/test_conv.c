@@ -489,10 +489,11 @@ static void workspace_size(void **state) {
    * the wide kernels' packed weights, max(Cin·9·16, Cout·9·16) = 576
    * (channels padded to 16). */
   assert_int_equal(dynb__conv2d_workspace(2, 3, 4, 1, 1, 3), 576);
-  /* Many images of one pixel: the splits (16·5·6·9 = 4320) win. */
-  assert_int_equal(dynb__conv2d_workspace(40, 6, 5, 1, 1, 3), 4320);
-  /* k = 1, one channel: the packed weights pad it to 16 lanes. */
-  assert_int_equal(dynb__conv2d_workspace(1, 1, 1, 1, 1, 1), 16);
+  /* Many images of one pixel: the splits (16·5·6·9 = 4320) and the
+   * channel-minor dy (40 pixels · 16 lanes) win. */
+  assert_int_equal(dynb__conv2d_workspace(40, 6, 5, 1, 1, 3), 4320 + 640);
+  /* k = 1, one channel: one split of 1 weight plus dy padded to 16 lanes. */
+  assert_int_equal(dynb__conv2d_workspace(1, 1, 1, 1, 1, 1), 1 + 16);
   /* k = 5 has only the GEMM route: col + rows = 1·25 + 1. */
   assert_int_equal(dynb__conv2d_workspace(1, 1, 1, 1, 1, 5), 26);
   assert_true(dynb__conv2d_workspace(0, 3, 4, 5, 6, 3) == SIZE_MAX);

@@ -64,6 +64,8 @@ size_t dynb__conv2d_workspace(int64_t n, int64_t cin, int64_t cout, int64_t h, i
     uint64_t b = (uint64_t)cout * kk * (uint64_t)pad16((int)cin);
     packed = a > b ? a : b;
   }
+  /* The wide weight gradient's channel-minor copy of dy sits after them. */
+  if (k == 1 || k == 3) part += pix * (uint64_t)pad16((int)cout);
   uint64_t need = pix * rows;
   need = part > need ? part : need;
   return (size_t)(packed > need ? packed : need);
@@ -387,14 +389,27 @@ static dynb_status direct_weights(dynb_ctx *ctx, const conv_geom *g, bool wide,
                                   const dynb__tensor *x, const dynb__tensor *dy,
                                   const dynb__tensor *dw, bool acc) {
   const int ns = direct_splits(g->n), per = g->cout * g->cin * g->k * g->k;
-  dynb__tensor part = g->col;
+  const int cp = pad16(g->cout), hw = g->h * g->w;
+  dynb__tensor part = g->col, dyt = g->col;
   part.dims[0] = (int64_t)ns * per;
+  dyt.offset += (size_t)ns * (size_t)per;
+  dyt.dims[0] = (int64_t)g->n * hw * cp;
+  dynb__launch l;
+  if (wide) {
+    DYNB_TRY(dynb__launch_begin(&l, ctx, "convd", "dynb_convd_to_nhwc", g->dt));
+    dynb__arg_int(&l, g->n);
+    dynb__arg_int(&l, g->cout);
+    dynb__arg_int(&l, cp);
+    dynb__arg_int(&l, hw);
+    dynb__arg_tensor(&l, dy);
+    dynb__arg_tensor(&l, &dyt);
+    DYNB_TRY(dynb__launch_1d(&l, (size_t)dyt.dims[0]));
+  }
   char name[48];
   if (wide)
     snprintf(name, sizeof name, "dynb_convd_weights_wide_k%d_w%d", g->k, row_tw(g->w));
   else
     snprintf(name, sizeof name, "dynb_convd_weights_w%d", row_tw(g->w));
-  dynb__launch l;
   DYNB_TRY(dynb__launch_begin(&l, ctx, "convd", name, g->dt));
   dynb__arg_int(&l, g->n);
   dynb__arg_int(&l, g->cin);
@@ -402,8 +417,9 @@ static dynb_status direct_weights(dynb_ctx *ctx, const conv_geom *g, bool wide,
   dynb__arg_int(&l, g->h);
   dynb__arg_int(&l, g->w);
   dynb__arg_int(&l, ns);
+  if (wide) dynb__arg_int(&l, cp);
   dynb__arg_tensor(&l, x);
-  dynb__arg_tensor(&l, dy);
+  dynb__arg_tensor(&l, wide ? &dyt : dy);
   dynb__arg_tensor(&l, &part);
   const int ob = wide ? 16 : 2;
   size_t global[3] = {(size_t)(g->cout + ob - 1) / (size_t)ob, (size_t)(g->cin + 1) / 2,
