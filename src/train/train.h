@@ -112,7 +112,8 @@ typedef struct dynb__train_desc {
   dynb__progress_fn on_progress;
   void *user;
   /* Checkpoint after every epoch (NULL: none), with the optimiser state and
-   * the random state, so that a resumed run continues exactly. */
+   * the random state, so that a resumed run continues exactly; written
+   * after the epoch's on_row. */
   const char *checkpoint_path;
   /* Resume: optimiser state from this checkpoint, and the trainer's random
    * state and epoch count from *state (as loaded by dynb__model_load). */
@@ -144,17 +145,21 @@ struct dynb__train_state {
   int64_t epoch;        /* epochs completed */
   uint64_t rng;         /* the trainer's random state */
   double norm_mean[4], norm_std[4]; /* input normalisation (per channel, up to 4) */
+  double best;          /* best validation score so far (INFINITY: none yet) */
 };
 
 /* Writes the network (every named tensor, in its dtype), its spec under
  * __metadata__["dynblocks.spec"], and, when given, the optimiser state and
- * the training state, atomically. */
+ * the training state with the context's convolution routes, atomically.
+ * A tensor holding NaN or Inf is DYNB_STATUS_NON_FINITE and nothing is
+ * written. */
 dynb_status dynb__model_save(dynb__net *net, const char *path, dynb__optimizer *opt,
                              const dynb__train_state *ts);
 /* Reads a model or checkpoint file into a new network over `real`; every
  * tensor of the spec must be present with its shape. When opt is given, its
  * state is restored from the file (which must hold it). ts, when given,
- * receives the training state (zeroed if absent). */
+ * receives the training state (zeroed, best INFINITY, if absent) and the
+ * file's convolution routes become ctx's choices. */
 dynb_status dynb__model_load(dynb_ctx *ctx, const char *path, dynb_dtype real, dynb__net **out,
                              dynb__train_state *ts);
 dynb_status dynb__model_load_optimizer(dynb__net *net, const char *path, dynb__optimizer *opt);

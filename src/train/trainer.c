@@ -190,6 +190,9 @@ typedef struct session {
 static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__epoch_row *row) {
   const dynb__train_desc *d = s->desc;
   int64_t B = d->batch, nb = train->n / B;
+  /* Each epoch's order depends on the random state alone (not on the
+   * previous epoch's order), so a resumed run shuffles as the original. */
+  for (int64_t i = 0; i < train->n; i++) s->perm[i] = i;
   for (int64_t i = train->n - 1; i > 0; i--) {
     int64_t j = (int64_t)(next_u64(&s->rng) % (uint64_t)(i + 1)), t = s->perm[i];
     s->perm[i] = s->perm[j], s->perm[j] = t;
@@ -251,7 +254,6 @@ static dynb_status session_open(session *s, dynb__net *net, const dynb__dataset 
   DYNB_TRY(batch_init(s->ctx, &s->b, train, d->batch, net->real));
   s->perm = malloc((size_t)train->n * sizeof *s->perm);
   DYNB_CHECK(s->ctx, s->perm, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
-  for (int64_t i = 0; i < train->n; i++) s->perm[i] = i;
   return DYNB_OK;
 }
 
@@ -288,9 +290,13 @@ dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__datase
     s.before = s.after, s.after = tmp;
     row.seconds = now_seconds() - t0;
     if (d->state) d->state->epoch++, d->state->rng = s.rng;
+    /* The row first: its handler may save the best model and note its score
+     * in the state. Then the checkpoint, which thus never claims an epoch
+     * whose best model was not yet written; a run killed in between redoes
+     * that epoch, identically. */
+    if (d->on_row) d->on_row(d->user, &row);
     if (d->checkpoint_path && d->state)
       st = dynb__model_save(net, d->checkpoint_path, s.opt, d->state);
-    if (st == DYNB_OK && d->on_row) d->on_row(d->user, &row);
   }
   session_close(&s);
   return st;

@@ -52,7 +52,7 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
   /* The best model by validation loss (training loss without validation). */
   double score = isfinite(row.val_loss) && row.val_loss > 0 ? row.val_loss : row.train_loss;
   if (score < r->best_val) {
-    r->best_val = score;
+    r->best_val = r->ts.best = score;
     if (dynb__model_save(r->net, r->out_path, NULL, &r->ts) != DYNB_OK) {
       fprintf(stderr, "dynblocks train: %s\n", dynb_ctx_last_error(r->net->ctx));
       r->failed = true;
@@ -150,6 +150,10 @@ int cmd_train(int argc, char **argv) {
     cli_fail(cmd, ctx);
     goto done;
   }
+  if (o.resume)
+    r.best_val = r.ts.best; /* the best model so far stays unless beaten */
+  else
+    r.ts.best = INFINITY;
   if (!load_data(cmd, &o, &train, &val, &test, &r.ts)) goto done;
   if (!r.net && !new_network(cmd, &o, ctx, &train, &r.net)) goto done;
   r.csv = fopen(r.log_path, o.resume ? "a" : "w");
