@@ -131,6 +131,23 @@ dynb_status dynb__evaluate(dynb__plan *plan, const dynb__dataset *d, double *los
 dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__dataset *val,
                         const dynb__train_desc *desc);
 
+/* ---- Divergence check (health.c) ------------------------------------------------- */
+
+/* Whether a step's loss and gradients are finite, checked on the device: one
+ * deterministic sum per gradient buffer, read back with the loss in one
+ * transfer; no per-tensor wait unless the check fires. */
+typedef struct dynb__health dynb__health;
+/* A check of net's gradients and the plan's loss tensor `loss` ([2]: mean
+ * loss, correct count; borrowed). */
+dynb_status dynb__health_create(dynb__net *net, const dynb__tensor *loss, dynb__health **out);
+void dynb__health_free(dynb__health *h);
+/* After a backward pass: writes loss and correct count to out. A
+ * non-finite loss, or a gradient holding NaN or Inf, is
+ * DYNB_STATUS_NON_FINITE with a message naming the loss or the first such
+ * gradient in the network's tensor order (grad.<SPEC name>[element]) and
+ * the epoch and step. */
+dynb_status dynb__health_check(dynb__health *h, int epoch, int64_t step, double out[2]);
+
 /* ---- Model and checkpoint files (modelfile.c) ---------------------------------------- */
 
 /* Loads a data set: `name` is "fashion-mnist" (Debian's files), "mnist" or

@@ -181,6 +181,7 @@ typedef struct session {
   dynb__optimizer *opt;
   dynb__timereg *reg;
   dynb__tensor reg_value;
+  dynb__health *health;
   batch b;
   int64_t *perm;
   uint64_t rng;
@@ -206,13 +207,11 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
     DYNB_TRY(dynb__plan_forward(s->plan, true));
     if (s->reg) DYNB_TRY(dynb__timereg_apply(s->reg, &s->reg_value));
     DYNB_TRY(dynb__plan_backward(s->plan, false));
-    DYNB_TRY(dynb__optimizer_step(s->opt, lr));
+    /* The step's one wait: loss and gradients checked before they move the
+     * parameters, so a diverged step never reaches them. */
     double out[2];
-    DYNB_TRY(dynb__tensor_read_f64(s->ctx, dynb__plan_loss(s->plan), out));
-    if (!isfinite(out[0]))
-      return dynb__fail(s->ctx, DYNB_STATUS_NON_FINITE,
-                        "training diverged: loss is %g at epoch %d, batch %lld", out[0], epoch,
-                        (long long)bi);
+    DYNB_TRY(dynb__health_check(s->health, epoch, bi, out));
+    DYNB_TRY(dynb__optimizer_step(s->opt, lr));
     sum += out[0], correct += out[1];
     if (d->on_progress)
       d->on_progress(d->user, epoch, bi + 1, nb, sum / (double)(bi + 1),
@@ -244,6 +243,7 @@ static dynb_status session_open(session *s, dynb__net *net, const dynb__dataset 
              train->w, net->spec.in_channels, net->spec.in_height, net->spec.in_width);
   DYNB_TRY(dynb__plan_build(net, d->batch, d->memory, &s->plan));
   DYNB_TRY(dynb__optimizer_create(net, &d->optim, &s->opt));
+  DYNB_TRY(dynb__health_create(net, dynb__plan_loss(s->plan), &s->health));
   if (net->spec.time_reg > 0) {
     int64_t one = 1;
     DYNB_TRY(dynb__timereg_create(net, &s->reg));
@@ -264,6 +264,7 @@ static void session_close(session *s) {
   free(s->after.values);
   dynb__tensor_release(&s->reg_value);
   dynb__timereg_free(s->reg);
+  dynb__health_free(s->health);
   dynb__optimizer_free(s->opt);
   dynb__plan_free(s->plan);
 }

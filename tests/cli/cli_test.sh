@@ -93,6 +93,13 @@ else
 fi
 "$bin" bench --spec "$src/specs/small.json" --batch 2 --iters 1 >bench.txt 2>&1 && tail -n 1 bench.txt | grep -q '"train_img_per_s"' && ok "bench JSON line" || bad "bench: $(cat bench.txt)"
 
+# Divergence: a huge learning rate stops training with a message naming the
+# first non-finite tensor and the step; the model and checkpoint are kept.
+cp m.safetensors kept.safetensors && cp m.safetensors.ckpt kept.ckpt
+expect_fail "divergence is reported" "training diverged at epoch 3, step" "$bin" train "${common[@]}" --lr 1e30 --epochs 5 --out m.safetensors --log log.csv --resume m.safetensors.ckpt
+grep -qE "grad\.[a-z0-9_.]+\[[0-9]+\] is (nan|-?inf)|the loss is" err.txt && ok "divergence names the tensor" || bad "divergence message: $(cat err.txt)"
+cmp -s kept.safetensors m.safetensors && cmp -s kept.ckpt m.safetensors.ckpt && ok "files kept after divergence" || bad "files changed by a diverged run"
+
 expect_fail "unknown flag" "unknown flag '--epoch'" "$bin" train --epoch 2
 expect_fail "bad number" "--batch must be an integer" "$bin" train --batch zero
 expect_fail "bad schedule" "bad learning-rate schedule" "$bin" train --data data --lr 0.1@x
