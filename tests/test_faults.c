@@ -157,8 +157,8 @@ static const char *const kind_names[DYNB__FAULT_KINDS] = {"host allocation", "de
 static uint64_t absorbed;
 
 /* A run that met the fault: either it failed with the fault's status and a
- * message, or a best-effort path absorbed it and the run succeeded. Then,
- * with the fault disarmed, the context does the same work again. */
+ * message, or a best-effort path absorbed it and the run succeeded. (Then,
+ * with the fault disarmed, the context does the same work again.) */
 static void check_failure(world *w, dynb__fault_kind kind, uint64_t k, dynb_status st,
                           const char *phase) {
   if (st == DYNB_OK) {
@@ -170,48 +170,37 @@ static void check_failure(world *w, dynb__fault_kind kind, uint64_t k, dynb_stat
   } else {
     assert_true(strlen(dynb_ctx_last_error(w->ctx)) > 0);
   }
-  dynb__ctx_inject_fault(w->ctx, kind, 0);
 }
 
-static uint64_t sweep_build(dynb__fault_kind kind) {
+/* Fails event k = 1, 2, ... of `kind` while building (in_step false) or in
+ * the first step after an unarmed build, until a run meets no fault;
+ * returns how many events there were. */
+static uint64_t sweep(dynb__fault_kind kind, bool in_step) {
+  const char *phase = in_step ? "training step" : "building";
   for (uint64_t k = 1; k < 100000; k++) {
     world w;
     open_world(&w);
+    if (in_step) TU_OK(w.ctx, build(&w));
     dynb__ctx_inject_fault(w.ctx, kind, k);
-    dynb_status st = build(&w);
+    dynb_status st = in_step ? step(&w) : build(&w);
     bool fired = dynb__ctx_fault_fired(w.ctx, kind);
+    dynb__ctx_inject_fault(w.ctx, kind, 0);
     if (fired) {
-      check_failure(&w, kind, k, st, "build");
-      release(&w);
-      TU_OK(w.ctx, build(&w));
+      check_failure(&w, kind, k, st, phase);
+      if (!in_step) {
+        release(&w);
+        TU_OK(w.ctx, build(&w));
+      }
     } else {
       TU_OK(w.ctx, st);
-      dynb__ctx_inject_fault(w.ctx, kind, 0); /* not for the step below */
     }
     TU_OK(w.ctx, step(&w));
     close_world(&w);
-    if (!fired) return k - 1;
-  }
-  fail_msg("sweep did not end");
-  return 0;
-}
-
-static uint64_t sweep_step(dynb__fault_kind kind) {
-  for (uint64_t k = 1; k < 100000; k++) {
-    world w;
-    open_world(&w);
-    TU_OK(w.ctx, build(&w));
-    dynb__ctx_inject_fault(w.ctx, kind, k);
-    dynb_status st = step(&w);
-    bool fired = dynb__ctx_fault_fired(w.ctx, kind);
-    if (fired) {
-      check_failure(&w, kind, k, st, "step");
-      TU_OK(w.ctx, step(&w));
-    } else {
-      TU_OK(w.ctx, st);
+    if (!fired) {
+      printf("fault sweep: %s: %llu %s events failed one at a time (%llu absorbed)\n", phase,
+             (unsigned long long)(k - 1), kind_names[kind], (unsigned long long)absorbed);
+      return k - 1;
     }
-    close_world(&w);
-    if (!fired) return k - 1;
   }
   fail_msg("sweep did not end");
   return 0;
@@ -221,12 +210,9 @@ static void faults_while_building(void **state) {
   (void)state;
   for (int kind = 0; kind < DYNB__FAULT_KINDS; kind++) {
     absorbed = 0;
-    uint64_t n = sweep_build((dynb__fault_kind)kind);
-    printf("fault sweep: building: %llu %s events failed one at a time (%llu absorbed)\n",
-           (unsigned long long)n, kind_names[kind], (unsigned long long)absorbed);
     /* Building allocates host blocks and buffers and builds the
      * convolution kernels (timed routes), so every kind occurs. */
-    assert_true(n > 0);
+    assert_true(sweep((dynb__fault_kind)kind, false) > 0);
   }
 }
 
@@ -234,9 +220,7 @@ static void faults_in_a_training_step(void **state) {
   (void)state;
   for (int kind = 0; kind < DYNB__FAULT_KINDS; kind++) {
     absorbed = 0;
-    uint64_t n = sweep_step((dynb__fault_kind)kind);
-    printf("fault sweep: training step: %llu %s events failed one at a time (%llu absorbed)\n",
-           (unsigned long long)n, kind_names[kind], (unsigned long long)absorbed);
+    uint64_t n = sweep((dynb__fault_kind)kind, true);
     /* A step allocates no buffer; its first run builds the kernels the
      * plan did not (and their kernel tables). */
     if (kind == DYNB__FAULT_BUFFER)

@@ -23,28 +23,11 @@ expect_fail() {
 }
 
 # 96 training and 32 test images of 8x8 whose class is the bright quadrant.
+python3 "$src/tests/cli/make_idx.py" data 96 32
 python3 - <<'PY'
-import gzip, random, struct
+import json, random, struct
 random.seed(3)
-def write(prefix, n):
-    imgs, labs = bytearray(), bytearray()
-    for i in range(n):
-        c = i % 4
-        for y in range(8):
-            for x in range(8):
-                q = (y >= 4) * 2 + (x >= 4)
-                imgs.append(200 if q == c else random.randint(0, 60))
-        labs.append(c)
-    with gzip.open(f"data/{prefix}-images-idx3-ubyte.gz", "wb") as f:
-        f.write(struct.pack(">IIII", 0x803, n, 8, 8) + bytes(imgs))
-    with open(f"data/{prefix}-labels-idx1-ubyte", "wb") as f:
-        f.write(struct.pack(">II", 0x801, n) + bytes(labs))
-import os
-os.makedirs("data", exist_ok=True)
-write("train", 96)
-write("t10k", 32)
 # batch files: x float32 [4,1,8,8], y int64 [4]
-import json
 def st(path, tensors):
     header, data = {}, b""
     for name, (dt, shape, raw) in tensors.items():

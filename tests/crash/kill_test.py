@@ -22,7 +22,6 @@ its routes from the checkpoint (docs/determinism.md).
 
 Usage: kill_test.py DYNBLOCKS_BINARY SLOW_RENAME_SO [KILLS]
 Seeded (KILL_TEST_SEED, default 1); prints the seed and every kill."""
-import gzip
 import json
 import os
 import random
@@ -42,26 +41,10 @@ rnd = random.Random(SEED)
 
 
 def make_data(d):
-    """400 training and 64 test images of 8x8; the class is the bright quadrant."""
-    os.makedirs(d)
-    r = random.Random(3)
-
-    def write(prefix, n):
-        imgs, labs = bytearray(), bytearray()
-        for i in range(n):
-            c = i % 4
-            for y in range(8):
-                for x in range(8):
-                    q = (y >= 4) * 2 + (x >= 4)
-                    imgs.append(200 if q == c else r.randint(0, 90))
-            labs.append(c)
-        with gzip.open(f"{d}/{prefix}-images-idx3-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">IIII", 0x803, n, 8, 8) + bytes(imgs))
-        with open(f"{d}/{prefix}-labels-idx1-ubyte", "wb") as f:
-            f.write(struct.pack(">II", 0x801, n) + bytes(labs))
-
-    write("train", 400)
-    write("t10k", 64)
+    """400 training and 64 test images of 8x8 (tests/cli/make_idx.py)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run([sys.executable, os.path.join(here, "..", "cli", "make_idx.py"), d, "400", "64",
+                    "90"], check=True)
 
 
 def train_cmd(out, resume=False):
