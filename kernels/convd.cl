@@ -252,13 +252,22 @@ CONVD_WIDE(1, 16)
 
 /* dyt[b][p][o] = dy[b][o][p] with o padded with zeros to co_pad: the wide
  * weight gradient's dy, with the 16 output channels of a vector contiguous
- * (one pass over dy instead of 16 scalar loads per pixel and vector). */
+ * (one pass over dy instead of 16 scalar loads per pixel and vector).
+ * Work-item (16 pixels, 16 channels, image): a 16×16 tile read along rows
+ * of dy and written along rows of dyt, so both sides stay contiguous. */
 __kernel void dynb_convd_to_nhwc(const int n, const int co_n, const int co_pad, const int hw,
                                  DYNB_CTENSOR(dy), DYNB_TENSOR(dyt)) {
-  const int j = (int)get_global_id(0);
-  if (j >= n * hw * co_pad) return;
-  const int o = j % co_pad, p = (j / co_pad) % hw, b = j / (co_pad * hw);
-  DYNB_AT(dyt)[j] = o < co_n ? DYNB_AT(dy)[((size_t)b * co_n + o) * hw + p] : (real)0;
+  const int pb = (int)get_global_id(0), ob = (int)get_global_id(1), b = (int)get_global_id(2);
+  const int p0 = pb * 16, o0 = ob * 16;
+  if (p0 >= hw || o0 >= co_pad || b >= n) return;
+  real tile[16][16];
+  __global const real *src = DYNB_AT(dy) + (size_t)b * co_n * hw;
+  CONVD_UNROLL for (int l = 0; l < 16; l++)
+    CONVD_UNROLL for (int q = 0; q < 16; q++)
+      tile[l][q] = o0 + l < co_n && p0 + q < hw ? src[(size_t)(o0 + l) * hw + p0 + q] : (real)0;
+  __global real *dst = DYNB_AT(dyt) + ((size_t)b * hw + p0) * co_pad + o0;
+  for (int q = 0; q < 16 && p0 + q < hw; q++)
+    CONVD_UNROLL for (int l = 0; l < 16; l++) dst[(size_t)q * co_pad + l] = tile[l][q];
 }
 
 /* Weight gradient, first stage, channel-vectorised: work-item (16 output

@@ -403,7 +403,8 @@ static dynb_status direct_weights(dynb_ctx *ctx, const conv_geom *g, bool wide,
     dynb__arg_int(&l, hw);
     dynb__arg_tensor(&l, dy);
     dynb__arg_tensor(&l, &dyt);
-    DYNB_TRY(dynb__launch_1d(&l, (size_t)dyt.dims[0]));
+    size_t tiles[3] = {(size_t)(hw + 15) / 16, (size_t)cp / 16, (size_t)g->n};
+    DYNB_TRY(dynb__launch_run(&l, 3, tiles, direct_local));
   }
   char name[48];
   if (wide)
