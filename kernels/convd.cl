@@ -245,9 +245,15 @@ __kernel void dynb_convd_pack_weights(const int ci_n, const int co_n, const int 
     }                                                                                  \
   }
 
+/* Chunk widths 7 and 14 fit the 7×7, 14×14 and 28×28 images of
+ * MNIST-sized networks without idle lanes; 8 and 16 cover the rest. */
+CONVD_WIDE(3, 7)
 CONVD_WIDE(3, 8)
+CONVD_WIDE(3, 14)
 CONVD_WIDE(3, 16)
+CONVD_WIDE(1, 7)
 CONVD_WIDE(1, 8)
+CONVD_WIDE(1, 14)
 CONVD_WIDE(1, 16)
 
 /* dyt[b][p][o] = dy[b][o][p] with o padded with zeros to co_pad: the wide

@@ -302,10 +302,20 @@ typedef enum conv_route { ROUTE_GEMM = 0, ROUTE_ROW = 1, ROUTE_WIDE = 2 } conv_r
 static const char *const route_names[] = {"gemm", "row", "wide"};
 
 /* The row-chunk width of the row kernels: the smallest that covers a row
- * (wider rows are split into chunks of 32); the wide kernels stop at 16
- * (their accumulators are 16-lane vectors, one per pixel of the chunk). */
+ * (wider rows are split into chunks of 32). The wide kernels stop at 16:
+ * their accumulators are 16-lane vectors, one per pixel of the chunk. */
 static int row_tw(int w) { return w <= 8 ? 8 : w <= 16 ? 16 : 32; }
-static int wide_tw(int w) { return w <= 8 ? 8 : 16; }
+static int wide_tw(int w) {
+  /* The chunk width with the fewest idle lanes over the row (ties: the
+   * wider chunk, fewer work-items). */
+  static const int tws[] = {16, 14, 8, 7};
+  int best = 16, best_lanes = INT32_MAX;
+  for (size_t i = 0; i < sizeof tws / sizeof *tws; i++) {
+    int lanes = (w + tws[i] - 1) / tws[i] * tws[i];
+    if (lanes < best_lanes) best = tws[i], best_lanes = lanes;
+  }
+  return best;
+}
 
 /* One work-item per work-group: each already holds a row's worth of
  * vector work, and a driver-chosen group (PoCL picked 32×16×8) multiplies
