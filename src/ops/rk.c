@@ -43,7 +43,7 @@ dynb_status dynb__rk_combine(dynb_ctx *ctx, const dynb__tensor *y, const dynb__t
   dynb__arg_tensor(&l, stages);
   dynb__arg_tensor(&l, coef);
   dynb__arg_tensor(&l, out);
-  return dynb__launch_1d(&l, p);
+  return dynb__launch_1d(&l, (p + 15) / 16); /* RK_CHUNK elements per work-item */
 }
 
 dynb_status dynb__rk_combine_backward(dynb_ctx *ctx, const dynb__tensor *dout,
@@ -73,5 +73,5 @@ dynb_status dynb__rk_combine_backward(dynb_ctx *ctx, const dynb__tensor *dout,
   dynb__arg_int(&l, acc_dy);
   dynb__arg_tensor(&l, dstages);
   dynb__arg_int(&l, acc_stages);
-  return dynb__launch_1d(&l, p);
+  return dynb__launch_1d(&l, (p + 15) / 16); /* RK_CHUNK elements per work-item */
 }

@@ -46,7 +46,8 @@ typedef enum dynb__conv_policy {
   DYNB__CONV_AUTO = 0,
   DYNB__CONV_GEMM = 1, /* im2col + CLBlast */
   DYNB__CONV_ROW = 2,  /* direct, vectors along image rows */
-  DYNB__CONV_WIDE = 3  /* direct, vectors across output channels */
+  DYNB__CONV_WIDE = 3, /* direct, vectors across output channels */
+  DYNB__CONV_WIDE2 = 4 /* the same, two vectors per work-item (forward/adjoint) */
 } dynb__conv_policy;
 
 /* Test hook (fault injection): which event of each kind fails. Kinds:

@@ -63,7 +63,7 @@ static dynb_log_level log_threshold(void) {
   return DYNB_LOG_WARN;
 }
 
-/* DYNBLOCKS_CONV=gemm|row|wide forces one convolution route; the default
+/* DYNBLOCKS_CONV=gemm|row|wide|wide2 forces one convolution route; the default
  * (auto) times both once per layer shape. */
 static bool conv_policy(const char *cmd, dynb_ctx *ctx) {
   const char *env = getenv("DYNBLOCKS_CONV");
@@ -72,12 +72,16 @@ static bool conv_policy(const char *cmd, dynb_ctx *ctx) {
     ctx->conv_policy = DYNB__CONV_GEMM;
     return true;
   }
-  if (strcmp(env, "row") == 0 || strcmp(env, "wide") == 0) {
-    ctx->conv_policy = env[0] == 'r' ? DYNB__CONV_ROW : DYNB__CONV_WIDE;
-    return true;
-  }
-  fprintf(stderr, "dynblocks %s: DYNBLOCKS_CONV is '%s'; expected auto, gemm, row or wide\n",
-          cmd, env);
+  static const char *const names[] = {"row", "wide", "wide2"};
+  static const dynb__conv_policy policies[] = {DYNB__CONV_ROW, DYNB__CONV_WIDE, DYNB__CONV_WIDE2};
+  for (int i = 0; i < 3; i++)
+    if (strcmp(env, names[i]) == 0) {
+      ctx->conv_policy = policies[i];
+      return true;
+    }
+  fprintf(stderr,
+          "dynblocks %s: DYNBLOCKS_CONV is '%s'; expected auto, gemm, row, wide or wide2\n", cmd,
+          env);
   return false;
 }
 
