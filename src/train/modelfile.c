@@ -150,7 +150,8 @@ static dynb_status open_model(dynb_ctx *ctx, const char *path, dynb__st_file *f)
 }
 
 /* The convolution routes a checkpoint was trained with become the
- * context's choices (route values are 3 fields of 2 bits). */
+ * context's choices (3 fields of 2 bits; the convolutions check that a
+ * choice fits its shape before using it). */
 static dynb_status restore_routes(dynb_ctx *ctx, const char *path, const dynb__st_file *f) {
   const dynb__st_tensor *r = dynb__st_find(f, "train.routes");
   if (!r) return DYNB_OK;

@@ -76,6 +76,22 @@ else
 fi
 "$bin" bench --spec "$src/specs/small.json" --batch 2 --iters 1 >bench.txt 2>&1 && tail -n 1 bench.txt | grep -q '"train_img_per_s"' && ok "bench JSON line" || bad "bench: $(cat bench.txt)"
 
+# A checkpoint's convolution routes are input like any other: set every
+# route to 'row' (which 1x1 layers lack) and the resumed run still works.
+python3 - m.safetensors.ckpt routes.ckpt <<'PY'
+import json, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+s, e = h["train.routes"]["data_offsets"]
+for at in range(8 + n + s + 8, 8 + n + e, 16):
+    b[at:at + 8] = struct.pack("<q", 1 | 1 << 2 | 1 << 4)
+open(sys.argv[2], "wb").write(b)
+raise SystemExit(0 if e - s >= 16 else 1)
+PY
+[ $? -eq 0 ] && ok "checkpoint records convolution routes" || bad "no routes in the checkpoint"
+"$bin" train "${common[@]}" --epochs 4 --out r.safetensors --log r.csv --checkpoint r.ckpt --resume routes.ckpt >/dev/null 2>r.err && ok "resume ignores routes that do not fit" || bad "resume with bad routes: $(cat r.err)"
+
 # Divergence: a huge learning rate stops training with a message naming the
 # first non-finite tensor and the step; the model and checkpoint are kept.
 cp m.safetensors kept.safetensors && cp m.safetensors.ckpt kept.ckpt

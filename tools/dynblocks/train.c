@@ -150,8 +150,9 @@ int cmd_train(int argc, char **argv) {
     cli_fail(cmd, ctx);
     goto done;
   }
-  if (o.resume)
-    r.best_val = r.ts.best; /* the best model so far stays unless beaten */
+  /* The best model so far stays unless beaten, if it is there. */
+  if (o.resume && access(o.out, F_OK) == 0)
+    r.best_val = r.ts.best;
   else
     r.ts.best = INFINITY;
   if (!load_data(cmd, &o, &train, &val, &test, &r.ts)) goto done;
