@@ -2,6 +2,7 @@
 # The test entry point (README, .ci/run): installs what is missing, builds
 # with warnings as errors, runs every test; then the same under
 # AddressSanitizer + UndefinedBehaviorSanitizer.
+# Then a short run of every libFuzzer target (scripts/fuzz.sh; clang).
 # Usage: scripts/test.sh [--no-sanitize]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,5 +23,10 @@ if [ "${1:-}" != "--no-sanitize" ]; then
   # LeakSanitizer is on: a test that leaks a buffer or a host block fails.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_suite build-asan -DDYNB_SANITIZE=ON
+fi
+# ---- fuzzing: ~30 s per target (DYNB_FUZZ_SECONDS) on top of the seeds and
+# every past crasher, which ctest already replayed above.
+if [ "${1:-}" != "--no-sanitize" ] && command -v clang >/dev/null; then
+  scripts/fuzz.sh "${DYNB_FUZZ_SECONDS:-30}"
 fi
 echo "tests finished in $(($(date +%s) - start)) s"

@@ -537,6 +537,18 @@ static dynb_status measure(dynb_ctx *ctx, conv_geom *g, int *choice) {
   return st;
 }
 
+/* Whether every direction of `choice` is a route this shape has. Choices
+ * can come from a file (a checkpoint's routes), so they are checked before
+ * use; one that does not fit is timed afresh. */
+static bool choice_fits(const conv_geom *g, int choice) {
+  if (choice < 0 || choice >= 1 << (2 * KINDS)) return false;
+  for (int kind = 0; kind < KINDS; kind++) {
+    conv_route r = route_of(choice, kind);
+    if ((r == ROUTE_ROW && g->k != 3) || (r == ROUTE_WIDE2 && kind == KIND_WEIGHTS)) return false;
+  }
+  return true;
+}
+
 /* Which route each direction of this shape takes: fixed by the context's
  * policy where the shape has that route, else timed once and remembered.
  * Direct routes exist for k = 3 (row, wide) and k = 1 (wide). */
@@ -554,7 +566,7 @@ static dynb_status choose(dynb_ctx *ctx, const conv_geom *g, int *choice) {
   }
   uint64_t key = shape_key(g);
   int known = dynb__choice_get(ctx, key);
-  if (known >= 0) {
+  if (known >= 0 && choice_fits(g, known)) {
     *choice = known;
     return DYNB_OK;
   }
