@@ -271,16 +271,8 @@ int cmd_bench(int argc, char **argv) {
   if (!cli_int(cmd, f, nf, "--batch", 1, 1 << 20, 64, &batch) ||
       !cli_int(cmd, f, nf, "--iters", 1, 100000, 5, &iters))
     return 2;
-  size_t len;
-  char *text = cli_read_text(cmd, spec_path, &len), err[1024];
   static dynb__net_spec spec;
-  if (!text) return 1;
-  dynb_status st = dynb__spec_parse(text, len, spec_path, &spec, err, sizeof err);
-  free(text);
-  if (st != DYNB_OK) {
-    fprintf(stderr, "dynblocks bench: %s\n", err);
-    return 1;
-  }
+  if (!cli_read_spec(cmd, spec_path, &spec)) return 1;
   dynb_ctx *ctx = cli_context(cmd, cli_get(f, nf, "--device"));
   if (!ctx) return 1;
   dynb__net *net = NULL;
@@ -293,7 +285,7 @@ int cmd_bench(int argc, char **argv) {
       dynb__optimizer_create(net, &od, &opt) == DYNB_OK) {
     /* Inputs stay zero-filled: throughput does not depend on the values. */
     double t_train = 0, t_infer = 0;
-    st = DYNB_OK;
+    dynb_status st = DYNB_OK;
     for (long i = 0; st == DYNB_OK && i < iters + 2; i++) {
       double t0 = now_seconds();
       st = dynb__net_zero_grads(net);
