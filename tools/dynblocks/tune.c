@@ -312,6 +312,8 @@ static void run_candidate(const tune_args *t, const recording *r, candidate *c) 
   }
   /* A child that timed out or reported a failure may still be working. */
   child_end(&ch, got == -1 || (done && !ended), c->why, sizeof c->why);
+  for (int i = 0; ended && i < r->nshapes; i++)
+    ended = c->secs[i][0] > 0 && c->secs[i][1] > 0;
   if (ended) c->status = C_OK;
   else if (!c->why[0]) snprintf(c->why, sizeof c->why, "report ended early");
   for (int i = 0; c->status == C_OK && i < r->nshapes; i++)
