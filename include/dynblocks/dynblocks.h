@@ -86,6 +86,9 @@ typedef struct dynb_ctx_desc {
   dynb_log_fn log_fn;       /* NULL: silent */
   void *log_user;
   dynb_allocator allocator; /* alloc_fn NULL: malloc/free */
+  const char *tune_cache;   /* tuning cache file written by `dynblocks tune`, read once at
+                               creation; NULL: tune.txt in the cache folder above; "": none
+                               (built-in parameters). Borrowed. */
 } dynb_ctx_desc;
 
 /* A description with every field at its default. Since: 0.1 */
