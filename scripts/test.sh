@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test entry point (README, .ci/run): installs what is missing, builds
 # with warnings as errors, runs every test; then the same under
-# AddressSanitizer + UndefinedBehaviorSanitizer.
+# AddressSanitizer + UndefinedBehaviorSanitizer; then the threads test under
+# ThreadSanitizer.
 # Usage: scripts/test.sh [--no-sanitize]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,5 +23,10 @@ if [ "${1:-}" != "--no-sanitize" ]; then
   # LeakSanitizer is on: a test that leaks a buffer or a host block fails.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_suite build-asan -DDYNB_SANITIZE=ON
+  # ThreadSanitizer: only the library and the test that trains on two
+  # threads, to keep CI time low.
+  cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDYNB_WERROR=ON -DDYNB_TSAN=ON
+  cmake --build build-tsan -j "$jobs" --target test_threads
+  (cd build-tsan && ctest --output-on-failure -R '^test_threads$')
 fi
 echo "tests finished in $(($(date +%s) - start)) s"

@@ -1,6 +1,7 @@
 /* Matrix products through CLBlast, the only place the library calls it. */
 #include <clblast_c.h>
 
+#include <pthread.h>
 #include <string.h>
 
 #include "runtime/runtime.h"
@@ -66,11 +67,18 @@ dynb_status dynb__gemm_apply_defaults(dynb_ctx *ctx) {
   if (!pocl_cpu) return DYNB_OK;
   const char *routine[] = {"XGEMM_MIN_INDIRECT_SIZE"};
   const size_t always_indirect[] = {1};
+  /* CLBlastOverrideParameters (CLBlast 1.5.3) corrupts its process-wide
+   * database when two threads call it at once (test_threads.c crashed in it
+   * with two contexts created together), so calls take turns. The mutex is
+   * the library's only other process-wide object; it holds no data. */
+  static pthread_mutex_t override_lock = PTHREAD_MUTEX_INITIALIZER;
+  pthread_mutex_lock(&override_lock);
   CLBlastStatusCode s = CLBlastOverrideParameters(ctx->device, "Xgemm", CLBlastPrecisionSingle, 16,
                                                   (const char **)xgemm_names, xgemm_values);
   if (s == CLBlastSuccess)
     s = CLBlastOverrideParameters(ctx->device, "GemmRoutine", CLBlastPrecisionSingle, 1, routine,
                                   always_indirect);
+  pthread_mutex_unlock(&override_lock);
   if (s != CLBlastSuccess)
     dynb__log(ctx, DYNB_LOG_WARN, "CLBlast parameter override refused (%d); using its defaults",
               (int)s);
