@@ -38,30 +38,42 @@ fi
 
 run() { echo "== $*"; "$@"; }
 
-# 1. CMake package.
-cmake -S "$src/tests/install/consumer" -B "$tmp/consumer" -DCMAKE_PREFIX_PATH="$prefix" \
-      -DDYNB_EXAMPLES="$src/examples" > "$tmp/consumer.log" || { cat "$tmp/consumer.log"; exit 1; }
-cmake --build "$tmp/consumer" > "$tmp/consumer-build.log" || { cat "$tmp/consumer-build.log"; exit 1; }
-run "$tmp/consumer/minimal_shared"
-run "$tmp/consumer/minimal_static"
-if ldd "$tmp/consumer/minimal_static" | grep -q libdynblocks; then
+# 1. CMake package: examples/CMakeLists.txt as an embedding project.
+cmake -S "$src/examples" -B "$tmp/examples" -DCMAKE_PREFIX_PATH="$prefix" \
+      > "$tmp/examples.log" || { cat "$tmp/examples.log"; exit 1; }
+cmake --build "$tmp/examples" > "$tmp/examples-build.log" || { cat "$tmp/examples-build.log"; exit 1; }
+run "$tmp/examples/minimal"
+run "$tmp/examples/minimal_static"
+run "$tmp/examples/embed"
+if command -v gfortran > /dev/null; then
+  [ -x "$tmp/examples/fortran_train" ] || { echo "gfortran present, fortran_train not built"; exit 1; }
+  run "$tmp/examples/fortran_train"
+fi
+if ldd "$tmp/examples/minimal_static" | grep -q libdynblocks; then
   echo "minimal_static links libdynblocks.so"; exit 1
 fi
 
-# 2. pkg-config and the plain compiler: shared (rpath to the prefix), then
-# static (the private requirements make the link complete).
+# 2. pkg-config and plain compiler commands: shared (rpath to the prefix),
+# then static (the private requirements make the link complete).
 export PKG_CONFIG_PATH=$libdir/pkgconfig
 cc=${CC:-cc}
-# shellcheck disable=SC2046
-$cc -std=c11 -o "$tmp/minimal_pc" "$src/examples/minimal.c" $(pkg-config --cflags --libs dynblocks) \
-    -Wl,-rpath,"$libdir"
-run "$tmp/minimal_pc"
+shared_libs="$(pkg-config --libs dynblocks) -Wl,-rpath,$libdir"
 static_libs=$(pkg-config --static --libs dynblocks | sed 's/-ldynblocks/-Wl,-Bstatic -ldynblocks -Wl,-Bdynamic/')
 # shellcheck disable=SC2086
-$cc -std=c11 -o "$tmp/minimal_pc_static" "$src/examples/minimal.c" $(pkg-config --cflags dynblocks) \
-    $static_libs
-run "$tmp/minimal_pc_static"
-if ldd "$tmp/minimal_pc_static" | grep -q libdynblocks; then
-  echo "minimal_pc_static links libdynblocks.so"; exit 1
+{
+  $cc -std=c11 -o "$tmp/minimal_pc" "$src/examples/minimal.c" $(pkg-config --cflags dynblocks) $shared_libs
+  $cc -std=c11 -o "$tmp/embed_pc_static" "$src/examples/embed.c" $(pkg-config --cflags dynblocks) \
+      $static_libs
+}
+run "$tmp/minimal_pc"
+run "$tmp/embed_pc_static"
+if ldd "$tmp/embed_pc_static" | grep -q libdynblocks; then
+  echo "embed_pc_static links libdynblocks.so"; exit 1
+fi
+if command -v gfortran > /dev/null; then
+  # shellcheck disable=SC2086
+  (cd "$tmp" && gfortran -std=f2018 -o fortran_pc "$src/examples/fortran/dynblocks.f90" \
+       "$src/examples/fortran/train.f90" $shared_libs)
+  run "$tmp/fortran_pc"
 fi
 echo "install test passed"
