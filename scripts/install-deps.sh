@@ -9,6 +9,7 @@ packages=(
   libclblast-dev                                            # GEMMs
   libcmocka-dev                                             # tests
   gfortran                                                  # the Fortran embedding example
+  doxygen                                                   # API reference from the headers
   zlib1g-dev libcjson-dev                                   # gzip'd data sets, JSON specs
   dataset-fashion-mnist                                     # the default data set
   python3-torch                                             # parity test against PyTorch (optional)

@@ -49,6 +49,17 @@ static void rig_upload(rig *g, uint64_t seed) {
   TU_OK(g->ctx, dynb_tensor_write(g->y, y, sizeof y));
 }
 
+/* One training step on batch `seed`; the loss of its forward pass. */
+static double rig_step(rig *g, dynb_optimizer *opt, uint64_t seed) {
+  double loss;
+  rig_upload(g, seed);
+  TU_OK(g->ctx, dynb_plan_forward(g->plan, g->x, g->y, DYNB_PASS_TRAIN));
+  TU_OK(g->ctx, dynb_plan_loss(g->plan, &loss, NULL));
+  TU_OK(g->ctx, dynb_plan_backward(g->plan, NULL));
+  TU_OK(g->ctx, dynb_optimizer_step(opt));
+  return loss;
+}
+
 static void rig_close(rig *g) {
   dynb_tensor_free(g->x);
   dynb_tensor_free(g->y);
@@ -477,11 +488,7 @@ static void training_reduces_the_loss(void **state) {
   enum { STEPS = 40, AVG = 5 };
   double first = 0, last = 0, loss, acc;
   for (int s = 0; s < STEPS; s++) {
-    rig_upload(&g, 100 + (uint64_t)s);
-    TU_OK(ctx, dynb_plan_forward(g.plan, g.x, g.y, DYNB_PASS_TRAIN));
-    TU_OK(ctx, dynb_plan_loss(g.plan, &loss, &acc));
-    TU_OK(ctx, dynb_plan_backward(g.plan, NULL));
-    TU_OK(ctx, dynb_optimizer_step(opt));
+    loss = rig_step(&g, opt, 100 + (uint64_t)s);
     if (s == 0) first = loss;
     if (s >= STEPS - AVG) last += loss / AVG;
   }
@@ -510,12 +517,7 @@ static void save_load_round_trip(void **state) {
   rig_open(&g, ctx, 21);
   dynb_optimizer *opt = NULL;
   TU_OK(ctx, dynb_optimizer_create(g.net, DYNB_OPTIM_SGD, &opt));
-  for (int s = 0; s < 3; s++) { /* moves parameters and running statistics */
-    rig_upload(&g, 200 + (uint64_t)s);
-    TU_OK(ctx, dynb_plan_forward(g.plan, g.x, g.y, DYNB_PASS_TRAIN));
-    TU_OK(ctx, dynb_plan_backward(g.plan, NULL));
-    TU_OK(ctx, dynb_optimizer_step(opt));
-  }
+  for (int s = 0; s < 3; s++) rig_step(&g, opt, 200 + (uint64_t)s); /* moves every tensor */
   dynb_optimizer_free(opt);
   char path[] = "/tmp/dynb_api_modelXXXXXX";
   int fd = mkstemp(path);
@@ -583,12 +585,7 @@ static void api_equals_the_internal_path(void **state) {
   dynb_optimizer *opt = NULL;
   TU_OK(ctx, dynb_optimizer_create(g.net, DYNB_OPTIM_SGD, &opt));
   TU_OK(ctx, dynb_optimizer_set(opt, DYNB_OPTIM_LR, 0.05));
-  for (int s = 0; s < STEPS; s++) {
-    rig_upload(&g, 400 + (uint64_t)s);
-    TU_OK(ctx, dynb_plan_forward(g.plan, g.x, g.y, DYNB_PASS_TRAIN));
-    TU_OK(ctx, dynb_plan_backward(g.plan, NULL));
-    TU_OK(ctx, dynb_optimizer_step(opt));
-  }
+  for (int s = 0; s < STEPS; s++) rig_step(&g, opt, 400 + (uint64_t)s);
   dynb__net_spec *spec = malloc(sizeof *spec);
   char err[512];
   TU_OK(ctx, dynb__spec_parse(SPEC, strlen(SPEC), "spec", spec, err, sizeof err));

@@ -6,6 +6,7 @@
 #define DYNBLOCKS_CL_H
 
 #ifndef CL_TARGET_OPENCL_VERSION
+/** The OpenCL API level dynblocks uses (1.2), unless the includer chose one. */
 #define CL_TARGET_OPENCL_VERSION 120
 #endif
 #include <CL/cl.h>
@@ -38,8 +39,11 @@ DYNB_API cl_context dynb_ctx_cl_context(dynb_ctx *ctx);
  * tensor holds one more reference (clRetainMemObject) until
  * dynb_tensor_free, so the buffer outlives it even if the caller releases
  * theirs first.
+ * @param ctx the context.
  * @param mem a buffer of the context's cl_context.
  * @param offset first element (in elements of dtype, not bytes).
+ * @param dtype element type.
+ * @param ndim 1..DYNB_MAX_DIMS.
  * @param dims (borrowed) `ndim` dimensions; the view must fit in `mem`.
  * @param out (out) the tensor; NULL on failure.
  * @return DYNB_OK, DYNB_STATUS_MISUSE (NULL ctx), DYNB_STATUS_INVALID_ARGUMENT

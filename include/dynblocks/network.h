@@ -38,7 +38,9 @@ DYNB_API dynb_status dynb_net_create_from_file(dynb_ctx *ctx, const char *spec_p
 
 /** Loads a model or checkpoint file written by dynb_net_save or by the
  * `dynblocks` tool (spec and every tensor), converting values to `real`.
+ * @param ctx the context.
  * @param path (borrowed) the file.
+ * @param real DYNB_F32 or DYNB_F64.
  * @param out (out) the network; NULL on failure.
  * @return DYNB_OK, DYNB_STATUS_MISUSE, DYNB_STATUS_INVALID_ARGUMENT,
  *         DYNB_STATUS_IO_ERROR, DYNB_STATUS_BAD_FORMAT (the message names the
@@ -61,6 +63,7 @@ DYNB_API dynb_status dynb_net_init(dynb_net *net, uint64_t seed);
 
 /** The network's input shape, number of classes and real type; each output
  * may be NULL.
+ * @param net the network.
  * @param channels,height,width (out) one input image is channels×height×width.
  * @param classes (out) logits per image.
  * @param real (out) DYNB_F32 or DYNB_F64.
@@ -80,6 +83,8 @@ DYNB_API dynb_status dynb_net_param_count(const dynb_net *net, size_t *count);
 DYNB_API dynb_status dynb_net_param_name(const dynb_net *net, size_t index, const char **name);
 
 /** Shape of the tensor called `name`; each output may be NULL.
+ * @param net the network.
+ * @param name (borrowed) a name as dynb_net_param_name gives.
  * @param ndim (out) rank.
  * @param dims (out) DYNB_MAX_DIMS entries: the dimensions, then zeros.
  * @param trainable (out) 1 for a parameter with a gradient, 0 for a running
@@ -91,6 +96,8 @@ DYNB_API dynb_status dynb_net_param_info(const dynb_net *net, const char *name, 
 
 /** Reads the tensor called `name` into host memory (blocking), converted to
  * `host_dtype`.
+ * @param net the network.
+ * @param name (borrowed) a name as dynb_net_param_name gives.
  * @param host_dtype DYNB_F32 or DYNB_F64.
  * @param host (out) `count` elements of host_dtype.
  * @param count must equal the tensor's element count.

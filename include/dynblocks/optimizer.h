@@ -34,6 +34,8 @@ typedef enum dynb_optim_param {
 } dynb_optim_param;
 
 /** Creates an optimiser over `net` with the default hyper-parameters.
+ * @param net the network whose trainable tensors it updates.
+ * @param kind DYNB_OPTIM_SGD or DYNB_OPTIM_ADAM.
  * @param out (out) the optimiser; NULL on failure.
  * @return DYNB_OK, DYNB_STATUS_MISUSE (NULL net), DYNB_STATUS_INVALID_ARGUMENT
  *         (unknown kind, NULL out). Since: 0.1 */

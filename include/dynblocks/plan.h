@@ -33,6 +33,9 @@ typedef enum dynb_pass {
 } dynb_pass;
 
 /** Compiles `net` for batches of `batch` images.
+ * @param net the network.
+ * @param batch images per pass, >= 1.
+ * @param mode what backward keeps (same gradients either way).
  * @param out (out) the plan; NULL on failure.
  * @return DYNB_OK, DYNB_STATUS_MISUSE (NULL net, or the network already has
  *         a plan: free it first), DYNB_STATUS_INVALID_ARGUMENT,
@@ -44,6 +47,7 @@ DYNB_API dynb_status dynb_plan_build(dynb_net *net, int64_t batch, dynb_memory_m
 DYNB_API void dynb_plan_free(dynb_plan *plan);
 
 /** Forward pass over a batch (enqueued; does not wait).
+ * @param plan the plan.
  * @param x (borrowed) inputs [batch, channels, height, width] in the
  *        network's real type; copied on the device, so it may be reused at once.
  * @param labels (borrowed, may be NULL) I32 class labels [batch]; needed for
@@ -57,6 +61,7 @@ DYNB_API dynb_status dynb_plan_forward(dynb_plan *plan, const dynb_tensor *x,
                                        const dynb_tensor *labels, dynb_pass pass);
 
 /** Copies the logits of the last forward into `out` (enqueued).
+ * @param plan the plan.
  * @param out (borrowed) [batch, classes] in the network's real type.
  * @return DYNB_OK, DYNB_STATUS_MISUSE (NULL plan, no forward yet),
  *         DYNB_STATUS_INVALID_ARGUMENT, DYNB_STATUS_SHAPE_MISMATCH. Since: 0.1 */
@@ -65,6 +70,7 @@ DYNB_API dynb_status dynb_plan_logits(dynb_plan *plan, dynb_tensor *out);
 /** Mean softmax cross-entropy of the last forward and the fraction of
  * images whose largest logit is their label (blocking). The loss leaves out
  * the spec's time regularisation.
+ * @param plan the plan.
  * @param loss (out) mean loss.
  * @param accuracy (out, may be NULL) in [0, 1].
  * @return DYNB_OK, DYNB_STATUS_MISUSE (NULL plan; no forward with labels yet),
@@ -75,6 +81,7 @@ DYNB_API dynb_status dynb_plan_loss(dynb_plan *plan, double *loss, double *accur
  * loss, plus the spec's time regularisation, with respect to every
  * trainable tensor replaces the previous gradients (dynb_net_grad_get reads
  * them; dynb_optimizer_step uses them).
+ * @param plan the plan.
  * @param dx (borrowed, may be NULL) receives ∂loss/∂x, shaped like x.
  * @return DYNB_OK, DYNB_STATUS_MISUSE (NULL plan; no forward with labels
  *         before it), DYNB_STATUS_INVALID_ARGUMENT, DYNB_STATUS_SHAPE_MISMATCH,

@@ -42,6 +42,7 @@ DYNB_API dynb_status dynb_tensor_create(dynb_ctx *ctx, dynb_dtype dtype, int ndi
 DYNB_API void dynb_tensor_free(dynb_tensor *t);
 
 /** The tensor's element type, rank and dimensions; each output may be NULL.
+ * @param t the tensor.
  * @param dtype (out) element type.
  * @param ndim (out) rank.
  * @param dims (out) DYNB_MAX_DIMS entries: the dimensions, then zeros.
@@ -50,6 +51,7 @@ DYNB_API dynb_status dynb_tensor_shape(const dynb_tensor *t, dynb_dtype *dtype, 
                                        int64_t *dims);
 
 /** Copies host memory into the whole tensor; blocks until done.
+ * @param t the tensor.
  * @param host (borrowed) elements of the tensor's dtype, row-major.
  * @param bytes size of `host`: must equal elements × element size.
  * @return DYNB_OK, DYNB_STATUS_MISUSE, DYNB_STATUS_INVALID_ARGUMENT (NULL host),
@@ -58,6 +60,7 @@ DYNB_API dynb_status dynb_tensor_write(dynb_tensor *t, const void *host, size_t 
 
 /** Copies the whole tensor into host memory; blocks until done (and so
  * waits for every command enqueued before it).
+ * @param t the tensor.
  * @param host (out) room for elements of the tensor's dtype.
  * @param bytes size of `host`: must equal elements × element size.
  * @return as dynb_tensor_write. Since: 0.1 */

@@ -178,26 +178,28 @@ static dynb_status read_as(dynb_ctx *ctx, const dynb__tensor *v, dynb_dtype host
   return st;
 }
 
+/* Reads the value (or, with grad, the gradient) of tensor `name`. */
+static dynb_status get(dynb_net *net, const char *call, const char *name, bool grad,
+                       dynb_dtype host_dtype, void *host, size_t count) {
+  const dynb__net_tensor *t;
+  DYNB_TRY(find(net, call, name, &t));
+  DYNB_CHECK(net->ctx, !grad || t->trainable, DYNB_STATUS_INVALID_ARGUMENT,
+             "%s: '%s' is a running statistic, which has no gradient", call, name);
+  const dynb__tensor *v = grad ? &t->grad : &t->value;
+  DYNB_TRY(check_host(net->ctx, call, name, v, host_dtype, host, count));
+  return read_as(net->ctx, v, host_dtype, host);
+}
+
 dynb_status dynb_net_param_get(dynb_net *net, const char *name, dynb_dtype host_dtype, void *host,
                                size_t count) {
   DYNB__API_HANDLE(net);
-  const char *call = "dynb_net_param_get";
-  const dynb__net_tensor *t;
-  DYNB_TRY(find(net, call, name, &t));
-  DYNB_TRY(check_host(net->ctx, call, name, &t->value, host_dtype, host, count));
-  return read_as(net->ctx, &t->value, host_dtype, host);
+  return get(net, "dynb_net_param_get", name, false, host_dtype, host, count);
 }
 
 dynb_status dynb_net_grad_get(dynb_net *net, const char *name, dynb_dtype host_dtype, void *host,
                               size_t count) {
   DYNB__API_HANDLE(net);
-  const char *call = "dynb_net_grad_get";
-  const dynb__net_tensor *t;
-  DYNB_TRY(find(net, call, name, &t));
-  DYNB_CHECK(net->ctx, t->trainable, DYNB_STATUS_INVALID_ARGUMENT,
-             "%s: '%s' is a running statistic, which has no gradient", call, name);
-  DYNB_TRY(check_host(net->ctx, call, name, &t->grad, host_dtype, host, count));
-  return read_as(net->ctx, &t->grad, host_dtype, host);
+  return get(net, "dynb_net_grad_get", name, true, host_dtype, host, count);
 }
 
 dynb_status dynb_net_param_set(dynb_net *net, const char *name, dynb_dtype host_dtype,

@@ -10,11 +10,6 @@ src=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 prefix=$tmp/prefix
-# The examples' kernel cache: the one the tests share (safe under
-# concurrent use), so that a cold cache is paid once per build tree.
-export XDG_CACHE_HOME=$tmp/cache
-mkdir -p "$XDG_CACHE_HOME" "$build/program-cache"
-ln -s "$build/program-cache" "$XDG_CACHE_HOME/dynblocks"
 
 cmake --install "$build" --prefix "$prefix" > "$tmp/install.log"
 libdir=$(find "$prefix" -name libdynblocks.a -printf '%h\n')
