@@ -8,6 +8,8 @@ packages=(
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo  # OpenCL loader, headers, CPU device
   libclblast-dev                                            # GEMMs
   libcmocka-dev                                             # tests
+  gfortran                                                  # the Fortran embedding example
+  doxygen                                                   # API reference from the headers
   zlib1g-dev libcjson-dev                                   # gzip'd data sets, JSON specs
   dataset-fashion-mnist                                     # the default data set
   python3-torch                                             # parity test against PyTorch (optional)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test entry point (README, .ci/run): installs what is missing, builds
 # with warnings as errors, runs every test; then the same under
-# AddressSanitizer + UndefinedBehaviorSanitizer.
-# Then a short run of every libFuzzer target (scripts/fuzz.sh; clang).
+# AddressSanitizer + UndefinedBehaviorSanitizer; then the threads test under
+# ThreadSanitizer; then a short run of every libFuzzer target (scripts/fuzz.sh;
+# clang).
 # Usage: scripts/test.sh [--no-sanitize]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,11 @@ if [ "${1:-}" != "--no-sanitize" ]; then
   # LeakSanitizer is on: a test that leaks a buffer or a host block fails.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_suite build-asan -DDYNB_SANITIZE=ON
+  # ThreadSanitizer: only the library and the test that trains on two
+  # threads, to keep CI time low.
+  cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDYNB_WERROR=ON -DDYNB_TSAN=ON
+  cmake --build build-tsan -j "$jobs" --target test_threads
+  (cd build-tsan && ctest --output-on-failure -R '^test_threads$')
 fi
 # ---- fuzzing: ~30 s per target (DYNB_FUZZ_SECONDS) on top of the seeds and
 # every past crasher, which ctest already replayed above.

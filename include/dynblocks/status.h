@@ -1,4 +1,5 @@
-/* Status codes returned by every dynblocks call.
+/** @file dynblocks/status.h
+ * Status codes returned by every dynblocks call.
  *
  * Codes are grouped by tens: 10s arguments and shapes, 20s memory, 30s
  * OpenCL and CLBlast, 40s files and formats, 50s numerics, 60s state and
@@ -12,8 +13,9 @@
 extern "C" {
 #endif
 
-/* One list, expanded into the enum and into the name and message tables, so
- * that the names printed in logs can never drift from the values. */
+/** One list, expanded into the enum and into the name and message tables, so
+ * that the names printed in logs can never drift from the values:
+ * X(name, value, message). */
 #define DYNB_STATUS_MAP(X)                                                   \
   X(OK, 0, "success")                                                        \
   X(INVALID_ARGUMENT, 10, "invalid argument")                                \
@@ -34,18 +36,21 @@ extern "C" {
   X(NON_FINITE, 50, "non-finite value")                                      \
   X(MISUSE, 60, "library misuse")
 
+/** What a call did: DYNB_OK, or why it failed (the context that the call
+ * ran in also holds a message: dynb_ctx_last_error). */
 typedef enum dynb_status {
 #define DYNB__STATUS_ENUM(name, value, msg) DYNB_STATUS_##name = value,
   DYNB_STATUS_MAP(DYNB__STATUS_ENUM)
 #undef DYNB__STATUS_ENUM
-  DYNB_OK = DYNB_STATUS_OK
+  DYNB_OK = DYNB_STATUS_OK /**< success (same as DYNB_STATUS_OK) */
 } dynb_status;
 
-/* Name of a status, e.g. "DYNB_STATUS_SHAPE_MISMATCH"; "DYNB_STATUS_UNKNOWN"
- * for a value not in the map. Never NULL. Since: 0.1 */
+/** Name of a status, e.g. "DYNB_STATUS_SHAPE_MISMATCH".
+ * @return "DYNB_STATUS_UNKNOWN" for a value not in the map; never NULL. Since: 0.1 */
 DYNB_API const char *dynb_status_name(dynb_status status);
 
-/* Short English description of a status. Never NULL. Since: 0.1 */
+/** Short English description of a status.
+ * @return static text; never NULL. Since: 0.1 */
 DYNB_API const char *dynb_status_message(dynb_status status);
 
 #ifdef __cplusplus

@@ -131,8 +131,8 @@ dynb_status dynb__layer_backward(dynb_ctx *ctx, const dynb__layer *l, const dynb
 
 /* What a block keeps for its backward pass: every stage's layer input and
  * intermediates (store), or only each step's input, recomputing the stages
- * of one step at a time during backward (checkpoint). Same gradients. */
-typedef enum dynb_memory_mode { DYNB_MEMORY_STORE = 0, DYNB_MEMORY_CHECKPOINT = 1 } dynb_memory_mode;
+ * of one step at a time during backward (checkpoint). Same gradients.
+ * (dynb_memory_mode is public: dynblocks/plan.h.) */
 
 /* Most points on a time grid (a compiled cap, checked before allocating). */
 #define DYNB_MAX_TIME_POINTS 4096

@@ -2,6 +2,7 @@
  * chosen by index or name substring; the default is the first GPU, else the
  * first device of any kind. */
 #include <ctype.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,10 +101,31 @@ void dynb__device_describe(cl_platform_id platform, cl_device_id device, dynb_de
   info->global_mem_bytes = mem;
 }
 
+/* PoCL 3.1 (Debian 12) sets its platform up on the first OpenCL call, and
+ * two threads making their first calls at once can find no device or a
+ * half-built one (a crash in clGetDeviceInfo; test_threads.c found both).
+ * So the first enumeration of the process runs alone, under pthread_once;
+ * later ones run concurrently as the OpenCL specification allows. (Querying
+ * device information in there as well made LeakSanitizer's exit-time scan
+ * crash in about half of the `dynblocks train` runs under ASan; enumerating
+ * alone does not.) The once flag holds no data. */
+static pthread_once_t discovery_once = PTHREAD_ONCE_INIT;
+
+static void discover_alone(void) {
+  device_table t;
+  table_load(&t);
+}
+
+/* Every enumeration goes through here. */
+static void table_load_safe(device_table *t) {
+  pthread_once(&discovery_once, discover_alone);
+  table_load(t);
+}
+
 dynb_status dynb_device_list(dynb_device_info *out, size_t cap, size_t *count) {
   if (!count || (!out && cap)) return DYNB_STATUS_INVALID_ARGUMENT;
   device_table t;
-  table_load(&t);
+  table_load_safe(&t);
   *count = t.count;
   if (t.count == 0) return DYNB_STATUS_NO_DEVICE;
   cl_uint def = table_default(&t);
@@ -163,7 +185,7 @@ static dynb_status table_select(const device_table *t, const char *sel, cl_uint 
 dynb_status dynb_device_find(const char *selector, uint32_t *index) {
   if (!index) return DYNB_STATUS_INVALID_ARGUMENT;
   device_table t;
-  table_load(&t);
+  table_load_safe(&t);
   char err[256];
   cl_uint i = 0;
   dynb_status st = table_select(&t, selector, &i, err, sizeof err);
@@ -174,7 +196,7 @@ dynb_status dynb_device_find(const char *selector, uint32_t *index) {
 dynb_status dynb__device_resolve(const char *selector, cl_platform_id *platform,
                                  cl_device_id *device, char *err, size_t errlen) {
   device_table t;
-  table_load(&t);
+  table_load_safe(&t);
   cl_uint i = 0;
   dynb_status st = table_select(&t, selector, &i, err, errlen);
   if (st != DYNB_OK) return st;

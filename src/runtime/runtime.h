@@ -13,9 +13,8 @@
 #include "dynblocks/cl.h"
 #include "dynblocks/dynblocks.h"
 
-/* Element types of device tensors. F32 and F64 are the two `real`s the
- * kernels are built for; I32 holds labels and indices. */
-typedef enum dynb_dtype { DYNB_F32 = 0, DYNB_F64 = 1, DYNB_I32 = 2 } dynb_dtype;
+/* Element types of device tensors (dynb_dtype, public): F32 and F64 are
+ * the two `real`s the kernels are built for; I32 holds labels and indices. */
 #define DYNB__REAL_KINDS 2
 #define DYNB__MAX_DIMS 4
 

@@ -22,8 +22,7 @@ double dynb__schedule_lr(const dynb__schedule *s, int epoch);
 
 /* ---- Optimiser (optimizer.c) ----------------------------------------------------- */
 
-typedef enum dynb_optim_kind { DYNB_OPTIM_SGD = 0, DYNB_OPTIM_ADAM = 1 } dynb_optim_kind;
-
+/* dynb_optim_kind is public (dynblocks/optimizer.h). */
 typedef struct dynb__optim_desc {
   dynb_optim_kind kind;
   double momentum, weight_decay; /* SGD; weight decay also for Adam */
