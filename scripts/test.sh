@@ -12,18 +12,23 @@ scripts/install-deps.sh
 
 jobs=$(nproc 2>/dev/null || echo 2)
 run_suite() {
-  local dir=$1; shift
+  local dir=$1 repeat=$2; shift 2
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDYNB_WERROR=ON "$@"
   cmake --build "$dir" -j "$jobs"
-  (cd "$dir" && ctest --output-on-failure -j "$jobs")
+  (cd "$dir" && ctest --output-on-failure -j "$jobs" $repeat)
 }
 
 start=$(date +%s)
-run_suite build
+run_suite build ""
 if [ "${1:-}" != "--no-sanitize" ]; then
   # LeakSanitizer is on: a test that leaks a buffer or a host block fails.
+  # A test that fails here runs once more, and only then fails the suite:
+  # LeakSanitizer's exit-time scan itself sometimes crashes ("Tracer caught
+  # signal 11 ... LeakSanitizer has encountered a fatal error") while PoCL's
+  # worker threads are alive, more often on a loaded machine. A real leak or
+  # ASan report repeats; that crash has not (see the session notes).
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    run_suite build-asan -DDYNB_SANITIZE=ON
+    run_suite build-asan "--repeat until-pass:2" -DDYNB_SANITIZE=ON
   # ThreadSanitizer: only the library and the test that trains on two
   # threads, to keep CI time low.
   cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDYNB_WERROR=ON -DDYNB_TSAN=ON

@@ -2,7 +2,11 @@
  * f32 and f64 (with offsets, guard elements, accumulation and bias on and
  * off), the adjoint identity <K x, z> = <x, Kᵀ z>, gradients against central
  * differences in f64, and argument checks. */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "ref/ref.h"
@@ -479,6 +483,62 @@ static void gradients_match_fd(void **state) {
   dynb_ctx_free(ctx);
 }
 
+/* ---- Timed choices kept in the tuning cache --------------------------------------
+ * A context times a shape's routes once and writes them to its tuning
+ * cache; a second context on the same file takes them without timing (no
+ * "conv ..." timing message), and a damaged entry is timed afresh. */
+static int timings_logged;
+static void count_timings(void *user, dynb_log_level level, const char *msg) {
+  (void)user, (void)level;
+  if (strncmp(msg, "conv ", 5) == 0) timings_logged++;
+}
+
+static dynb_ctx *ctx_with_cache(const char *path) {
+  dynb_ctx_desc d = dynb_ctx_desc_default();
+  d.device = getenv("DYNB_TEST_DEVICE");
+  d.cache_dir = "";
+  d.tune_cache = path;
+  d.log_fn = count_timings;
+  dynb_ctx *ctx = NULL;
+  if (dynb_ctx_create(&d, &ctx) != DYNB_OK) fail_msg("dynb_ctx_create: %s", dynb_ctx_last_error(ctx));
+  return ctx;
+}
+
+static void choices_are_cached(void **state) {
+  (void)state;
+  char path[] = "/tmp/dynb-conv-cache-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  dynb_ctx *ctx = ctx_with_cache(path);
+  timings_logged = 0;
+  TU_OK(ctx, dynb__conv2d_prepare(ctx, DYNB_F32, 2, 3, 5, 7, 9, 3));
+  assert_int_equal(timings_logged, 3); /* forward, adjoint, weights */
+  dynb_ctx_free(ctx);
+  FILE *f = fopen(path, "r");
+  char text[4096] = {0};
+  assert_true(fread(text, 1, sizeof text - 1, f) > 0);
+  fclose(f);
+  assert_non_null(strstr(text, "conv.f32.n2.c3x5.k3.7x9 = "));
+
+  ctx = ctx_with_cache(path);
+  timings_logged = 0;
+  TU_OK(ctx, dynb__conv2d_prepare(ctx, DYNB_F32, 2, 3, 5, 7, 9, 3));
+  assert_int_equal(timings_logged, 0);
+  dynb_ctx_free(ctx);
+
+  /* wide2 has no weight-gradient kernels: such an entry is not trusted. */
+  f = fopen(path, "w");
+  fputs("conv.f32.n2.c3x5.k3.7x9 = wide,wide,wide2\n", f);
+  fclose(f);
+  ctx = ctx_with_cache(path);
+  timings_logged = 0;
+  TU_OK(ctx, dynb__conv2d_prepare(ctx, DYNB_F32, 2, 3, 5, 7, 9, 3));
+  assert_int_equal(timings_logged, 3);
+  dynb_ctx_free(ctx);
+  remove(path);
+}
+
 /* ---- Argument checks ------------------------------------------------------------ */
 
 static void workspace_size(void **state) {
@@ -610,6 +670,7 @@ int main(void) {
       cmocka_unit_test_prestate(gradients_match_fd, (void *)&route_row),
       cmocka_unit_test_prestate(gradients_match_fd, (void *)&route_wide),
       cmocka_unit_test_prestate(gradients_match_fd, (void *)&route_wide2),
+      cmocka_unit_test(choices_are_cached),
       cmocka_unit_test(bad_arguments_are_reported),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -140,12 +140,15 @@ typedef enum dynb_param {
 
 /** Values of DYNB_PARAM_CONV_ROUTE. */
 typedef enum dynb_conv_route {
-  /** Time the routes once per layer shape and context, take the fastest.
-   * The choice depends on timings, so two contexts may round differently. */
+  /** Time the routes once per layer shape and device, take the fastest and
+   * keep the choice in the tuning cache, where later contexts find it. Two
+   * contexts that time the same shape before either has saved may choose
+   * (and round) differently. */
   DYNB_CONV_AUTO = 0,
   DYNB_CONV_GEMM = 1, /**< im2col + CLBlast everywhere (reproducible) */
   DYNB_CONV_ROW = 2,  /**< direct kernels vectorised along image rows where they apply */
-  DYNB_CONV_WIDE = 3  /**< direct kernels vectorised across output channels where they apply */
+  DYNB_CONV_WIDE = 3, /**< direct kernels vectorised across output channels where they apply */
+  DYNB_CONV_WIDE2 = 4 /**< as WIDE with 32 output channels per work-item (forward passes) */
 } dynb_conv_route;
 
 /** Sets a context parameter.

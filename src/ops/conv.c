@@ -11,6 +11,7 @@
  * With N = 1 the [C][H*W] GEMM operands are NCHW tensors as they are, so
  * the layout passes (NCHW ↔ rows) are skipped. */
 #include <stdio.h>
+#include <string.h>
 
 #include "ops/ops.h"
 
@@ -549,6 +550,55 @@ static bool choice_fits(const conv_geom *g, int choice) {
   return true;
 }
 
+/* ---- Choices kept in the tuning cache --------------------------------------
+ * A timed choice is stored in the context's tuning cache (src/runtime/
+ * tune.c) as "conv.<dtype>.n<N>.c<Cin>x<Cout>.k<k>.<H>x<W> = <forward>,<adjoint>,
+ * <weights>", so that later processes on the same device take the same
+ * routes (and compute bit for bit the same) without timing again. The
+ * cache is a file: its routes are checked like any input. */
+static void cached_name(const conv_geom *g, char *buf, size_t cap) {
+  snprintf(buf, cap, "conv.%s.n%d.c%dx%d.k%d.%dx%d", dynb__dtype_name(g->dt), g->n, g->cin,
+           g->cout, g->k, g->h, g->w);
+}
+
+static bool cached_choice(const dynb_ctx *ctx, const conv_geom *g, const char *name,
+                          int *choice) {
+  char val[64];
+  if (!dynb__tune_get(ctx, name, val, sizeof val)) return false;
+  int c = 0, kind = 0;
+  for (char *tok = val; kind < KINDS; kind++) {
+    char *end = strchr(tok, ',');
+    if (end) *end = 0;
+    int r = -1;
+    for (int i = 0; i < ROUTES; i++)
+      if (strcmp(tok, route_names[i]) == 0) r = i;
+    if (r < 0 || (kind < KINDS - 1) != (end != NULL)) return false;
+    c |= r << (2 * kind);
+    if (end) tok = end + 1;
+  }
+  if (!choice_fits(g, c)) return false;
+  *choice = c;
+  return true;
+}
+
+/* Best effort: a cache that cannot be written costs a re-timing later,
+ * never a failed call. */
+static void cache_choice(dynb_ctx *ctx, const char *name, int choice) {
+  if (!ctx->tune_path) return;
+  char val[64];
+  snprintf(val, sizeof val, "%s,%s,%s", route_names[route_of(choice, KIND_APPLY)],
+           route_names[route_of(choice, KIND_ADJOINT)], route_names[route_of(choice, KIND_WEIGHTS)]);
+  /* The call itself succeeds: a failure here must not become the
+   * context's last error. */
+  dynb_status last = ctx->last_status;
+  dynb_status st = dynb__tune_put(ctx, name, val);
+  if (st == DYNB_OK) st = dynb__tune_save(ctx);
+  if (st != DYNB_OK) {
+    dynb__log(ctx, DYNB_LOG_WARN, "convolution routes not cached: %s", ctx->last_error);
+    ctx->last_status = last;
+  }
+}
+
 /* Which route each direction of this shape takes: fixed by the context's
  * policy where the shape has that route, else timed once and remembered.
  * Direct routes exist for k = 3 (row, wide) and k = 1 (wide). */
@@ -570,9 +620,17 @@ static dynb_status choose(dynb_ctx *ctx, const conv_geom *g, int *choice) {
     *choice = known;
     return DYNB_OK;
   }
+  char name[96];
+  cached_name(g, name, sizeof name);
+  if (cached_choice(ctx, g, name, &known)) {
+    *choice = known;
+    return dynb__choice_put(ctx, key, known);
+  }
   conv_geom scratch = *g;
   DYNB_TRY(measure(ctx, &scratch, choice));
-  return dynb__choice_put(ctx, key, *choice);
+  DYNB_TRY(dynb__choice_put(ctx, key, *choice));
+  cache_choice(ctx, name, *choice);
+  return DYNB_OK;
 }
 
 dynb_status dynb__conv2d_prepare(dynb_ctx *ctx, dynb_dtype dt, int64_t n, int64_t cin,
