@@ -200,22 +200,25 @@ __kernel void dynb_convd_pack_weights(const int ci_n, const int co_n, const int 
 }
 
 /* out (+)= conv(in) with packed weights wp (+ bias), a KS×KS kernel:
- * work-item (row chunk of TW pixels, group of 16 output channels, image);
- * a[t] holds 16 channels of pixel x0 + t. */
-#define CONVD_WIDE(KS, TW)                                                             \
-  __kernel void dynb_convd_wide_k##KS##_w##TW(                                         \
+ * work-item (row chunk of TW pixels, group of 16·NV output channels,
+ * image); a[v][t] holds channels o0 + 16v .. o0 + 16v + 15 of pixel x0 + t.
+ * NV = 2 loads each input value once for twice the FMAs (channel counts of
+ * 32 and more; the packing then pads to 32). */
+#define CONVD_WIDE_N(NAME, NV, KS, TW)                                                 \
+  __kernel void dynb_convd_##NAME##_k##KS##_w##TW(                                     \
       const int n, const int ci_n, const int co_n, const int co_pad, const int h,      \
       const int w, DYNB_CTENSOR(x), DYNB_CTENSOR(wp), DYNB_CTENSOR(bias),              \
       const int has_b, DYNB_TENSOR(y), const int acc) {                                \
     const int chunks = (w + (TW) - 1) / (TW);                                          \
     const int row = (int)get_global_id(0), og = (int)get_global_id(1);                 \
     const int b = (int)get_global_id(2);                                               \
-    if (row >= h * chunks || og * 16 >= co_n || b >= n) return;                        \
-    const int yy = row / chunks, x0 = (row - yy * chunks) * (TW), o0 = og * 16;        \
+    if (row >= h * chunks || og * 16 * (NV) >= co_n || b >= n) return;                 \
+    const int yy = row / chunks, x0 = (row - yy * chunks) * (TW), o0 = og * 16 * (NV); \
     __global const real *xb = DYNB_AT(x) + (size_t)b * ci_n * h * w;                   \
     __global const real *wv = DYNB_AT(wp) + o0;                                        \
-    real16 a[TW];                                                                      \
-    CONVD_UNROLL for (int t = 0; t < (TW); t++) a[t] = (real16)(0);                    \
+    real16 a[NV][TW];                                                                  \
+    CONVD_UNROLL for (int v = 0; v < (NV); v++)                                        \
+      CONVD_UNROLL for (int t = 0; t < (TW); t++) a[v][t] = (real16)(0);               \
     for (int i = 0; i < ci_n; i++)                                                     \
       for (int kh = 0; kh < (KS); kh++) {                                              \
         const int sy = yy + kh - (KS) / 2;                                             \
@@ -224,31 +227,48 @@ __kernel void dynb_convd_pack_weights(const int ci_n, const int co_n, const int 
         __global const real *src = xb + ((size_t)i * h + sy) * w;                      \
         CONVD_LOAD_ROW_P(r, TW, (KS) / 2, src, x0, w, true)                            \
         CONVD_UNROLL for (int kw = 0; kw < (KS); kw++) {                               \
-          const real16 k16 =                                                           \
-              vload16(0, wv + ((size_t)i * (KS) * (KS) + kh * (KS) + kw) * co_pad);    \
-          CONVD_UNROLL for (int t = 0; t < (TW); t++) a[t] += k16 * r[t + kw];         \
+          __global const real *wk = wv + ((size_t)i * (KS) * (KS) + kh * (KS) + kw) * co_pad; \
+          CONVD_UNROLL for (int v = 0; v < (NV); v++) {                                \
+            const real16 k16 = vload16(v, wk);                                         \
+            CONVD_UNROLL for (int t = 0; t < (TW); t++) a[v][t] += k16 * r[t + kw];    \
+          }                                                                            \
         }                                                                              \
       }                                                                                \
     __global real *yb = DYNB_AT(y);                                                    \
-    real bv[16];                                                                       \
-    CONVD_UNROLL for (int l = 0; l < 16; l++)                                          \
-      bv[l] = has_b && o0 + l < co_n ? DYNB_AT(bias)[o0 + l] : (real)0;                \
-    CONVD_UNROLL for (int t = 0; t < (TW); t++) {                                      \
-      if (x0 + t >= w) break;                                                          \
-      real v[16];                                                                      \
-      vstore16(a[t], 0, v);                                                            \
-      CONVD_UNROLL for (int l = 0; l < 16; l++) {                                      \
-        if (o0 + l >= co_n) break;                                                     \
-        __global real *out = yb + (((size_t)b * co_n + o0 + l) * h + yy) * w + x0 + t; \
-        *out = acc ? *out + (v[l] + bv[l]) : v[l] + bv[l];                             \
+    CONVD_UNROLL for (int v = 0; v < (NV); v++) {                                      \
+      const int ov = o0 + 16 * v;                                                      \
+      real bv[16];                                                                     \
+      CONVD_UNROLL for (int l = 0; l < 16; l++)                                        \
+        bv[l] = has_b && ov + l < co_n ? DYNB_AT(bias)[ov + l] : (real)0;              \
+      CONVD_UNROLL for (int t = 0; t < (TW); t++) {                                    \
+        if (x0 + t >= w) break;                                                        \
+        real o16[16];                                                                  \
+        vstore16(a[v][t], 0, o16);                                                     \
+        CONVD_UNROLL for (int l = 0; l < 16; l++) {                                    \
+          if (ov + l >= co_n) break;                                                   \
+          __global real *out = yb + (((size_t)b * co_n + ov + l) * h + yy) * w + x0 + t; \
+          *out = acc ? *out + (o16[l] + bv[l]) : o16[l] + bv[l];                       \
+        }                                                                              \
       }                                                                                \
     }                                                                                  \
   }
+#define CONVD_WIDE(KS, TW) CONVD_WIDE_N(wide, 1, KS, TW)
+#define CONVD_WIDE2(KS, TW) CONVD_WIDE_N(wide2, 2, KS, TW)
 
+/* Chunk widths 7 and 14 fit the 7×7, 14×14 and 28×28 images of
+ * MNIST-sized networks without idle lanes; 8 and 16 cover the rest. */
+CONVD_WIDE(3, 7)
 CONVD_WIDE(3, 8)
+CONVD_WIDE(3, 14)
 CONVD_WIDE(3, 16)
+CONVD_WIDE(1, 7)
 CONVD_WIDE(1, 8)
+CONVD_WIDE(1, 14)
 CONVD_WIDE(1, 16)
+CONVD_WIDE2(3, 7)
+CONVD_WIDE2(3, 8)
+CONVD_WIDE2(1, 7)
+CONVD_WIDE2(1, 8)
 
 /* dyt[b][p][o] = dy[b][o][p] with o padded with zeros to co_pad: the wide
  * weight gradient's dy, with the 16 output channels of a vector contiguous

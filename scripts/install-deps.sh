@@ -13,6 +13,7 @@ packages=(
   zlib1g-dev libcjson-dev                                   # gzip'd data sets, JSON specs
   dataset-fashion-mnist                                     # the default data set
   python3-torch                                             # parity test against PyTorch (optional)
+  clang libclang-rt-dev                                     # libFuzzer targets (scripts/fuzz.sh)
   "$@"
 )
 

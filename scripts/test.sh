@@ -2,7 +2,8 @@
 # The test entry point (README, .ci/run): installs what is missing, builds
 # with warnings as errors, runs every test; then the same under
 # AddressSanitizer + UndefinedBehaviorSanitizer; then the threads test under
-# ThreadSanitizer.
+# ThreadSanitizer. Then a short run of every libFuzzer target
+# (scripts/fuzz.sh; clang).
 # Usage: scripts/test.sh [--no-sanitize]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,5 +29,10 @@ if [ "${1:-}" != "--no-sanitize" ]; then
   cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDYNB_WERROR=ON -DDYNB_TSAN=ON
   cmake --build build-tsan -j "$jobs" --target test_threads
   (cd build-tsan && ctest --output-on-failure -R '^test_threads$')
+fi
+# ---- fuzzing: ~30 s per target (DYNB_FUZZ_SECONDS) on top of the seeds and
+# every past crasher, which ctest already replayed above.
+if [ "${1:-}" != "--no-sanitize" ] && command -v clang >/dev/null; then
+  scripts/fuzz.sh "${DYNB_FUZZ_SECONDS:-30}"
 fi
 echo "tests finished in $(($(date +%s) - start)) s"

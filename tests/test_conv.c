@@ -339,7 +339,8 @@ static const shape shapes[] = {
 /* The convolution route each test runs under (prestate of the cmocka
  * tests): both routes are always tested, and the timed choice once. */
 static const dynb__conv_policy route_gemm = DYNB__CONV_GEMM, route_row = DYNB__CONV_ROW,
-                               route_wide = DYNB__CONV_WIDE, route_auto = DYNB__CONV_AUTO;
+                               route_wide = DYNB__CONV_WIDE, route_wide2 = DYNB__CONV_WIDE2,
+                               route_auto = DYNB__CONV_AUTO;
 
 static dynb_ctx *ctx_with_route(void **state) {
   dynb_ctx *ctx = tu_ctx();
@@ -485,15 +486,15 @@ static void workspace_size(void **state) {
   /* col: Cin·k²·N·H·W = 3·9·2·5·6 = 1620; rows: Cout·N·H·W = 4·60 = 240. */
   assert_int_equal(dynb__conv2d_workspace(2, 3, 4, 5, 6, 3), 1620 + 240);
   /* A 1×1 image: col + rows = 2·(27 + 4) = 62 is outgrown by the direct
-   * weight gradient's two splits of Cout·Cin·9 = 2·4·3·9 = 216 and more by
-   * the wide kernels' packed weights, max(Cin·9·16, Cout·9·16) = 576
-   * (channels padded to 16). */
-  assert_int_equal(dynb__conv2d_workspace(2, 3, 4, 1, 1, 3), 576);
+   * weight gradient's two splits of Cout·Cin·9 = 2·4·3·9 = 216 plus dy
+   * padded to 16 channels (2·16), and more by the wide kernels' packed
+   * weights, max(Cin·9·32, Cout·9·32) = 1152 (channels padded to 32). */
+  assert_int_equal(dynb__conv2d_workspace(2, 3, 4, 1, 1, 3), 1152);
   /* Many images of one pixel: the splits (16·5·6·9 = 4320) and the
    * channel-minor dy (40 pixels · 16 lanes) win. */
   assert_int_equal(dynb__conv2d_workspace(40, 6, 5, 1, 1, 3), 4320 + 640);
-  /* k = 1, one channel: one split of 1 weight plus dy padded to 16 lanes. */
-  assert_int_equal(dynb__conv2d_workspace(1, 1, 1, 1, 1, 1), 1 + 16);
+  /* k = 1, one channel: the packed weights, padded to 32 channels. */
+  assert_int_equal(dynb__conv2d_workspace(1, 1, 1, 1, 1, 1), 32);
   /* k = 5 has only the GEMM route: col + rows = 1·25 + 1. */
   assert_int_equal(dynb__conv2d_workspace(1, 1, 1, 1, 1, 5), 26);
   assert_true(dynb__conv2d_workspace(0, 3, 4, 5, 6, 3) == SIZE_MAX);
@@ -599,13 +600,16 @@ int main(void) {
       cmocka_unit_test_prestate(ops_match_reference, (void *)&route_gemm),
       cmocka_unit_test_prestate(ops_match_reference, (void *)&route_row),
       cmocka_unit_test_prestate(ops_match_reference, (void *)&route_wide),
+      cmocka_unit_test_prestate(ops_match_reference, (void *)&route_wide2),
       cmocka_unit_test_prestate(ops_match_reference, (void *)&route_auto),
       cmocka_unit_test_prestate(transpose_is_adjoint, (void *)&route_gemm),
       cmocka_unit_test_prestate(transpose_is_adjoint, (void *)&route_row),
       cmocka_unit_test_prestate(transpose_is_adjoint, (void *)&route_wide),
+      cmocka_unit_test_prestate(transpose_is_adjoint, (void *)&route_wide2),
       cmocka_unit_test_prestate(gradients_match_fd, (void *)&route_gemm),
       cmocka_unit_test_prestate(gradients_match_fd, (void *)&route_row),
       cmocka_unit_test_prestate(gradients_match_fd, (void *)&route_wide),
+      cmocka_unit_test_prestate(gradients_match_fd, (void *)&route_wide2),
       cmocka_unit_test(bad_arguments_are_reported),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

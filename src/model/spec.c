@@ -22,9 +22,9 @@
 /* Choices for messages, generated from the X-maps so that they never drift
  * from what the parsers accept: ", a, b, c" + 2 → "a, b, c". */
 #define SPEC_LIST_NAME(name, value, str) ", " str
-#define NORM_NAMES (DYNB_NORM_MAP(SPEC_LIST_NAME) + 2)
-#define ACT_NAMES (DYNB_ACT_MAP(SPEC_LIST_NAME) + 2)
-#define LAYER_NAMES (DYNB_LAYER_MAP(SPEC_LIST_NAME) + 2)
+#define NORM_NAMES (&(DYNB_NORM_MAP(SPEC_LIST_NAME))[2])
+#define ACT_NAMES (&(DYNB_ACT_MAP(SPEC_LIST_NAME))[2])
+#define LAYER_NAMES (&(DYNB_LAYER_MAP(SPEC_LIST_NAME))[2])
 
 /* Key paths: blocks[15].scheme.A[15] plus one user key shown at most
  * KEY_SHOWN bytes long fit comfortably. */

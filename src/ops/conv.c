@@ -29,6 +29,7 @@ typedef struct conv_geom {
  * A function of N only, so the summation order never depends on the device. */
 static int direct_splits(int n) { return n < 16 ? n : 16; }
 static int pad16(int c) { return (c + 15) / 16 * 16; }
+static int pad32(int c) { return (c + 31) / 32 * 32; }
 
 /* The col matrix plus one channel-major copy of the Cout side. SIZE_MAX for
  * sizes no tensor could have (every tensor stays under 2^31 elements), so
@@ -57,11 +58,12 @@ size_t dynb__conv2d_workspace(int64_t n, int64_t cin, int64_t cout, int64_t h, i
     if (wsz > lim) return SIZE_MAX;
     part = (uint64_t)direct_splits((int)n) * wsz * kk;
   }
-  /* The wide kernels' packed weights, for K and for Kᵀ. */
+  /* The wide kernels' packed weights, for K and for Kᵀ (channels padded
+   * to 32 for the two-vector kernels). */
   uint64_t packed = 0;
   if (k == 1 || k == 3) {
-    uint64_t a = (uint64_t)cin * kk * (uint64_t)pad16((int)cout);
-    uint64_t b = (uint64_t)cout * kk * (uint64_t)pad16((int)cin);
+    uint64_t a = (uint64_t)cin * kk * (uint64_t)pad32((int)cout);
+    uint64_t b = (uint64_t)cout * kk * (uint64_t)pad32((int)cin);
     packed = a > b ? a : b;
   }
   /* The wide weight gradient's channel-minor copy of dy sits after them. */
@@ -295,17 +297,29 @@ static dynb_status conv_weights(dynb_ctx *ctx, const conv_geom *g, const dynb__t
 
 /* ---- The direct routes (kernels/convd.cl, k = 3) --------------------------- */
 
-/* Three routes per direction: the GEMM one above (any k), "row" (vectors
- * along an image row; k = 3) and "wide" (vectors across 16 output channels,
- * the best almost everywhere on CPUs; k = 1 and 3). */
-typedef enum conv_route { ROUTE_GEMM = 0, ROUTE_ROW = 1, ROUTE_WIDE = 2 } conv_route;
-static const char *const route_names[] = {"gemm", "row", "wide"};
+/* Routes per direction: the GEMM one above (any k), "row" (vectors along
+ * an image row; k = 3), "wide" (vectors across 16 output channels, the
+ * best almost everywhere on CPUs; k = 1 and 3) and, for forward and
+ * adjoint, "wide2" (two such vectors per work-item). */
+typedef enum conv_route { ROUTE_GEMM = 0, ROUTE_ROW = 1, ROUTE_WIDE = 2, ROUTE_WIDE2 = 3 } conv_route;
+static const char *const route_names[] = {"gemm", "row", "wide", "wide2"};
+#define ROUTES 4
 
 /* The row-chunk width of the row kernels: the smallest that covers a row
- * (wider rows are split into chunks of 32); the wide kernels stop at 16
- * (their accumulators are 16-lane vectors, one per pixel of the chunk). */
+ * (wider rows are split into chunks of 32). The wide kernels stop at 16:
+ * their accumulators are 16-lane vectors, one per pixel of the chunk. */
 static int row_tw(int w) { return w <= 8 ? 8 : w <= 16 ? 16 : 32; }
-static int wide_tw(int w) { return w <= 8 ? 8 : 16; }
+static int wide_tw(int w) {
+  /* The chunk width with the fewest idle lanes over the row (ties: the
+   * wider chunk, fewer work-items). */
+  static const int tws[] = {16, 14, 8, 7};
+  int best = 16, best_lanes = INT32_MAX;
+  for (size_t i = 0; i < sizeof tws / sizeof *tws; i++) {
+    int lanes = (w + tws[i] - 1) / tws[i] * tws[i];
+    if (lanes < best_lanes) best = tws[i], best_lanes = lanes;
+  }
+  return best;
+}
 
 /* One work-item per work-group: each already holds a row's worth of
  * vector work, and a driver-chosen group (PoCL picked 32×16×8) multiplies
@@ -341,12 +355,14 @@ static dynb_status row_apply(dynb_ctx *ctx, const conv_geom *g, bool tr, const d
   return dynb__launch_run(&l, 3, global, direct_local);
 }
 
-/* The same by the wide kernels: the weights are first packed (transposed,
- * flipped for Kᵀ, channels padded to 16) into the workspace. */
-static dynb_status wide_apply(dynb_ctx *ctx, const conv_geom *g, bool tr, const dynb__tensor *in,
-                              const dynb__tensor *w, const dynb__tensor *b,
-                              const dynb__tensor *out, bool acc) {
-  const int ci = tr ? g->cout : g->cin, co = tr ? g->cin : g->cout, cp = pad16(co);
+/* The same by the wide kernels (nv 16-channel vectors per work-item): the
+ * weights are first packed (transposed, flipped for Kᵀ, channels padded to
+ * 16·nv) into the workspace. */
+static dynb_status wide_apply(dynb_ctx *ctx, const conv_geom *g, int nv, bool tr,
+                              const dynb__tensor *in, const dynb__tensor *w,
+                              const dynb__tensor *b, const dynb__tensor *out, bool acc) {
+  const int ci = tr ? g->cout : g->cin, co = tr ? g->cin : g->cout;
+  const int cp = nv == 2 ? pad32(co) : pad16(co);
   const size_t npacked = (size_t)ci * (size_t)(g->k * g->k) * (size_t)cp;
   dynb__tensor packed = g->col;
   packed.dims[0] = (int64_t)npacked;
@@ -360,9 +376,9 @@ static dynb_status wide_apply(dynb_ctx *ctx, const conv_geom *g, bool tr, const 
   dynb__arg_tensor(&l, w);
   dynb__arg_tensor(&l, &packed);
   DYNB_TRY(dynb__launch_1d(&l, npacked));
-  const int tw = wide_tw(g->w);
+  const int tw = nv == 2 ? (g->w % 7 == 0 ? 7 : 8) : wide_tw(g->w);
   char name[48];
-  snprintf(name, sizeof name, "dynb_convd_wide_k%d_w%d", g->k, tw);
+  snprintf(name, sizeof name, "dynb_convd_wide%s_k%d_w%d", nv == 2 ? "2" : "", g->k, tw);
   dynb__tensor none = {0};
   none.dtype = g->dt;
   DYNB_TRY(dynb__launch_begin(&l, ctx, "convd", name, g->dt));
@@ -379,7 +395,7 @@ static dynb_status wide_apply(dynb_ctx *ctx, const conv_geom *g, bool tr, const 
   dynb__arg_tensor(&l, out);
   dynb__arg_int(&l, acc);
   size_t chunks = (size_t)(g->w + tw - 1) / (size_t)tw;
-  size_t global[3] = {(size_t)g->h * chunks, (size_t)cp / 16, (size_t)g->n};
+  size_t global[3] = {(size_t)g->h * chunks, (size_t)cp / (16 * (size_t)nv), (size_t)g->n};
   return dynb__launch_run(&l, 3, global, direct_local);
 }
 
@@ -454,11 +470,12 @@ static dynb_status run_route(dynb_ctx *ctx, const conv_geom *g, int kind, conv_r
                              const dynb__tensor *b, const dynb__tensor *out, bool acc) {
   if (kind == KIND_WEIGHTS)
     return r == ROUTE_GEMM ? conv_weights(ctx, g, in, out, w, acc)
-                           : direct_weights(ctx, g, r == ROUTE_WIDE, in, out, w, acc);
+                           : direct_weights(ctx, g, r != ROUTE_ROW, in, out, w, acc);
   bool tr = kind == KIND_ADJOINT;
   const dynb__tensor *src = tr ? out : in, *dst = tr ? in : out;
   if (r == ROUTE_ROW) return row_apply(ctx, g, tr, src, w, b, dst, acc);
-  if (r == ROUTE_WIDE) return wide_apply(ctx, g, tr, src, w, b, dst, acc);
+  if (r == ROUTE_WIDE || r == ROUTE_WIDE2)
+    return wide_apply(ctx, g, r == ROUTE_WIDE2 ? 2 : 1, tr, src, w, b, dst, acc);
   return tr ? conv_adjoint(ctx, g, src, w, b, dst, acc) : conv_apply(ctx, g, src, w, b, dst, acc);
 }
 
@@ -496,11 +513,11 @@ static dynb_status measure(dynb_ctx *ctx, conv_geom *g, int *choice) {
   if (st == DYNB_OK) carve_work(g, &t[3]);
   static const char *const kinds[] = {"forward", "adjoint", "weights"};
   for (int kind = 0; kind < KINDS && st == DYNB_OK; kind++) {
-    double secs[3] = {0};
+    double secs[ROUTES] = {0};
     int best = 0;
-    for (int r = 0; r < 3 && st == DYNB_OK; r++) {
-      if (r == ROUTE_ROW && g->k != 3) {
-        secs[r] = 1e30; /* no row kernels for this k */
+    for (int r = 0; r < ROUTES && st == DYNB_OK; r++) {
+      if ((r == ROUTE_ROW && g->k != 3) || (r == ROUTE_WIDE2 && kind == KIND_WEIGHTS)) {
+        secs[r] = 1e30; /* no such kernels for this k or direction */
         continue;
       }
       st = time_route(ctx, g, kind, (conv_route)r, t, &secs[r]);
@@ -508,15 +525,28 @@ static dynb_status measure(dynb_ctx *ctx, conv_geom *g, int *choice) {
     }
     if (st != DYNB_OK) break;
     *choice |= best << (2 * kind);
-    char row[32] = "-";
-    if (g->k == 3) snprintf(row, sizeof row, "%.3f", 1e3 * secs[ROUTE_ROW]);
+    char ms[ROUTES][32];
+    for (int r = 0; r < ROUTES; r++)
+      snprintf(ms[r], sizeof ms[r], secs[r] < 1e29 ? "%.3f" : "-", 1e3 * secs[r]);
     dynb__log(ctx, DYNB_LOG_INFO,
-              "conv %s n%d c%d->%d k%d %dx%d: gemm %.3f ms, row %s ms, wide %.3f ms: %s",
-              kinds[kind], g->n, g->cin, g->cout, g->k, g->h, g->w, 1e3 * secs[ROUTE_GEMM], row,
-              1e3 * secs[ROUTE_WIDE], route_names[best]);
+              "conv %s n%d c%d->%d k%d %dx%d ms: gemm %s, row %s, wide %s, wide2 %s: %s",
+              kinds[kind], g->n, g->cin, g->cout, g->k, g->h, g->w, ms[0], ms[1], ms[2], ms[3],
+              route_names[best]);
   }
   for (int i = 0; i < 4; i++) dynb__tensor_release(&t[i]);
   return st;
+}
+
+/* Whether every direction of `choice` is a route this shape has. Choices
+ * can come from a file (a checkpoint's routes), so they are checked before
+ * use; one that does not fit is timed afresh. */
+static bool choice_fits(const conv_geom *g, int choice) {
+  if (choice < 0 || choice >= 1 << (2 * KINDS)) return false;
+  for (int kind = 0; kind < KINDS; kind++) {
+    conv_route r = route_of(choice, kind);
+    if ((r == ROUTE_ROW && g->k != 3) || (r == ROUTE_WIDE2 && kind == KIND_WEIGHTS)) return false;
+  }
+  return true;
 }
 
 /* Which route each direction of this shape takes: fixed by the context's
@@ -525,14 +555,18 @@ static dynb_status measure(dynb_ctx *ctx, conv_geom *g, int *choice) {
 static dynb_status choose(dynb_ctx *ctx, const conv_geom *g, int *choice) {
   *choice = 0;
   if ((g->k != 1 && g->k != 3) || ctx->conv_policy == DYNB__CONV_GEMM) return DYNB_OK;
-  if (ctx->conv_policy == DYNB__CONV_ROW || ctx->conv_policy == DYNB__CONV_WIDE) {
-    int r = ctx->conv_policy == DYNB__CONV_WIDE ? ROUTE_WIDE : g->k == 3 ? ROUTE_ROW : ROUTE_GEMM;
-    *choice = r | r << 2 | r << 4;
+  if (ctx->conv_policy != DYNB__CONV_AUTO) {
+    /* Forced: where the shape lacks the route, the GEMM (row, k = 1) or
+     * the one-vector kernels (wide2's weight gradient) stand in. */
+    int r = ctx->conv_policy == DYNB__CONV_ROW    ? (g->k == 3 ? ROUTE_ROW : ROUTE_GEMM)
+            : ctx->conv_policy == DYNB__CONV_WIDE ? ROUTE_WIDE
+                                                  : ROUTE_WIDE2;
+    *choice = r | r << 2 | (r == ROUTE_WIDE2 ? ROUTE_WIDE : r) << 4;
     return DYNB_OK;
   }
   uint64_t key = shape_key(g);
   int known = dynb__choice_get(ctx, key);
-  if (known >= 0) {
+  if (known >= 0 && choice_fits(g, known)) {
     *choice = known;
     return DYNB_OK;
   }

@@ -29,6 +29,7 @@ dynb_ctx_desc dynb_ctx_desc_default(void) {
 }
 
 void *dynb__alloc(dynb_ctx *ctx, size_t bytes) {
+  if (dynb__fault_hit(ctx, DYNB__FAULT_ALLOC)) return NULL;
   return ctx->allocator.alloc_fn(ctx->allocator.user, bytes ? bytes : 1);
 }
 
@@ -124,6 +125,19 @@ dynb_status dynb__choice_put(dynb_ctx *ctx, uint64_t key, int value) {
   ctx->choices[ctx->nchoices++].value = value;
   return DYNB_OK;
 }
+
+void dynb__ctx_inject_fault(dynb_ctx *ctx, dynb__fault_kind kind, uint64_t k) {
+  ctx->faults.at[kind] = k;
+  ctx->faults.count[kind] = 0;
+  ctx->faults.fired[kind] = false;
+  ctx->faults.track = true;
+}
+
+bool dynb__ctx_fault_fired(const dynb_ctx *ctx, dynb__fault_kind kind) {
+  return ctx->faults.fired[kind];
+}
+
+size_t dynb__ctx_live_buffers(const dynb_ctx *ctx) { return atomic_load(&ctx->faults.live_buffers); }
 
 double dynb__now(void) {
   struct timespec ts;

@@ -169,6 +169,8 @@ static unsigned char *program_binary(dynb_ctx *ctx, cl_program p, size_t *n) {
 dynb_status dynb__program_build(dynb_ctx *ctx, const char *label, const char *source,
                                 dynb_dtype real, cl_program *out) {
   DYNB_TRY(dynb__check_real(ctx, real));
+  if (dynb__fault_hit(ctx, DYNB__FAULT_BUILD))
+    return dynb__fail(ctx, DYNB_STATUS_BUILD_FAILED, "building kernels/%s.cl: injected fault", label);
   char options[128], path[4096];
   build_options(real, options, sizeof options);
   if (ctx->cache_dir) {

@@ -5,6 +5,7 @@
 #define DYNB_RUNTIME_RUNTIME_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,8 +45,27 @@ typedef enum dynb__conv_policy {
   DYNB__CONV_AUTO = 0,
   DYNB__CONV_GEMM = 1, /* im2col + CLBlast */
   DYNB__CONV_ROW = 2,  /* direct, vectors along image rows */
-  DYNB__CONV_WIDE = 3  /* direct, vectors across output channels */
+  DYNB__CONV_WIDE = 3, /* direct, vectors across output channels */
+  DYNB__CONV_WIDE2 = 4 /* the same, two vectors per work-item (forward/adjoint) */
 } dynb__conv_policy;
+
+/* Test hook (fault injection): which event of each kind fails. Kinds:
+ * host allocations through the context's allocator, device buffer
+ * creations, program builds (from source or from the binary cache). */
+typedef enum dynb__fault_kind {
+  DYNB__FAULT_ALLOC = 0,
+  DYNB__FAULT_BUFFER = 1,
+  DYNB__FAULT_BUILD = 2,
+  DYNB__FAULT_KINDS = 3
+} dynb__fault_kind;
+
+typedef struct dynb__faults {
+  uint64_t at[DYNB__FAULT_KINDS];    /* the event that fails, 1-based; 0: none */
+  uint64_t count[DYNB__FAULT_KINDS]; /* events seen since armed */
+  bool fired[DYNB__FAULT_KINDS];
+  bool track;                        /* count live device buffers (live_buffers) */
+  atomic_size_t live_buffers;        /* decremented on OpenCL's threads */
+} dynb__faults;
 
 /* One built program per kernel family and real type, with its kernels. */
 typedef struct dynb__program {
@@ -57,6 +77,7 @@ typedef struct dynb__program {
 
 struct dynb_ctx {
   dynb_allocator allocator;
+  dynb__faults faults;       /* test hook; all zero (off) unless armed */
   dynb_log_fn log_fn;
   void *log_user;
   cl_platform_id platform;
@@ -117,6 +138,26 @@ void *dynb__alloc(dynb_ctx *ctx, size_t bytes);
 void *dynb__calloc(dynb_ctx *ctx, size_t count, size_t size);
 void dynb__free(dynb_ctx *ctx, void *ptr);
 char *dynb__strdup(dynb_ctx *ctx, const char *s);
+
+/* Fault injection (tests): makes the k-th event of `kind` from now fail,
+ * once (k = 0: none), and from then on counts the context's live device
+ * buffers. A failed allocation returns NULL, a failed buffer creation
+ * DYNB_STATUS_OUT_OF_DEVICE_MEMORY, a failed build DYNB_STATUS_BUILD_FAILED,
+ * each with a message saying the fault was injected. */
+void dynb__ctx_inject_fault(dynb_ctx *ctx, dynb__fault_kind kind, uint64_t k);
+/* Whether the armed fault of `kind` has fired. */
+bool dynb__ctx_fault_fired(const dynb_ctx *ctx, dynb__fault_kind kind);
+/* Device buffers created by dynb__tensor_alloc and not yet destroyed, since
+ * the first dynb__ctx_inject_fault (OpenCL reports destruction through a
+ * callback; a queue still using a buffer keeps it alive until it drains). */
+size_t dynb__ctx_live_buffers(const dynb_ctx *ctx);
+/* Counts an event of `kind`: true when it is the one that must fail. */
+static inline bool dynb__fault_hit(dynb_ctx *ctx, dynb__fault_kind kind) {
+  dynb__faults *f = &ctx->faults;
+  if (!f->at[kind] || ++f->count[kind] != f->at[kind]) return false;
+  f->fired[kind] = true;
+  return true;
+}
 
 /* Remembered decisions: dynb__choice_get returns -1 for an unknown key. */
 int dynb__choice_get(const dynb_ctx *ctx, uint64_t key);

@@ -69,6 +69,13 @@ dynb__tensor dynb__tensor_sub(const dynb__tensor *base, size_t offset, int ndim,
   return t;
 }
 
+/* Fault tests count live buffers; tests release everything before the
+ * context, so the context outlives every callback. */
+static void CL_CALLBACK buffer_destroyed(cl_mem mem, void *user) {
+  (void)mem;
+  atomic_fetch_sub(&((dynb_ctx *)user)->faults.live_buffers, 1);
+}
+
 dynb_status dynb__tensor_alloc(dynb_ctx *ctx, dynb_dtype dtype, int ndim, const int64_t *dims,
                                dynb__tensor *out) {
   memset(out, 0, sizeof *out);
@@ -76,8 +83,12 @@ dynb_status dynb__tensor_alloc(dynb_ctx *ctx, dynb_dtype dtype, int ndim, const 
   DYNB_TRY(shape_numel(ctx, ndim, dims, &n));
   cl_int e;
   size_t bytes = n * dynb__dtype_size(dtype);
+  if (dynb__fault_hit(ctx, DYNB__FAULT_BUFFER))
+    return dynb__cl_fail(ctx, CL_MEM_OBJECT_ALLOCATION_FAILURE, "clCreateBuffer (injected fault)");
   cl_mem mem = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &e);
   if (e != CL_SUCCESS) return dynb__cl_fail(ctx, e, "clCreateBuffer");
+  if (ctx->faults.track && clSetMemObjectDestructorCallback(mem, buffer_destroyed, ctx) == CL_SUCCESS)
+    atomic_fetch_add(&ctx->faults.live_buffers, 1);
   *out = dynb__tensor_view(mem, 0, dtype, ndim, dims);
   out->cap_bytes = bytes;
   return DYNB_OK;

@@ -1,5 +1,6 @@
 /* Model and checkpoint files (safetensors with SPEC §3 names) and data-set
  * loading: where the file formats of src/io meet networks. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,15 @@ static dynb_status writer_add(dynb_ctx *ctx, writer *w, const char *name, const 
   w->entries[w->n] = (dynb__st_entry){name, t->dtype == DYNB_F64 ? DYNB_ST_F64 : t->dtype == DYNB_I32 ? DYNB_ST_I32 : DYNB_ST_F32,
                                       t->ndim, t->dims, buf};
   w->n++;
-  return dynb__tensor_read(ctx, t, buf);
+  DYNB_TRY(dynb__tensor_read(ctx, t, buf));
+  /* A diverged network must never replace a good file (SPEC §6). */
+  bool finite = true;
+  for (size_t i = 0; finite && i < n && t->dtype != DYNB_I32; i++)
+    finite = t->dtype == DYNB_F64 ? isfinite(((const double *)buf)[i])
+                                  : isfinite(((const float *)buf)[i]);
+  DYNB_CHECK(ctx, finite, DYNB_STATUS_NON_FINITE,
+             "refusing to save: tensor '%s' holds NaN or infinite values", name);
+  return DYNB_OK;
 }
 
 static void writer_release(writer *w) {
@@ -53,20 +62,28 @@ dynb_status dynb__model_save(dynb__net *net, const char *path, dynb__optimizer *
     const dynb__net_tensor *t = dynb__optimizer_state_at(opt, i);
     st = writer_add(ctx, &w, t->name, &t->value);
   }
-  /* Small host-side state rides along as tensors: one format, one write. */
-  int64_t counters[3] = {0, 0, 0}, three = 3, eight = 8;
-  double norms[8];
+  /* Small host-side state rides along as tensors: one format, one write.
+   * The convolution routes chosen so far go too, so that a resumed run
+   * computes exactly as the interrupted one would have (docs/determinism.md). */
+  int64_t counters[3] = {0, 0, 0}, three = 3, eight = 8, one = 1;
+  int64_t route_dims[2] = {(int64_t)ctx->nchoices, 2};
+  int64_t *routes = ts ? calloc(2 * ctx->nchoices + 1, sizeof *routes) : NULL;
+  double norms[8], best = ts ? ts->best : 0;
   if (ts) {
     counters[0] = ts->epoch;
     memcpy(&counters[1], &ts->rng, sizeof ts->rng);
     counters[2] = opt ? *dynb__optimizer_step_counter(opt) : 0;
     memcpy(norms, ts->norm_mean, sizeof ts->norm_mean);
     memcpy(norms + 4, ts->norm_std, sizeof ts->norm_std);
+    for (size_t i = 0; routes && i < ctx->nchoices; i++)
+      memcpy(&routes[2 * i], &ctx->choices[i].key, 8), routes[2 * i + 1] = ctx->choices[i].value;
+    if (st == DYNB_OK && !routes)
+      st = dynb__fail(ctx, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
   }
   char *spec = dynb__spec_to_json(&net->spec);
   if (st == DYNB_OK && !spec) st = dynb__fail(ctx, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
   if (st == DYNB_OK) {
-    dynb__st_entry *e = realloc(w.entries, ((size_t)w.n + 2) * sizeof *e);
+    dynb__st_entry *e = realloc(w.entries, ((size_t)w.n + 4) * sizeof *e);
     if (!e) {
       st = dynb__fail(ctx, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
     } else {
@@ -75,6 +92,8 @@ dynb_status dynb__model_save(dynb__net *net, const char *path, dynb__optimizer *
       if (ts) {
         e[n++] = (dynb__st_entry){"train.counters", DYNB_ST_I64, 1, &three, counters};
         e[n++] = (dynb__st_entry){"train.input_norm", DYNB_ST_F64, 1, &eight, norms};
+        e[n++] = (dynb__st_entry){"train.best", DYNB_ST_F64, 1, &one, &best};
+        e[n++] = (dynb__st_entry){"train.routes", DYNB_ST_I64, 2, route_dims, routes};
       }
       const char *keys[2] = {SPEC_KEY, "dynblocks.version"};
       const char *vals[2] = {spec, DYNB_VERSION_STRING};
@@ -84,6 +103,7 @@ dynb_status dynb__model_save(dynb__net *net, const char *path, dynb__optimizer *
     }
   }
   free(spec);
+  free(routes);
   writer_release(&w);
   return st;
 }
@@ -129,6 +149,28 @@ static dynb_status open_model(dynb_ctx *ctx, const char *path, dynb__st_file *f)
   return DYNB_OK;
 }
 
+/* The convolution routes a checkpoint was trained with become the
+ * context's choices (3 fields of 2 bits; the convolutions check that a
+ * choice fits its shape before using it). */
+static dynb_status restore_routes(dynb_ctx *ctx, const char *path, const dynb__st_file *f) {
+  const dynb__st_tensor *r = dynb__st_find(f, "train.routes");
+  if (!r) return DYNB_OK;
+  DYNB_CHECK(ctx, r->dtype == DYNB_ST_I64 && r->ndim == 2 && r->dims[1] == 2,
+             DYNB_STATUS_BAD_FORMAT, "%s: train.routes must be I64 [n, 2]", path);
+  const unsigned char *p = dynb__st_data(f, r);
+  for (int64_t i = 0; i < r->dims[0]; i++) {
+    int64_t kv[2];
+    memcpy(kv, p + 16 * i, sizeof kv);
+    DYNB_CHECK(ctx, kv[1] >= 0 && kv[1] < 64, DYNB_STATUS_BAD_FORMAT,
+               "%s: train.routes[%lld] = %lld is not a route choice", path, (long long)i,
+               (long long)kv[1]);
+    uint64_t key;
+    memcpy(&key, &kv[0], sizeof key);
+    DYNB_TRY(dynb__choice_put(ctx, key, (int)kv[1]));
+  }
+  return DYNB_OK;
+}
+
 dynb_status dynb__model_load(dynb_ctx *ctx, const char *path, dynb_dtype real, dynb__net **out,
                              dynb__train_state *ts) {
   *out = NULL;
@@ -161,6 +203,11 @@ dynb_status dynb__model_load(dynb_ctx *ctx, const char *path, dynb_dtype real, d
     memcpy(ts->norm_mean, v, sizeof ts->norm_mean);
     memcpy(ts->norm_std, v + 4, sizeof ts->norm_std);
   }
+  if (ts) ts->best = INFINITY;
+  const dynb__st_tensor *b = dynb__st_find(&f, "train.best");
+  if (st == DYNB_OK && ts && b && b->dtype == DYNB_ST_F64 && dynb__st_numel(b) == 1)
+    memcpy(&ts->best, dynb__st_data(&f, b), sizeof ts->best);
+  if (st == DYNB_OK && ts) st = restore_routes(ctx, path, &f);
   free(spec);
   dynb__st_release(&f);
   if (st != DYNB_OK) {

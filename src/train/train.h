@@ -111,7 +111,8 @@ typedef struct dynb__train_desc {
   dynb__progress_fn on_progress;
   void *user;
   /* Checkpoint after every epoch (NULL: none), with the optimiser state and
-   * the random state, so that a resumed run continues exactly. */
+   * the random state, so that a resumed run continues exactly; written
+   * after the epoch's on_row. */
   const char *checkpoint_path;
   /* Resume: optimiser state from this checkpoint, and the trainer's random
    * state and epoch count from *state (as loaded by dynb__model_load). */
@@ -129,6 +130,23 @@ dynb_status dynb__evaluate(dynb__plan *plan, const dynb__dataset *d, double *los
 dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__dataset *val,
                         const dynb__train_desc *desc);
 
+/* ---- Divergence check (health.c) ------------------------------------------------- */
+
+/* Whether a step's loss and gradients are finite, checked on the device: one
+ * deterministic sum per gradient buffer, read back with the loss in one
+ * transfer; no per-tensor wait unless the check fires. */
+typedef struct dynb__health dynb__health;
+/* A check of net's gradients and the plan's loss tensor `loss` ([2]: mean
+ * loss, correct count; borrowed). */
+dynb_status dynb__health_create(dynb__net *net, const dynb__tensor *loss, dynb__health **out);
+void dynb__health_free(dynb__health *h);
+/* After a backward pass: writes loss and correct count to out. A
+ * non-finite loss, or a gradient holding NaN or Inf, is
+ * DYNB_STATUS_NON_FINITE with a message naming the loss or the first such
+ * gradient in the network's tensor order (grad.<SPEC name>[element]) and
+ * the epoch and step. */
+dynb_status dynb__health_check(dynb__health *h, int epoch, int64_t step, double out[2]);
+
 /* ---- Model and checkpoint files (modelfile.c) ---------------------------------------- */
 
 /* Loads a data set: `name` is "fashion-mnist" (Debian's files), "mnist" or
@@ -143,17 +161,21 @@ struct dynb__train_state {
   int64_t epoch;        /* epochs completed */
   uint64_t rng;         /* the trainer's random state */
   double norm_mean[4], norm_std[4]; /* input normalisation (per channel, up to 4) */
+  double best;          /* best validation score so far (INFINITY: none yet) */
 };
 
 /* Writes the network (every named tensor, in its dtype), its spec under
  * __metadata__["dynblocks.spec"], and, when given, the optimiser state and
- * the training state, atomically. */
+ * the training state with the context's convolution routes, atomically.
+ * A tensor holding NaN or Inf is DYNB_STATUS_NON_FINITE and nothing is
+ * written. */
 dynb_status dynb__model_save(dynb__net *net, const char *path, dynb__optimizer *opt,
                              const dynb__train_state *ts);
 /* Reads a model or checkpoint file into a new network over `real`; every
  * tensor of the spec must be present with its shape. When opt is given, its
  * state is restored from the file (which must hold it). ts, when given,
- * receives the training state (zeroed if absent). */
+ * receives the training state (zeroed, best INFINITY, if absent) and the
+ * file's convolution routes become ctx's choices. */
 dynb_status dynb__model_load(dynb_ctx *ctx, const char *path, dynb_dtype real, dynb__net **out,
                              dynb__train_state *ts);
 dynb_status dynb__model_load_optimizer(dynb__net *net, const char *path, dynb__optimizer *opt);

@@ -181,6 +181,7 @@ typedef struct session {
   dynb__optimizer *opt;
   dynb__timereg *reg;
   dynb__tensor reg_value;
+  dynb__health *health;
   batch b;
   int64_t *perm;
   uint64_t rng;
@@ -190,6 +191,9 @@ typedef struct session {
 static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__epoch_row *row) {
   const dynb__train_desc *d = s->desc;
   int64_t B = d->batch, nb = train->n / B;
+  /* Each epoch's order depends on the random state alone (not on the
+   * previous epoch's order), so a resumed run shuffles as the original. */
+  for (int64_t i = 0; i < train->n; i++) s->perm[i] = i;
   for (int64_t i = train->n - 1; i > 0; i--) {
     int64_t j = (int64_t)(next_u64(&s->rng) % (uint64_t)(i + 1)), t = s->perm[i];
     s->perm[i] = s->perm[j], s->perm[j] = t;
@@ -203,13 +207,11 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
     DYNB_TRY(dynb__plan_forward(s->plan, true));
     if (s->reg) DYNB_TRY(dynb__timereg_apply(s->reg, &s->reg_value));
     DYNB_TRY(dynb__plan_backward(s->plan, false));
-    DYNB_TRY(dynb__optimizer_step(s->opt, lr));
+    /* The step's one wait: loss and gradients checked before they move the
+     * parameters, so a diverged step never reaches them. */
     double out[2];
-    DYNB_TRY(dynb__tensor_read_f64(s->ctx, dynb__plan_loss(s->plan), out));
-    if (!isfinite(out[0]))
-      return dynb__fail(s->ctx, DYNB_STATUS_NON_FINITE,
-                        "training diverged: loss is %g at epoch %d, batch %lld", out[0], epoch,
-                        (long long)bi);
+    DYNB_TRY(dynb__health_check(s->health, epoch, bi, out));
+    DYNB_TRY(dynb__optimizer_step(s->opt, lr));
     sum += out[0], correct += out[1];
     if (d->on_progress)
       d->on_progress(d->user, epoch, bi + 1, nb, sum / (double)(bi + 1),
@@ -241,6 +243,7 @@ static dynb_status session_open(session *s, dynb__net *net, const dynb__dataset 
              train->w, net->spec.in_channels, net->spec.in_height, net->spec.in_width);
   DYNB_TRY(dynb__plan_build(net, d->batch, d->memory, &s->plan));
   DYNB_TRY(dynb__optimizer_create(net, &d->optim, &s->opt));
+  DYNB_TRY(dynb__health_create(net, dynb__plan_loss(s->plan), &s->health));
   if (net->spec.time_reg > 0) {
     int64_t one = 1;
     DYNB_TRY(dynb__timereg_create(net, &s->reg));
@@ -251,7 +254,6 @@ static dynb_status session_open(session *s, dynb__net *net, const dynb__dataset 
   DYNB_TRY(batch_init(s->ctx, &s->b, train, d->batch, net->real));
   s->perm = malloc((size_t)train->n * sizeof *s->perm);
   DYNB_CHECK(s->ctx, s->perm, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
-  for (int64_t i = 0; i < train->n; i++) s->perm[i] = i;
   return DYNB_OK;
 }
 
@@ -262,6 +264,7 @@ static void session_close(session *s) {
   free(s->after.values);
   dynb__tensor_release(&s->reg_value);
   dynb__timereg_free(s->reg);
+  dynb__health_free(s->health);
   dynb__optimizer_free(s->opt);
   dynb__plan_free(s->plan);
 }
@@ -288,9 +291,13 @@ dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__datase
     s.before = s.after, s.after = tmp;
     row.seconds = now_seconds() - t0;
     if (d->state) d->state->epoch++, d->state->rng = s.rng;
+    /* The row first: its handler may save the best model and note its score
+     * in the state. Then the checkpoint, which thus never claims an epoch
+     * whose best model was not yet written; a run killed in between redoes
+     * that epoch, identically. */
+    if (d->on_row) d->on_row(d->user, &row);
     if (d->checkpoint_path && d->state)
       st = dynb__model_save(net, d->checkpoint_path, s.opt, d->state);
-    if (st == DYNB_OK && d->on_row) d->on_row(d->user, &row);
   }
   session_close(&s);
   return st;

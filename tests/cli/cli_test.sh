@@ -23,28 +23,11 @@ expect_fail() {
 }
 
 # 96 training and 32 test images of 8x8 whose class is the bright quadrant.
+python3 "$src/tests/cli/make_idx.py" data 96 32
 python3 - <<'PY'
-import gzip, random, struct
+import json, random, struct
 random.seed(3)
-def write(prefix, n):
-    imgs, labs = bytearray(), bytearray()
-    for i in range(n):
-        c = i % 4
-        for y in range(8):
-            for x in range(8):
-                q = (y >= 4) * 2 + (x >= 4)
-                imgs.append(200 if q == c else random.randint(0, 60))
-        labs.append(c)
-    with gzip.open(f"data/{prefix}-images-idx3-ubyte.gz", "wb") as f:
-        f.write(struct.pack(">IIII", 0x803, n, 8, 8) + bytes(imgs))
-    with open(f"data/{prefix}-labels-idx1-ubyte", "wb") as f:
-        f.write(struct.pack(">II", 0x801, n) + bytes(labs))
-import os
-os.makedirs("data", exist_ok=True)
-write("train", 96)
-write("t10k", 32)
 # batch files: x float32 [4,1,8,8], y int64 [4]
-import json
 def st(path, tensors):
     header, data = {}, b""
     for name, (dt, shape, raw) in tensors.items():
@@ -92,6 +75,29 @@ else
   bad "fold: $(cat f.err)"
 fi
 "$bin" bench --spec "$src/specs/small.json" --batch 2 --iters 1 >bench.txt 2>&1 && tail -n 1 bench.txt | grep -q '"train_img_per_s"' && ok "bench JSON line" || bad "bench: $(cat bench.txt)"
+
+# A checkpoint's convolution routes are input like any other: set every
+# route to 'row' (which 1x1 layers lack) and the resumed run still works.
+python3 - m.safetensors.ckpt routes.ckpt <<'PY'
+import json, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+s, e = h["train.routes"]["data_offsets"]
+for at in range(8 + n + s + 8, 8 + n + e, 16):
+    b[at:at + 8] = struct.pack("<q", 1 | 1 << 2 | 1 << 4)
+open(sys.argv[2], "wb").write(b)
+raise SystemExit(0 if e - s >= 16 else 1)
+PY
+[ $? -eq 0 ] && ok "checkpoint records convolution routes" || bad "no routes in the checkpoint"
+"$bin" train "${common[@]}" --epochs 4 --out r.safetensors --log r.csv --checkpoint r.ckpt --resume routes.ckpt >/dev/null 2>r.err && ok "resume ignores routes that do not fit" || bad "resume with bad routes: $(cat r.err)"
+
+# Divergence: a huge learning rate stops training with a message naming the
+# first non-finite tensor and the step; the model and checkpoint are kept.
+cp m.safetensors kept.safetensors && cp m.safetensors.ckpt kept.ckpt
+expect_fail "divergence is reported" "training diverged at epoch 3, step" "$bin" train "${common[@]}" --lr 1e30 --epochs 5 --out m.safetensors --log log.csv --resume m.safetensors.ckpt
+grep -qE "grad\.[a-z0-9_.]+\[[0-9]+\] is (nan|-?inf)|the loss is" err.txt && ok "divergence names the tensor" || bad "divergence message: $(cat err.txt)"
+cmp -s kept.safetensors m.safetensors && cmp -s kept.ckpt m.safetensors.ckpt && ok "files kept after divergence" || bad "files changed by a diverged run"
 
 expect_fail "unknown flag" "unknown flag '--epoch'" "$bin" train --epoch 2
 expect_fail "bad number" "--batch must be an integer" "$bin" train --batch zero

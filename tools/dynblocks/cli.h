@@ -5,27 +5,12 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#include "train/train.h"
+#include "options.h"
 
-/* A flag table: each command lists its flags with a help line; values are
- * strings (NULL when absent); `is_switch` flags take no value. */
-typedef struct cli_flag {
-  const char *name; /* "--epochs" */
-  const char *help;
-  bool is_switch;
-  const char *value;
-} cli_flag;
-
-/* Parses argv into the table; prints an error naming the flag and returns
- * false on an unknown flag or a missing value; `--help` prints usage and
- * sets *help. */
-bool cli_parse(const char *cmd, const char *usage, cli_flag *flags, int nflags, int argc,
-               char **argv, bool *help);
-const char *cli_get(const cli_flag *flags, int nflags, const char *name);
-bool cli_int(const char *cmd, const cli_flag *flags, int nflags, const char *name, long lo,
-             long hi, long def, long *out);
-bool cli_double(const char *cmd, const cli_flag *flags, int nflags, const char *name, double lo,
-                double hi, double def, double *out);
+/* Prints the help (to stdout) or the error (to stderr) an options parser
+ * returned; the exit code for it (0 after help, 2 after an error), or -1
+ * when the command goes on. */
+int cli_report(const cli_command *c, cli_result r, const char *err);
 /* A context on --device / DYNBLOCKS_DEVICE; prints the error and returns
  * NULL on failure. */
 dynb_ctx *cli_context(const char *cmd, const char *device);

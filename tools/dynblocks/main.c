@@ -1,7 +1,6 @@
 /* dynblocks: the command-line tool. Thin: it parses flags and calls the
  * library; all printing happens here. */
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,73 +29,17 @@ static void usage(FILE *f) {
 
 /* ---- shared helpers ---------------------------------------------------------------- */
 
-bool cli_parse(const char *cmd, const char *usage, cli_flag *flags, int nflags, int argc,
-               char **argv, bool *help) {
-  *help = false;
-  for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      printf("usage: dynblocks %s %s\n\nflags:\n", cmd, usage);
-      for (int f = 0; f < nflags; f++)
-        printf("  %-16s %s\n", flags[f].name, flags[f].help);
-      *help = true;
-      return true;
-    }
-    int f = 0;
-    while (f < nflags && strcmp(argv[i], flags[f].name) != 0) f++;
-    if (f == nflags) {
-      fprintf(stderr, "dynblocks %s: unknown flag '%s' (see --help)\n", cmd, argv[i]);
-      return false;
-    }
-    if (flags[f].is_switch) {
-      flags[f].value = "1";
-    } else if (i + 1 >= argc) {
-      fprintf(stderr, "dynblocks %s: %s needs a value\n", cmd, argv[i]);
-      return false;
-    } else {
-      flags[f].value = argv[++i];
-    }
+int cli_report(const cli_command *c, cli_result r, const char *err) {
+  if (r == CLI_HELP) {
+    printf("usage: dynblocks %s %s\n\nflags:\n", c->name, c->usage);
+    for (int f = 0; f < c->nflags; f++) printf("  %-16s %s\n", c->flags[f].name, c->flags[f].help);
+    return 0;
   }
-  return true;
-}
-
-const char *cli_get(const cli_flag *flags, int nflags, const char *name) {
-  for (int f = 0; f < nflags; f++)
-    if (strcmp(flags[f].name, name) == 0) return flags[f].value;
-  return NULL;
-}
-
-bool cli_int(const char *cmd, const cli_flag *flags, int nflags, const char *name, long lo,
-             long hi, long def, long *out) {
-  const char *v = cli_get(flags, nflags, name);
-  *out = def;
-  if (!v) return true;
-  char *end;
-  errno = 0;
-  long x = strtol(v, &end, 10);
-  if (end == v || *end || errno || x < lo || x > hi) {
-    fprintf(stderr, "dynblocks %s: %s must be an integer in %ld..%ld, got '%s'\n", cmd, name, lo,
-            hi, v);
-    return false;
+  if (r == CLI_ERROR) {
+    fprintf(stderr, "dynblocks %s: %s\n", c->name, err);
+    return 2;
   }
-  *out = x;
-  return true;
-}
-
-bool cli_double(const char *cmd, const cli_flag *flags, int nflags, const char *name, double lo,
-                double hi, double def, double *out) {
-  const char *v = cli_get(flags, nflags, name);
-  *out = def;
-  if (!v) return true;
-  char *end;
-  errno = 0;
-  double x = strtod(v, &end);
-  if (end == v || *end || errno || !isfinite(x) || x < lo || x > hi) {
-    fprintf(stderr, "dynblocks %s: %s must be a number in [%g, %g], got '%s'\n", cmd, name, lo,
-            hi, v);
-    return false;
-  }
-  *out = x;
-  return true;
+  return -1;
 }
 
 /* --device wins over DYNBLOCKS_DEVICE; NULL means the library's default. */
@@ -120,7 +63,7 @@ static dynb_log_level log_threshold(void) {
   return DYNB_LOG_WARN;
 }
 
-/* DYNBLOCKS_CONV=gemm|row|wide forces one convolution route; the default
+/* DYNBLOCKS_CONV=gemm|row|wide|wide2 forces one convolution route; the default
  * (auto) times both once per layer shape. */
 static bool conv_policy(const char *cmd, dynb_ctx *ctx) {
   const char *env = getenv("DYNBLOCKS_CONV");
@@ -129,12 +72,16 @@ static bool conv_policy(const char *cmd, dynb_ctx *ctx) {
     ctx->conv_policy = DYNB__CONV_GEMM;
     return true;
   }
-  if (strcmp(env, "row") == 0 || strcmp(env, "wide") == 0) {
-    ctx->conv_policy = env[0] == 'r' ? DYNB__CONV_ROW : DYNB__CONV_WIDE;
-    return true;
-  }
-  fprintf(stderr, "dynblocks %s: DYNBLOCKS_CONV is '%s'; expected auto, gemm, row or wide\n",
-          cmd, env);
+  static const char *const names[] = {"row", "wide", "wide2"};
+  static const dynb__conv_policy policies[] = {DYNB__CONV_ROW, DYNB__CONV_WIDE, DYNB__CONV_WIDE2};
+  for (int i = 0; i < 3; i++)
+    if (strcmp(env, names[i]) == 0) {
+      ctx->conv_policy = policies[i];
+      return true;
+    }
+  fprintf(stderr,
+          "dynblocks %s: DYNBLOCKS_CONV is '%s'; expected auto, gemm, row, wide or wide2\n", cmd,
+          env);
   return false;
 }
 
@@ -192,19 +139,11 @@ char *cli_read_text(const char *cmd, const char *path, size_t *len) {
 }
 
 static int cmd_devices(int argc, char **argv) {
-  const char *flag = NULL;
-  for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      printf("usage: dynblocks devices [--device INDEX|NAME]\n"
-             "Lists every OpenCL device; '*' marks the one commands would use.\n");
-      return 0;
-    } else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
-      flag = argv[++i];
-    } else {
-      fprintf(stderr, "dynblocks devices: unknown or incomplete flag '%s'\n", argv[i]);
-      return 2;
-    }
-  }
+  devices_opts o;
+  char err[512];
+  int rc = cli_report(&cli_devices_command, cli_devices_options(argc, argv, &o, err, sizeof err), err);
+  if (rc >= 0) return rc;
+  const char *flag = o.device;
   size_t count = 0;
   dynb_status st = dynb_device_list(NULL, 0, &count);
   if (st != DYNB_OK || count == 0) {

@@ -16,40 +16,20 @@ static double now_seconds(void) {
 
 int cmd_eval(int argc, char **argv) {
   const char *cmd = "eval";
-  cli_flag f[] = {{"--model", "model file (required)", false, NULL},
-                  {"--data", "fashion-mnist (default), mnist, cifar10 or a folder", false, NULL},
-                  {"--data-dir", "folder of the mnist/cifar10 files", false, NULL},
-                  {"--split", "test (default) or train", false, NULL},
-                  {"--batch", "batch size (default 100)", false, NULL},
-                  {"--device", "OpenCL device index or name substring", false, NULL}};
-  int nf = sizeof f / sizeof *f;
-  bool help;
-  long batch;
-  if (!cli_parse(cmd, "--model MODEL [--data NAME|DIR] [--split test|train]", f, nf, argc, argv, &help))
-    return 2;
-  if (help) return 0;
-  const char *model = cli_get(f, nf, "--model"), *split = cli_get(f, nf, "--split");
-  if (!model) {
-    fprintf(stderr, "dynblocks eval: --model is required\n");
-    return 2;
-  }
-  if (split && strcmp(split, "test") != 0 && strcmp(split, "train") != 0) {
-    fprintf(stderr, "dynblocks eval: --split must be test or train, got '%s'\n", split);
-    return 2;
-  }
-  if (!cli_int(cmd, f, nf, "--batch", 1, 1 << 20, 100, &batch)) return 2;
-  dynb_ctx *ctx = cli_context(cmd, cli_get(f, nf, "--device"));
+  eval_opts o;
+  char err[1024];
+  int rc = cli_report(&cli_eval_command, cli_eval_options(argc, argv, &o, err, sizeof err), err);
+  if (rc >= 0) return rc;
+  dynb_ctx *ctx = cli_context(cmd, o.device);
   if (!ctx) return 1;
   dynb__net *net = NULL;
   dynb__plan *plan = NULL;
   dynb__train_state ts;
   dynb__dataset d = {0};
-  char err[1024];
-  int rc = 1;
-  if (dynb__model_load(ctx, model, DYNB_F32, &net, &ts) != DYNB_OK) {
+  rc = 1;
+  if (dynb__model_load(ctx, o.model, DYNB_F32, &net, &ts) != DYNB_OK) {
     cli_fail(cmd, ctx);
-  } else if (dynb__dataset_load(cli_get(f, nf, "--data"), cli_get(f, nf, "--data-dir"),
-                                !split || strcmp(split, "test") == 0, &d, err, sizeof err) != DYNB_OK) {
+  } else if (dynb__dataset_load(o.data, o.data_dir, o.test_split, &d, err, sizeof err) != DYNB_OK) {
     fprintf(stderr, "dynblocks eval: %s\n", err);
   } else if (d.c != net->spec.in_channels || d.h != net->spec.in_height || d.w != net->spec.in_width) {
     fprintf(stderr, "dynblocks eval: data of %dx%dx%d does not fit the model's input %dx%dx%d\n",
@@ -57,7 +37,7 @@ int cmd_eval(int argc, char **argv) {
   } else {
     double loss, acc;
     if (ts.norm_std[0] > 0) dynb__dataset_normalise(&d, ts.norm_mean, ts.norm_std);
-    if (dynb__plan_build(net, batch, DYNB_MEMORY_STORE, &plan) != DYNB_OK ||
+    if (dynb__plan_build(net, o.batch, DYNB_MEMORY_STORE, &plan) != DYNB_OK ||
         dynb__evaluate(plan, &d, &loss, &acc) != DYNB_OK) {
       cli_fail(cmd, ctx);
     } else {
@@ -140,23 +120,16 @@ typedef struct model_run {
   const char *out;
 } model_run;
 
-static int model_run_open(const char *cmd, int argc, char **argv, bool labels, model_run *m) {
-  cli_flag f[] = {{"--model", "model file (required)", false, NULL},
-                  {"--input", "batch file: safetensors with x (and y for grad) (required)", false, NULL},
-                  {"--out", "output safetensors file (required)", false, NULL},
-                  {"--device", "OpenCL device index or name substring", false, NULL}};
-  int nf = sizeof f / sizeof *f;
-  bool help;
+static int model_run_open(const cli_command *c, int argc, char **argv, bool labels, model_run *m) {
+  const char *cmd = c->name;
+  model_opts o;
+  char err[1024];
   memset(m, 0, sizeof *m);
-  if (!cli_parse(cmd, "--model MODEL --input BATCH --out FILE", f, nf, argc, argv, &help)) return 2;
-  if (help) return 0;
-  const char *model = cli_get(f, nf, "--model"), *input = cli_get(f, nf, "--input");
-  m->out = cli_get(f, nf, "--out");
-  if (!model || !input || !m->out) {
-    fprintf(stderr, "dynblocks %s: --model, --input and --out are required\n", cmd);
-    return 2;
-  }
-  m->ctx = cli_context(cmd, cli_get(f, nf, "--device"));
+  int rc = cli_report(c, cli_model_options(c, argc, argv, &o, err, sizeof err), err);
+  if (rc >= 0) return rc;
+  const char *model = o.model, *input = o.input;
+  m->out = o.out;
+  m->ctx = cli_context(cmd, o.device);
   if (!m->ctx) return 1;
   if (dynb__model_load(m->ctx, model, DYNB_F32, &m->net, NULL) != DYNB_OK) return cli_fail(cmd, m->ctx);
   if (!read_batch(cmd, input, &m->net->spec, labels, &m->b)) return 1;
@@ -197,7 +170,7 @@ static int write_tensors(const char *cmd, dynb_ctx *ctx, const char *path, const
 
 int cmd_predict(int argc, char **argv) {
   model_run m;
-  int rc = model_run_open("predict", argc, argv, false, &m);
+  int rc = model_run_open(&cli_predict_command, argc, argv, false, &m);
   if (rc < 0) {
     if (dynb__plan_forward(m.plan, false) != DYNB_OK) {
       rc = cli_fail("predict", m.ctx);
@@ -213,7 +186,7 @@ int cmd_predict(int argc, char **argv) {
 
 int cmd_grad(int argc, char **argv) {
   model_run m;
-  int rc = model_run_open("grad", argc, argv, true, &m);
+  int rc = model_run_open(&cli_grad_command, argc, argv, true, &m);
   if (rc < 0) {
     rc = 1;
     dynb__net *net = m.net;
@@ -248,31 +221,14 @@ int cmd_grad(int argc, char **argv) {
 
 int cmd_bench(int argc, char **argv) {
   const char *cmd = "bench";
-  cli_flag f[] = {{"--spec", "network spec (required)", false, NULL},
-                  {"--batch", "batch size (default 64)", false, NULL},
-                  {"--memory", "store (default) or checkpoint", false, NULL},
-                  {"--iters", "timed iterations after 2 warm-up ones (default 5)", false, NULL},
-                  {"--device", "OpenCL device index or name substring", false, NULL}};
-  int nf = sizeof f / sizeof *f;
-  bool help;
-  long batch, iters;
-  if (!cli_parse(cmd, "--spec FILE --batch N [--memory store|checkpoint]", f, nf, argc, argv, &help))
-    return 2;
-  if (help) return 0;
-  const char *spec_path = cli_get(f, nf, "--spec"), *mem = cli_get(f, nf, "--memory");
-  if (!spec_path) {
-    fprintf(stderr, "dynblocks bench: --spec is required\n");
-    return 2;
-  }
-  if (mem && strcmp(mem, "store") != 0 && strcmp(mem, "checkpoint") != 0) {
-    fprintf(stderr, "dynblocks bench: --memory must be store or checkpoint, got '%s'\n", mem);
-    return 2;
-  }
-  if (!cli_int(cmd, f, nf, "--batch", 1, 1 << 20, 64, &batch) ||
-      !cli_int(cmd, f, nf, "--iters", 1, 100000, 5, &iters))
-    return 2;
+  bench_opts o;
+  char err[1024];
+  int rc = cli_report(&cli_bench_command, cli_bench_options(argc, argv, &o, err, sizeof err), err);
+  if (rc >= 0) return rc;
+  const char *spec_path = o.spec;
+  long batch = o.batch, iters = o.iters;
   size_t len;
-  char *text = cli_read_text(cmd, spec_path, &len), err[1024];
+  char *text = cli_read_text(cmd, spec_path, &len);
   static dynb__net_spec spec;
   if (!text) return 1;
   dynb_status st = dynb__spec_parse(text, len, spec_path, &spec, err, sizeof err);
@@ -281,15 +237,15 @@ int cmd_bench(int argc, char **argv) {
     fprintf(stderr, "dynblocks bench: %s\n", err);
     return 1;
   }
-  dynb_ctx *ctx = cli_context(cmd, cli_get(f, nf, "--device"));
+  dynb_ctx *ctx = cli_context(cmd, o.device);
   if (!ctx) return 1;
   dynb__net *net = NULL;
   dynb__plan *plan = NULL;
   dynb__optimizer *opt = NULL;
   dynb__optim_desc od = dynb__optim_desc_default();
-  int rc = 1;
+  rc = 1;
   if (dynb__net_create(ctx, &spec, DYNB_F32, &net) == DYNB_OK && dynb__net_init(net, 1) == DYNB_OK &&
-      dynb__plan_build(net, batch, mem && !strcmp(mem, "checkpoint") ? DYNB_MEMORY_CHECKPOINT : DYNB_MEMORY_STORE, &plan) == DYNB_OK &&
+      dynb__plan_build(net, batch, o.memory, &plan) == DYNB_OK &&
       dynb__optimizer_create(net, &od, &opt) == DYNB_OK) {
     /* Inputs stay zero-filled: throughput does not depend on the values. */
     double t_train = 0, t_infer = 0;
@@ -333,25 +289,16 @@ int cmd_bench(int argc, char **argv) {
 
 int cmd_fold(int argc, char **argv) {
   const char *cmd = "fold";
-  cli_flag f[] = {{"--model", "model file (required)", false, NULL},
-                  {"--out", "folded model file (required)", false, NULL},
-                  {"--device", "OpenCL device index or name substring", false, NULL}};
-  int nf = sizeof f / sizeof *f;
-  bool help;
-  if (!cli_parse(cmd, "--model MODEL --out FILE  (fold batch norms into convolutions for inference)",
-                 f, nf, argc, argv, &help))
-    return 2;
-  if (help) return 0;
-  const char *model = cli_get(f, nf, "--model"), *out = cli_get(f, nf, "--out");
-  if (!model || !out) {
-    fprintf(stderr, "dynblocks fold: --model and --out are required\n");
-    return 2;
-  }
-  dynb_ctx *ctx = cli_context(cmd, cli_get(f, nf, "--device"));
+  fold_opts o;
+  char err[1024];
+  int rc = cli_report(&cli_fold_command, cli_fold_options(argc, argv, &o, err, sizeof err), err);
+  if (rc >= 0) return rc;
+  const char *model = o.model, *out = o.out;
+  dynb_ctx *ctx = cli_context(cmd, o.device);
   if (!ctx) return 1;
   dynb__net *net = NULL;
   dynb__train_state ts;
-  int rc = 0;
+  rc = 0;
   if (dynb__model_load(ctx, model, DYNB_F32, &net, &ts) != DYNB_OK ||
       dynb__net_fold_batch_norms(net) != DYNB_OK || dynb__model_save(net, out, NULL, &ts) != DYNB_OK)
     rc = cli_fail(cmd, ctx);
