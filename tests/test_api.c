@@ -132,13 +132,13 @@ static void context_params_and_log(void **state) {
   assert_int_equal(v, DYNB_CONV_AUTO);
   TU_OK(ctx, dynb_param_bounds(DYNB_PARAM_CONV_ROUTE, &lo, &hi));
   assert_int_equal(lo, DYNB_CONV_AUTO);
-  assert_int_equal(hi, DYNB_CONV_WIDE);
+  assert_int_equal(hi, DYNB_CONV_WIDE2);
   TU_OK(ctx, dynb_ctx_set_param(ctx, DYNB_PARAM_CONV_ROUTE, DYNB_CONV_ROW));
   TU_OK(ctx, dynb_ctx_get_param(ctx, DYNB_PARAM_CONV_ROUTE, &v));
   assert_int_equal(v, DYNB_CONV_ROW);
-  TU_EXPECT_STATUS(ctx, dynb_ctx_set_param(ctx, DYNB_PARAM_CONV_ROUTE, 4),
+  TU_EXPECT_STATUS(ctx, dynb_ctx_set_param(ctx, DYNB_PARAM_CONV_ROUTE, 5),
                    DYNB_STATUS_PARAM_OUT_OF_BOUND);
-  assert_non_null(strstr(dynb_ctx_last_error(ctx), "outside [0, 3]"));
+  assert_non_null(strstr(dynb_ctx_last_error(ctx), "outside [0, 4]"));
   TU_EXPECT_STATUS(ctx, dynb_ctx_set_param(ctx, (dynb_param)12345, 0),
                    DYNB_STATUS_INVALID_ARGUMENT);
   assert_int_equal(dynb_param_bounds((dynb_param)12345, &lo, &hi), DYNB_STATUS_INVALID_ARGUMENT);

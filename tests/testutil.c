@@ -7,6 +7,8 @@ dynb_ctx *tu_ctx(void) {
   d.device = getenv("DYNB_TEST_DEVICE");
   const char *cache = getenv("DYNB_TEST_CACHE_DIR");
   d.cache_dir = cache ? cache : "";
+  /* Tests never depend on tuned parameters: the built-in ones only. */
+  d.tune_cache = "";
   dynb_ctx *ctx = NULL;
   dynb_status st = dynb_ctx_create(&d, &ctx);
   if (st == DYNB_STATUS_NO_DEVICE) {

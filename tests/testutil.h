@@ -17,7 +17,8 @@
 #include "runtime/runtime.h"
 
 /* A context on DYNB_TEST_DEVICE (else the default device) with the program
- * cache in DYNB_TEST_CACHE_DIR; calls cmocka's skip() when no device exists. */
+ * cache in DYNB_TEST_CACHE_DIR and no tuning cache (the built-in CLBlast
+ * parameters); calls cmocka's skip() when no device exists. */
 dynb_ctx *tu_ctx(void);
 /* Skips the calling test when the device cannot build double kernels. */
 void tu_require_real(dynb_ctx *ctx, dynb_dtype real);

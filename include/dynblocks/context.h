@@ -86,6 +86,9 @@ typedef struct dynb_ctx_desc {
   dynb_log_fn log_fn;       /**< NULL: silent */
   void *log_user;           /**< passed to log_fn */
   dynb_allocator allocator; /**< alloc_fn NULL: malloc/free */
+  const char *tune_cache;   /**< tuning cache file written by `dynblocks tune`, read once at
+                                 creation; NULL: tune.txt in the cache folder above; "": none
+                                 (built-in parameters). Borrowed. */
 } dynb_ctx_desc;
 
 /** A description with every field at its default. Since: 0.1 */
@@ -142,7 +145,8 @@ typedef enum dynb_conv_route {
   DYNB_CONV_AUTO = 0,
   DYNB_CONV_GEMM = 1, /**< im2col + CLBlast everywhere (reproducible) */
   DYNB_CONV_ROW = 2,  /**< direct kernels vectorised along image rows where they apply */
-  DYNB_CONV_WIDE = 3  /**< direct kernels vectorised across output channels where they apply */
+  DYNB_CONV_WIDE = 3, /**< direct kernels vectorised across output channels where they apply */
+  DYNB_CONV_WIDE2 = 4 /**< as WIDE with two vectors per work-item (forward and adjoint) */
 } dynb_conv_route;
 
 /** Sets a context parameter.

@@ -11,7 +11,7 @@ dynb_status dynb_param_bounds(dynb_param param, int64_t *lo, int64_t *hi) {
   if (!lo || !hi) return DYNB_STATUS_INVALID_ARGUMENT;
   switch (param) {
     case DYNB_PARAM_CONV_ROUTE:
-      *lo = DYNB_CONV_AUTO, *hi = DYNB_CONV_WIDE;
+      *lo = DYNB_CONV_AUTO, *hi = DYNB_CONV_WIDE2;
       return DYNB_OK;
   }
   return DYNB_STATUS_INVALID_ARGUMENT;
@@ -21,7 +21,8 @@ dynb_status dynb_param_bounds(dynb_param param, int64_t *lo, int64_t *hi) {
 _Static_assert((int)DYNB_CONV_AUTO == (int)DYNB__CONV_AUTO &&
                    (int)DYNB_CONV_GEMM == (int)DYNB__CONV_GEMM &&
                    (int)DYNB_CONV_ROW == (int)DYNB__CONV_ROW &&
-                   (int)DYNB_CONV_WIDE == (int)DYNB__CONV_WIDE,
+                   (int)DYNB_CONV_WIDE == (int)DYNB__CONV_WIDE &&
+                   (int)DYNB_CONV_WIDE2 == (int)DYNB__CONV_WIDE2,
                "dynb_conv_route and dynb__conv_policy must agree");
 
 dynb_status dynb_ctx_set_param(dynb_ctx *ctx, dynb_param param, int64_t value) {

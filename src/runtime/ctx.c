@@ -106,21 +106,27 @@ int dynb__choice_get(const dynb_ctx *ctx, uint64_t key) {
   return -1;
 }
 
+dynb_status dynb__grow(dynb_ctx *ctx, void **items, size_t *cap, size_t n, size_t elem,
+                       const char *what) {
+  if (n < *cap) return DYNB_OK;
+  size_t c = *cap ? 2 * *cap : 16;
+  char *p = dynb__calloc(ctx, c, elem);
+  DYNB_CHECK(ctx, p, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no memory for %zu %s", c, what);
+  if (n) memcpy(p, *items, n * elem);
+  dynb__free(ctx, *items);
+  *items = p;
+  *cap = c;
+  return DYNB_OK;
+}
+
 dynb_status dynb__choice_put(dynb_ctx *ctx, uint64_t key, int value) {
   for (size_t i = 0; i < ctx->nchoices; i++)
     if (ctx->choices[i].key == key) {
       ctx->choices[i].value = value;
       return DYNB_OK;
     }
-  if (ctx->nchoices == ctx->choices_cap) {
-    size_t cap = ctx->choices_cap ? 2 * ctx->choices_cap : 16;
-    dynb__choice *c = dynb__calloc(ctx, cap, sizeof *c);
-    DYNB_CHECK(ctx, c, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no memory for %zu choices", cap);
-    if (ctx->nchoices) memcpy(c, ctx->choices, ctx->nchoices * sizeof *c);
-    dynb__free(ctx, ctx->choices);
-    ctx->choices = c;
-    ctx->choices_cap = cap;
-  }
+  DYNB_TRY(dynb__grow(ctx, (void **)&ctx->choices, &ctx->choices_cap, ctx->nchoices,
+                      sizeof *ctx->choices, "choices"));
   ctx->choices[ctx->nchoices].key = key;
   ctx->choices[ctx->nchoices++].value = value;
   return DYNB_OK;
@@ -158,7 +164,18 @@ static char *default_cache_dir(dynb_ctx *ctx) {
   return dynb__strdup(ctx, buf);
 }
 
-static dynb_status ctx_new(const dynb_ctx_desc *desc, dynb_ctx **out) {
+/* The tuning cache: the desc's file, else tune.txt in the cache folder. */
+static dynb_status tune_path(dynb_ctx *ctx, const char *file) {
+  if (file && !file[0]) return DYNB_OK;
+  if (!file && !ctx->cache_dir) return DYNB_OK;
+  char buf[4096];
+  if (!file) snprintf(buf, sizeof buf, "%s/tune.txt", ctx->cache_dir);
+  ctx->tune_path = dynb__strdup(ctx, file ? file : buf);
+  DYNB_CHECK(ctx, ctx->tune_path, DYNB_STATUS_OUT_OF_HOST_MEMORY, "cannot copy tune_cache");
+  return DYNB_OK;
+}
+
+static dynb_status ctx_new(const dynb_ctx_desc *desc, bool plain, dynb_ctx **out) {
   dynb_ctx_desc d = dynb_ctx_desc_default();
   if (desc) {
     if (desc->struct_size < sizeof(uint32_t) || desc->struct_size > sizeof d)
@@ -183,6 +200,7 @@ static dynb_status ctx_new(const dynb_ctx_desc *desc, dynb_ctx **out) {
     ctx->cache_dir = dynb__strdup(ctx, d.cache_dir);
   if (d.cache_dir && d.cache_dir[0] && !ctx->cache_dir)
     return dynb__fail(ctx, DYNB_STATUS_OUT_OF_HOST_MEMORY, "cannot copy cache_dir");
+  if (!plain && tune_path(ctx, d.tune_cache) != DYNB_OK) return ctx->last_status;
   ctx->programs = dynb__calloc(ctx, (size_t)dynb__kernel_source_count * DYNB__REAL_KINDS,
                                sizeof *ctx->programs);
   if (!ctx->programs) return dynb__fail(ctx, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no memory");
@@ -197,10 +215,18 @@ static void ctx_describe(dynb_ctx *ctx) {
   ctx->max_work_group = wg ? wg : 1;
 }
 
-dynb_status dynb_ctx_create(const dynb_ctx_desc *desc, dynb_ctx **out) {
+/* The tuning cache, then the CLBlast parameters it (or the built-in
+ * table) names; a plain context gets neither. */
+static dynb_status ctx_tune(dynb_ctx *ctx, bool plain) {
+  if (plain) return DYNB_OK;
+  DYNB_TRY(dynb__tune_load(ctx));
+  return dynb__gemm_configure(ctx);
+}
+
+static dynb_status ctx_create(const dynb_ctx_desc *desc, bool plain, dynb_ctx **out) {
   if (!out) return DYNB_STATUS_INVALID_ARGUMENT;
   *out = NULL;
-  dynb_status st = ctx_new(desc, out);
+  dynb_status st = ctx_new(desc, plain, out);
   if (st != DYNB_OK) return st;
   dynb_ctx *ctx = *out;
   if (ctx->last_status != DYNB_OK) return ctx->last_status;
@@ -216,14 +242,22 @@ dynb_status dynb_ctx_create(const dynb_ctx_desc *desc, dynb_ctx **out) {
   if (e != CL_SUCCESS) return dynb__cl_fail(ctx, e, "clCreateCommandQueue");
   ctx_describe(ctx);
   dynb__log(ctx, DYNB_LOG_INFO, "device: %s (%s)", ctx->info.device_name, ctx->info.platform_name);
-  return dynb__gemm_apply_defaults(ctx);
+  return ctx_tune(ctx, plain);
+}
+
+dynb_status dynb_ctx_create(const dynb_ctx_desc *desc, dynb_ctx **out) {
+  return ctx_create(desc, false, out);
+}
+
+dynb_status dynb__ctx_create_plain(const dynb_ctx_desc *desc, dynb_ctx **out) {
+  return ctx_create(desc, true, out);
 }
 
 dynb_status dynb_ctx_create_cl(const dynb_ctx_desc *desc, cl_context context,
                                cl_command_queue queue, dynb_ctx **out) {
   if (!out) return DYNB_STATUS_INVALID_ARGUMENT;
   *out = NULL;
-  dynb_status st = ctx_new(desc, out);
+  dynb_status st = ctx_new(desc, false, out);
   if (st != DYNB_OK) return st;
   dynb_ctx *ctx = *out;
   if (ctx->last_status != DYNB_OK) return ctx->last_status;
@@ -248,7 +282,7 @@ dynb_status dynb_ctx_create_cl(const dynb_ctx_desc *desc, cl_context context,
   clRetainCommandQueue(queue);
   ctx->queue = queue;
   ctx_describe(ctx);
-  return dynb__gemm_apply_defaults(ctx);
+  return ctx_tune(ctx, false);
 }
 
 void dynb_ctx_free(dynb_ctx *ctx) {
@@ -259,6 +293,9 @@ void dynb_ctx_free(dynb_ctx *ctx) {
   if (ctx->context) clReleaseContext(ctx->context);
   dynb__free(ctx, ctx->programs);
   dynb__free(ctx, ctx->choices);
+  dynb__tune_release(ctx);
+  dynb__free(ctx, ctx->gemm_forms);
+  dynb__free(ctx, ctx->gemm_rec);
   dynb__free(ctx, ctx->cache_dir);
   dynb_allocator a = ctx->allocator;
   a.free_fn(a.user, ctx);

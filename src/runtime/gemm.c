@@ -1,7 +1,10 @@
-/* Matrix products through CLBlast, the only place the library calls it. */
+/* Matrix products through CLBlast, the only place the library calls it:
+ * every GEMM in the formulation tuned for its shape (row-major as written,
+ * or the transposed product column-major), and for the tuner a record of
+ * the shapes a plan issues. The CLBlast parameters themselves are set per
+ * device in gemm_config.c. */
 #include <clblast_c.h>
 
-#include <pthread.h>
 #include <string.h>
 
 #include "runtime/runtime.h"
@@ -21,7 +24,7 @@ static int operand_fits(const dynb__tensor *t, size_t rows, size_t cols, size_t 
   return ld >= cols && (t->offset + need) * es <= t->cap_bytes;
 }
 
-dynb_status dynb__gemm(dynb_ctx *ctx, const dynb__gemm_args *g) {
+static dynb_status check_args(dynb_ctx *ctx, const dynb__gemm_args *g) {
   DYNB_CHECK(ctx, g && g->a && g->b && g->c && g->a->mem && g->b->mem && g->c->mem,
              DYNB_STATUS_INVALID_ARGUMENT, "gemm: NULL operand");
   dynb_dtype dt = g->a->dtype;
@@ -36,51 +39,92 @@ dynb_status dynb__gemm(dynb_ctx *ctx, const dynb__gemm_args *g) {
                  operand_fits(g->c, g->m, g->n, g->ldc),
              DYNB_STATUS_BUFFER_TOO_SMALL, "gemm %zux%zux%zu: an operand exceeds its buffer", g->m,
              g->n, g->k);
+  return DYNB_OK;
+}
+
+/* The column-major form swaps the operands: a row-major X with leading
+ * dimension ld is, read column-major, Xᵀ with the same ld, so
+ * Cᵀ = op(B)ᵀ·op(A)ᵀ is the column-major call with B first, each operand
+ * keeping its own transpose flag. */
+static dynb_status issue(dynb_ctx *ctx, const dynb__gemm_args *g, dynb__gemm_form form) {
+  if (g->m == 0 || g->n == 0) return DYNB_OK;
   CLBlastTranspose ta = g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
   CLBlastTranspose tb = g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
+  bool col = form == DYNB__GEMM_COL;
+  CLBlastLayout layout = col ? CLBlastLayoutColMajor : CLBlastLayoutRowMajor;
+  const dynb__tensor *x = col ? g->b : g->a, *y = col ? g->a : g->b;
+  size_t ldx = col ? g->ldb : g->lda, ldy = col ? g->lda : g->ldb;
+  size_t m = col ? g->n : g->m, n = col ? g->m : g->n;
   CLBlastStatusCode s;
-  if (dt == DYNB_F32)
-    s = CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, (float)g->alpha, g->a->mem,
-                     g->a->offset, g->lda, g->b->mem, g->b->offset, g->ldb, (float)g->beta,
-                     g->c->mem, g->c->offset, g->ldc, &ctx->queue, NULL);
-  else
-    s = CLBlastDgemm(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, g->alpha, g->a->mem,
-                     g->a->offset, g->lda, g->b->mem, g->b->offset, g->ldb, g->beta, g->c->mem,
+  if (g->a->dtype == DYNB_F32)
+    s = CLBlastSgemm(layout, col ? tb : ta, col ? ta : tb, m, n, g->k, (float)g->alpha, x->mem,
+                     x->offset, ldx, y->mem, y->offset, ldy, (float)g->beta, g->c->mem,
                      g->c->offset, g->ldc, &ctx->queue, NULL);
+  else
+    s = CLBlastDgemm(layout, col ? tb : ta, col ? ta : tb, m, n, g->k, g->alpha, x->mem,
+                     x->offset, ldx, y->mem, y->offset, ldy, g->beta, g->c->mem, g->c->offset,
+                     g->ldc, &ctx->queue, NULL);
   return s == CLBlastSuccess ? DYNB_OK : clblast_fail(ctx, s, g);
 }
 
-/* CLBlast has no tuning for PoCL's CPU device and falls back to generic GPU
- * parameters that run these convolution GEMMs at 3-24 GFLOP/s. This Xgemm
- * configuration (tiny work-groups, 16-wide vectors, no local memory, KWG=8,
- * always the indirect kernel) was measured correct on every conv shape and
- * 5-40x faster (notes/clblast-on-pocl.md, "i_m32n32"); the tests check every
- * GEMM result against references with it in place. Issue 5's tuner replaces
- * this single choice with per-shape measured ones. */
-static const char *const xgemm_names[] = {"GEMMK", "KREG",  "KWG",  "KWI",  "MDIMA", "MDIMC",
-                                          "MWG",   "NDIMB", "NDIMC", "NWG", "SA",    "SB",
-                                          "STRM",  "STRN",  "VWM",  "VWN"};
-static const size_t xgemm_values[] = {0, 1, 8, 8, 2, 2, 32, 2, 2, 32, 0, 0, 0, 0, 16, 16};
+static bool same_product(const dynb__gemm_shape *s, dynb_dtype dt, const dynb__gemm_args *g) {
+  return s->m == g->m && s->n == g->n && s->k == g->k && s->dtype == dt &&
+         s->trans_a == g->trans_a && s->trans_b == g->trans_b;
+}
 
-dynb_status dynb__gemm_apply_defaults(dynb_ctx *ctx) {
-  bool pocl_cpu = !ctx->info.is_gpu && strstr(ctx->info.platform_name, "Portable Computing Language");
-  if (!pocl_cpu) return DYNB_OK;
-  const char *routine[] = {"XGEMM_MIN_INDIRECT_SIZE"};
-  const size_t always_indirect[] = {1};
-  /* CLBlastOverrideParameters (CLBlast 1.5.3) corrupts its process-wide
-   * database when two threads call it at once (test_threads.c crashed in it
-   * with two contexts created together), so calls take turns. The mutex is
-   * the library's only other process-wide object; it holds no data. */
-  static pthread_mutex_t override_lock = PTHREAD_MUTEX_INITIALIZER;
-  pthread_mutex_lock(&override_lock);
-  CLBlastStatusCode s = CLBlastOverrideParameters(ctx->device, "Xgemm", CLBlastPrecisionSingle, 16,
-                                                  (const char **)xgemm_names, xgemm_values);
-  if (s == CLBlastSuccess)
-    s = CLBlastOverrideParameters(ctx->device, "GemmRoutine", CLBlastPrecisionSingle, 1, routine,
-                                  always_indirect);
-  pthread_mutex_unlock(&override_lock);
-  if (s != CLBlastSuccess)
-    dynb__log(ctx, DYNB_LOG_WARN, "CLBlast parameter override refused (%d); using its defaults",
-              (int)s);
+/* A short scan of the table filled at context creation: no file, no
+ * string, no allocation on this path. */
+static dynb__gemm_form form_of(const dynb_ctx *ctx, dynb_dtype dt, const dynb__gemm_args *g) {
+  for (size_t i = 0; i < ctx->ngemm_forms; i++)
+    if (same_product(&ctx->gemm_forms[i], dt, g)) return ctx->gemm_forms[i].form;
+  return DYNB__GEMM_ROW;
+}
+
+static dynb_status record(dynb_ctx *ctx, dynb_dtype dt, const dynb__gemm_args *g) {
+  for (size_t i = 0; i < ctx->ngemm_rec; i++) {
+    dynb__gemm_shape *s = &ctx->gemm_rec[i];
+    if (same_product(s, dt, g) && s->lda == g->lda && s->ldb == g->ldb && s->ldc == g->ldc) {
+      s->calls++;
+      return DYNB_OK;
+    }
+  }
+  DYNB_TRY(dynb__grow(ctx, (void **)&ctx->gemm_rec, &ctx->gemm_rec_cap, ctx->ngemm_rec,
+                      sizeof *ctx->gemm_rec, "recorded GEMM shapes"));
+  ctx->gemm_rec[ctx->ngemm_rec++] =
+      (dynb__gemm_shape){.dtype = dt, .trans_a = g->trans_a, .trans_b = g->trans_b, .m = g->m,
+                         .n = g->n, .k = g->k, .lda = g->lda, .ldb = g->ldb, .ldc = g->ldc,
+                         .calls = 1};
   return DYNB_OK;
+}
+
+dynb_status dynb__gemm(dynb_ctx *ctx, const dynb__gemm_args *g) {
+  DYNB_TRY(check_args(ctx, g));
+  dynb_dtype dt = g->a->dtype;
+  if (ctx->gemm_recording) DYNB_TRY(record(ctx, dt, g));
+  return issue(ctx, g, form_of(ctx, dt, g));
+}
+
+dynb_status dynb__gemm_issue(dynb_ctx *ctx, const dynb__gemm_args *g, dynb__gemm_form form) {
+  DYNB_TRY(check_args(ctx, g));
+  return issue(ctx, g, form);
+}
+
+dynb_status dynb__gemm_set_form(dynb_ctx *ctx, const dynb__gemm_shape *s, dynb__gemm_form form) {
+  dynb__gemm_args g = {.trans_a = s->trans_a, .trans_b = s->trans_b, .m = s->m, .n = s->n, .k = s->k};
+  for (size_t i = 0; i < ctx->ngemm_forms; i++)
+    if (same_product(&ctx->gemm_forms[i], s->dtype, &g)) {
+      ctx->gemm_forms[i].form = form;
+      return DYNB_OK;
+    }
+  DYNB_TRY(dynb__grow(ctx, (void **)&ctx->gemm_forms, &ctx->gemm_forms_cap, ctx->ngemm_forms,
+                      sizeof *ctx->gemm_forms, "GEMM formulations"));
+  dynb__gemm_shape e = *s;
+  e.form = form;
+  ctx->gemm_forms[ctx->ngemm_forms++] = e;
+  return DYNB_OK;
+}
+
+void dynb__gemm_record(dynb_ctx *ctx, bool on) {
+  if (on) ctx->ngemm_rec = 0;
+  ctx->gemm_recording = on;
 }

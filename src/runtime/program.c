@@ -57,7 +57,7 @@ static void cache_path(dynb_ctx *ctx, const char *label, const char *source, dyn
            (unsigned long long)h);
 }
 
-static void mkdir_p(const char *dir) {
+void dynb__mkdir_p(const char *dir) {
   char tmp[4096];
   size_t n = strlen(dir);
   if (n == 0 || n >= sizeof tmp) return;
@@ -198,7 +198,7 @@ dynb_status dynb__program_build(dynb_ctx *ctx, const char *label, const char *so
     size_t n = 0;
     unsigned char *bin = program_binary(ctx, p, &n);
     if (bin) {
-      mkdir_p(ctx->cache_dir);
+      dynb__mkdir_p(ctx->cache_dir);
       cache_write(ctx, path, bin, n);
       dynb__free(ctx, bin);
     }

@@ -67,6 +67,29 @@ typedef struct dynb__faults {
   atomic_size_t live_buffers;        /* decremented on OpenCL's threads */
 } dynb__faults;
 
+/* One entry of the tuning cache (tune.c): key and value share one block. */
+typedef struct dynb__tune_entry {
+  char *key;
+  char *value;
+} dynb__tune_entry;
+
+/* How a GEMM reaches CLBlast: as written (a row-major call), or as the
+ * same product transposed, Cᵀ = op(B)ᵀ·op(A)ᵀ, issued column-major. Both
+ * give the same matrix; CLBlast pads and transposes differently for each,
+ * so which is faster depends on the shape (notes/clblast-on-pocl.md). */
+typedef enum dynb__gemm_form { DYNB__GEMM_ROW = 0, DYNB__GEMM_COL = 1 } dynb__gemm_form;
+
+/* A GEMM's shape as dynb__gemm sees it (row-major terms). The tuner
+ * records these while a plan runs (`calls` counts them) and the context
+ * keeps the tuned formulation of each (`form`). */
+typedef struct dynb__gemm_shape {
+  dynb_dtype dtype;
+  bool trans_a, trans_b;
+  size_t m, n, k, lda, ldb, ldc;
+  size_t calls;
+  dynb__gemm_form form;
+} dynb__gemm_shape;
+
 /* One built program per kernel family and real type, with its kernels. */
 typedef struct dynb__program {
   cl_program program;
@@ -91,6 +114,16 @@ struct dynb_ctx {
   dynb__conv_policy conv_policy;
   dynb__choice *choices;    /* decisions made so far (dynb__choice_get/put) */
   size_t nchoices, choices_cap;
+  char *tune_path;          /* tuning cache file; NULL: none */
+  char *tune_id;            /* this device's section in it */
+  dynb__tune_entry *tune;   /* this device's entries */
+  size_t ntune, tune_cap;
+  dynb__gemm_shape *gemm_forms; /* tuned formulations, looked up per GEMM */
+  size_t ngemm_forms, gemm_forms_cap;
+  dynb__gemm_shape *gemm_rec;   /* shapes seen while recording (the tuner) */
+  size_t ngemm_rec, gemm_rec_cap;
+  bool gemm_recording;
+  char gemm_config[DYNB__REAL_KINDS][32]; /* CLBlast parameters in force, by name */
   dynb_status last_status;
   char last_error[4096];
 };
@@ -159,11 +192,22 @@ static inline bool dynb__fault_hit(dynb_ctx *ctx, dynb__fault_kind kind) {
   return true;
 }
 
+/* Grows an array of `elem`-byte items so that it holds at least n + 1;
+ * `what` names it in the error. */
+dynb_status dynb__grow(dynb_ctx *ctx, void **items, size_t *cap, size_t n, size_t elem,
+                       const char *what);
+
 /* Remembered decisions: dynb__choice_get returns -1 for an unknown key. */
 int dynb__choice_get(const dynb_ctx *ctx, uint64_t key);
 dynb_status dynb__choice_put(dynb_ctx *ctx, uint64_t key, int value);
 /* Seconds on a monotonic clock, for the timings behind choices. */
 double dynb__now(void);
+
+/* A context whose GEMMs run with CLBlast's own parameters: no tuning cache
+ * and no built-in override (desc->tune_cache is ignored). The tuner starts
+ * each candidate from it, in a process of its own, since CLBlast keeps
+ * overrides per device for the whole process. */
+dynb_status dynb__ctx_create_plain(const dynb_ctx_desc *desc, dynb_ctx **out);
 
 /* ---- Devices (device.c) -------------------------------------------------- */
 
@@ -184,6 +228,8 @@ void dynb__programs_release(dynb_ctx *ctx);
  * the program. */
 dynb_status dynb__program_build(dynb_ctx *ctx, const char *label, const char *source,
                                 dynb_dtype real, cl_program *out);
+/* Creates `dir` and its parents where missing (best effort). */
+void dynb__mkdir_p(const char *dir);
 /* 64-bit FNV-1a, continued from `h` (start with DYNB__FNV_SEED). */
 #define DYNB__FNV_SEED UINT64_C(0xcbf29ce484222325)
 uint64_t dynb__fnv1a(uint64_t h, const void *data, size_t n);
@@ -278,9 +324,109 @@ typedef struct dynb__gemm_args {
   const dynb__tensor *c;
   size_t ldc;
 } dynb__gemm_args;
+/* Issued in the formulation tuned for its shape (row-major when none). */
 dynb_status dynb__gemm(dynb_ctx *ctx, const dynb__gemm_args *g);
-/* Applies the built-in verified CLBlast parameters for the context's device
- * type (PoCL CPU: see gemm.c); CLBlast keeps them per device, process-wide. */
-dynb_status dynb__gemm_apply_defaults(dynb_ctx *ctx);
+/* The same in a given formulation (the tuner, tests). */
+dynb_status dynb__gemm_issue(dynb_ctx *ctx, const dynb__gemm_args *g, dynb__gemm_form form);
+/* Sets the formulation dynb__gemm uses for one shape (dtype, transposes,
+ * m, n, k of `s`; its leading dimensions and calls are ignored). */
+dynb_status dynb__gemm_set_form(dynb_ctx *ctx, const dynb__gemm_shape *s, dynb__gemm_form form);
+/* While on, dynb__gemm appends every new shape (with its leading
+ * dimensions) to ctx->gemm_rec and counts calls per shape. Starting
+ * clears what was recorded. */
+void dynb__gemm_record(dynb_ctx *ctx, bool on);
+
+/* ---- CLBlast parameter sets (gemm_config.c) ------------------------------ */
+
+/* One set of CLBlast GEMM parameters, applied per device and precision:
+ * the Xgemm kernel, the XgemmDirect kernel and the size below which CLBlast
+ * takes the direct one. A part that is absent stays as CLBlast has it. */
+#define DYNB__XGEMM_PARAMS 16
+#define DYNB__XGEMM_DIRECT_PARAMS 10
+typedef struct dynb__gemm_config {
+  char name[32];
+  bool has_xgemm, has_direct, has_routine;
+  size_t xgemm[DYNB__XGEMM_PARAMS];
+  size_t direct[DYNB__XGEMM_DIRECT_PARAMS];
+  size_t min_indirect; /* XGEMM_MIN_INDIRECT_SIZE */
+} dynb__gemm_config;
+
+/* The curated candidates for the context's device type, "clblast" (no
+ * override) first; returns how many there are and fills up to cap names. */
+size_t dynb__gemm_candidates(const dynb_ctx *ctx, const char **names, size_t cap);
+/* The name of the built-in configuration for the device type and real
+ * ("i_m32n32" for single precision on PoCL CPU devices, else "clblast"). */
+const char *dynb__gemm_builtin(const dynb_ctx *ctx, dynb_dtype real);
+/* The candidate called `name`; INVALID_ARGUMENT naming the known ones when
+ * there is none. */
+dynb_status dynb__gemm_config_find(dynb_ctx *ctx, const char *name, dynb__gemm_config *out);
+/* Hands the configuration to CLBlast for the context's device and `real`. */
+dynb_status dynb__gemm_config_apply(dynb_ctx *ctx, dynb_dtype real, const dynb__gemm_config *c);
+/* Writes (put) or reads (get) a configuration as tuning-cache entries
+ * gemm.<real>.{config,xgemm,xgemmdirect,routine}. Get sets *found to false
+ * when there is no gemm.<real>.config, and fails with BAD_FORMAT naming the
+ * entry when one is malformed. */
+dynb_status dynb__gemm_config_put(dynb_ctx *ctx, dynb_dtype real, const dynb__gemm_config *c);
+dynb_status dynb__gemm_config_get(dynb_ctx *ctx, dynb_dtype real, dynb__gemm_config *out,
+                                  bool *found);
+/* At context creation: for each real type, the configuration from the
+ * tuning cache (and its per-shape formulations) when there is one, else the
+ * built-in one. Never fails the creation: a cache CLBlast refuses is
+ * reported through the log and the built-in parameters are used. */
+dynb_status dynb__gemm_configure(dynb_ctx *ctx);
+
+/* ---- Verifying and timing one GEMM shape (gemm_bench.c) ------------------ */
+
+/* A shape with operands on the device and their host copies: small
+ * integers, so that every partial sum is exact in the real type and the
+ * device result must equal the host product exactly (see gemm_bench.c). */
+typedef struct dynb__gemm_bench {
+  dynb__gemm_shape shape;
+  double *a, *b;
+  dynb__tensor ta, tb, tc;
+} dynb__gemm_bench;
+dynb_status dynb__gemm_bench_init(dynb_ctx *ctx, const dynb__gemm_shape *s, uint64_t seed,
+                                  dynb__gemm_bench *out);
+void dynb__gemm_bench_free(dynb_ctx *ctx, dynb__gemm_bench *b);
+/* Enqueues `calls` products C = A·B in formulation `form` (no wait). */
+dynb_status dynb__gemm_bench_run(dynb_ctx *ctx, dynb__gemm_bench *b, dynb__gemm_form form,
+                                 int calls);
+/* Clears C, runs one product and compares C with the host product;
+ * *bad counts wrong entries among *checked. */
+dynb_status dynb__gemm_bench_verify(dynb_ctx *ctx, dynb__gemm_bench *b, dynb__gemm_form form,
+                                    size_t *checked, size_t *bad, double *max_err);
+/* Median seconds per call over `reps` batches of back-to-back calls, the
+ * queue finished only around each batch. */
+dynb_status dynb__gemm_bench_time(dynb_ctx *ctx, dynb__gemm_bench *b, dynb__gemm_form form,
+                                  int reps, double *secs);
+/* The host check behind dynb__gemm_bench_verify, on host A, B (row-major,
+ * leading dimensions of s) and C (m×n, ldc): every entry of small products,
+ * else every row and column at three places plus a seeded sample. Returns
+ * the number of entries off by more than the error bound. */
+size_t dynb__gemm_check(const dynb__gemm_shape *s, const double *a, const double *b,
+                        const double *c, size_t *checked, double *max_err);
+
+/* ---- Tuning cache (tune.c) ----------------------------------------------- */
+
+/* The cache is a text file of sections, one per device identity
+ * ("[platform | platform version | device | driver | CLBlast x.y.z]"), of
+ * `key = value` lines; '#' starts a comment line. A context loads its own
+ * section once at creation; malformed lines are reported through the log
+ * (file and line) and ignored. Keys are [A-Za-z0-9._-]+, values printable
+ * ASCII without leading or trailing blanks, each at most DYNB__TUNE_MAX. */
+#define DYNB__TUNE_MAX 512
+/* Loads ctx->tune_path (missing file: empty). Only called at creation. */
+dynb_status dynb__tune_load(dynb_ctx *ctx);
+/* The value of `key` for this device copied to val (cap bytes); false when
+ * absent or longer than cap - 1. */
+bool dynb__tune_get(const dynb_ctx *ctx, const char *key, char *val, size_t cap);
+/* Sets `key` for this device in memory; dynb__tune_save writes it. */
+dynb_status dynb__tune_put(dynb_ctx *ctx, const char *key, const char *val);
+/* Drops every key of this device that starts with `prefix`. */
+void dynb__tune_remove_prefix(dynb_ctx *ctx, const char *prefix);
+/* Writes this device's entries into the file atomically, keeping the other
+ * devices' sections as the file has them now. */
+dynb_status dynb__tune_save(dynb_ctx *ctx);
+void dynb__tune_release(dynb_ctx *ctx);
 
 #endif

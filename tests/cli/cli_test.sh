@@ -8,6 +8,8 @@ src=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
+# Built-in CLBlast parameters unless a test names a tuning cache.
+export DYNBLOCKS_TUNE_CACHE="$work/no-tune-cache.txt"
 fails=0
 ok() { echo "ok   $1"; }
 bad() { echo "FAIL $1"; fails=$((fails + 1)); }
@@ -98,6 +100,27 @@ cp m.safetensors kept.safetensors && cp m.safetensors.ckpt kept.ckpt
 expect_fail "divergence is reported" "training diverged at epoch 3, step" "$bin" train "${common[@]}" --lr 1e30 --epochs 5 --out m.safetensors --log log.csv --resume m.safetensors.ckpt
 grep -qE "grad\.[a-z0-9_.]+\[[0-9]+\] is (nan|-?inf)|the loss is" err.txt && ok "divergence names the tensor" || bad "divergence message: $(cat err.txt)"
 cmp -s kept.safetensors m.safetensors && cmp -s kept.ckpt m.safetensors.ckpt && ok "files kept after divergence" || bad "files changed by a diverged run"
+
+# tune: a tiny spec, the no-override candidate (plus the built-in one), one
+# timed batch each; then bench applies the cache, and a broken line in it is
+# reported and skipped.
+echo '{"input": {"channels": 1, "height": 8, "width": 8}, "classes": 4, "open": {"width": 4}, "blocks": [{"width": 4, "layer": "doublesym", "norm": "tv", "scheme": "euler", "t_states": [0, 1]}]}' >tiny.json
+if "$bin" tune --spec tiny.json --batch 2 --cache tune.txt --candidates clblast --reps 1 >tune.out 2>tune.err; then
+  grep -q "^gemm.f32.config = " tune.txt && grep -q "^gemm.f32.form.nn.4x128x36 = " tune.txt &&
+    grep -q "GEMM time per step" tune.out && ok "tune writes the cache" || bad "tune: $(cat tune.out tune.err)"
+else
+  bad "tune: $(cat tune.err)"
+fi
+config=$(sed -n 's/^gemm.f32.config = //p' tune.txt)
+DYNBLOCKS_TUNE_CACHE=tune.txt DYNBLOCKS_LOG=info "$bin" bench --spec tiny.json --batch 2 --iters 1 >bench2.txt 2>&1 &&
+  grep -q "tuned configuration $config from tune.txt" bench2.txt && ok "bench applies the cache" || bad "bench with cache: $(cat bench2.txt)"
+echo "not an entry" >>tune.txt
+lines=$(wc -l <tune.txt)
+DYNBLOCKS_TUNE_CACHE=tune.txt "$bin" bench --spec tiny.json --batch 2 --iters 1 >bench3.txt 2>&1 &&
+  grep -q "tune.txt:$lines: expected 'key = value'" bench3.txt && ok "a broken cache line is reported and skipped" || bad "broken cache: $(cat bench3.txt)"
+expect_fail "tune: time limit" "no candidate was compiled, verified and timed" "$bin" tune --spec tiny.json --batch 2 --cache t2.txt --candidates clblast --time-limit 0.001
+[ ! -e t2.txt ] && ok "no cache after a failed tune" || bad "t2.txt written"
+expect_fail "tune: unknown candidate" "'frob' is not a candidate" "$bin" tune --spec tiny.json --batch 2 --cache t2.txt --candidates clblast,frob
 
 expect_fail "unknown flag" "unknown flag '--epoch'" "$bin" train --epoch 2
 expect_fail "bad number" "--batch must be an integer" "$bin" train --batch zero

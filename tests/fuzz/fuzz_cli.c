@@ -63,6 +63,12 @@ static void other(int which, int argc, char **argv) {
       if (r == CLI_OK) FUZZ_CHECK(o.spec && o.batch >= 1 && o.iters >= 1);
       break;
     }
+    case 6: {
+      tune_opts o;
+      r = cli_tune_options(argc, argv, &o, err, sizeof err);
+      if (r == CLI_OK) FUZZ_CHECK(o.spec && o.batch >= 1 && o.reps >= 1 && o.time_limit > 0);
+      break;
+    }
     default: {
       fold_opts o;
       r = cli_fold_options(argc, argv, &o, err, sizeof err);
@@ -75,7 +81,7 @@ static void other(int which, int argc, char **argv) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1) return 0;
-  int which = data[0] % 7;
+  int which = data[0] % 8;
   /* One NUL-terminated copy, cut into arguments in place. */
   char *copy = malloc(size);
   char *argv[MAX_ARGS + 1];

@@ -11,9 +11,16 @@
  * returned; the exit code for it (0 after help, 2 after an error), or -1
  * when the command goes on. */
 int cli_report(const cli_command *c, cli_result r, const char *err);
-/* A context on --device / DYNBLOCKS_DEVICE; prints the error and returns
- * NULL on failure. */
+/* A context on --device / DYNBLOCKS_DEVICE with the tuning cache of
+ * cli_tune_cache(); prints the error and returns NULL on failure. */
 dynb_ctx *cli_context(const char *cmd, const char *device);
+/* The same with the tuning cache `tune_cache` (NULL: the library's
+ * default, "": none); `plain`: CLBlast's own parameters, no cache. */
+dynb_ctx *cli_context_ex(const char *cmd, const char *device, const char *tune_cache, bool plain);
+/* DYNBLOCKS_TUNE_CACHE, or NULL when unset or empty. */
+const char *cli_tune_cache(void);
+/* Reads and parses a spec file; prints the error and returns false. */
+bool cli_read_spec(const char *cmd, const char *path, dynb__net_spec *spec);
 /* Prints "dynblocks CMD: <ctx's last error>" and returns 1. */
 int cli_fail(const char *cmd, dynb_ctx *ctx);
 /* Reads a whole text file (for specs); NULL with a message on failure. */
@@ -25,6 +32,7 @@ int cmd_predict(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_fold(int argc, char **argv);
+int cmd_tune(int argc, char **argv);
 
 /* Writes the per-epoch curves (loss and accuracy, train and validation) as
  * an SVG file. */

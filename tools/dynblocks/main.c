@@ -19,12 +19,15 @@ static void usage(FILE *f) {
           "  predict    eval-mode logits of a model for a batch file\n"
           "  grad       train-mode loss and gradients of a model for a batch file\n"
           "  bench      training and inference throughput and peak device memory\n"
+          "  tune       measure CLBlast GEMM parameters for a spec's shapes; cache the best\n"
           "  fold       fold batch norms into convolutions for inference\n"
           "  version    print the library version\n"
           "\n"
           "Every command takes --help. Device selection: --device INDEX|NAME or the\n"
           "environment variable DYNBLOCKS_DEVICE; the default is the first GPU, else the\n"
-          "first device of any kind.\n");
+          "first device of any kind. Every command applies the tuning cache of\n"
+          "`dynblocks tune`: DYNBLOCKS_TUNE_CACHE, else $XDG_CACHE_HOME/dynblocks/tune.txt\n"
+          "(~/.cache/dynblocks/tune.txt).\n");
 }
 
 /* ---- shared helpers ---------------------------------------------------------------- */
@@ -85,15 +88,25 @@ static bool conv_policy(const char *cmd, dynb_ctx *ctx) {
   return false;
 }
 
+const char *cli_tune_cache(void) {
+  const char *env = getenv("DYNBLOCKS_TUNE_CACHE");
+  return env && env[0] ? env : NULL;
+}
+
 dynb_ctx *cli_context(const char *cmd, const char *device) {
+  return cli_context_ex(cmd, device, cli_tune_cache(), false);
+}
+
+dynb_ctx *cli_context_ex(const char *cmd, const char *device, const char *tune_cache, bool plain) {
   dynb_ctx_desc d = dynb_ctx_desc_default();
   d.device = device_selector(device);
+  d.tune_cache = tune_cache;
   static dynb_log_level threshold;
   threshold = log_threshold();
   d.log_fn = log_to_stderr;
   d.log_user = &threshold;
   dynb_ctx *ctx = NULL;
-  if (dynb_ctx_create(&d, &ctx) != DYNB_OK) {
+  if ((plain ? dynb__ctx_create_plain(&d, &ctx) : dynb_ctx_create(&d, &ctx)) != DYNB_OK) {
     fprintf(stderr, "dynblocks %s: %s\n", cmd, ctx ? dynb_ctx_last_error(ctx) : "out of memory");
     dynb_ctx_free(ctx);
     return NULL;
@@ -136,6 +149,16 @@ char *cli_read_text(const char *cmd, const char *path, size_t *len) {
   fclose(f);
   if (buf) *len = n;
   return buf;
+}
+
+bool cli_read_spec(const char *cmd, const char *path, dynb__net_spec *spec) {
+  size_t len;
+  char *text = cli_read_text(cmd, path, &len), err[1024];
+  if (!text) return false;
+  dynb_status st = dynb__spec_parse(text, len, path, spec, err, sizeof err);
+  free(text);
+  if (st != DYNB_OK) fprintf(stderr, "dynblocks %s: %s\n", cmd, err);
+  return st == DYNB_OK;
 }
 
 static int cmd_devices(int argc, char **argv) {
@@ -195,6 +218,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "grad") == 0) return cmd_grad(argc - 2, argv + 2);
   if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 2, argv + 2);
   if (strcmp(cmd, "fold") == 0) return cmd_fold(argc - 2, argv + 2);
+  if (strcmp(cmd, "tune") == 0) return cmd_tune(argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("dynblocks %s\n", dynb_version_string());
     return 0;

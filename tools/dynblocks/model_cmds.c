@@ -219,6 +219,24 @@ int cmd_grad(int argc, char **argv) {
   return rc;
 }
 
+/* A VmRSS/VmHWM-style field of /proc/self/status in bytes; 0 where there
+ * is none (not Linux). */
+static size_t proc_status_bytes(const char *field) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  size_t kib = 0, n = strlen(field);
+  while (f && fgets(line, sizeof line, f))
+    if (strncmp(line, field, n) == 0 && line[n] == ':') kib = strtoull(line + n + 1, NULL, 10);
+  if (f) fclose(f);
+  return kib * 1024;
+}
+
+/* Restarts the kernel's peak-RSS counter (VmHWM) at the current RSS. */
+static void restart_peak_rss(void) {
+  FILE *f = fopen("/proc/self/clear_refs", "w");
+  if (f) fputs("5", f), fclose(f);
+}
+
 int cmd_bench(int argc, char **argv) {
   const char *cmd = "bench";
   bench_opts o;
@@ -227,16 +245,8 @@ int cmd_bench(int argc, char **argv) {
   if (rc >= 0) return rc;
   const char *spec_path = o.spec;
   long batch = o.batch, iters = o.iters;
-  size_t len;
-  char *text = cli_read_text(cmd, spec_path, &len);
   static dynb__net_spec spec;
-  if (!text) return 1;
-  dynb_status st = dynb__spec_parse(text, len, spec_path, &spec, err, sizeof err);
-  free(text);
-  if (st != DYNB_OK) {
-    fprintf(stderr, "dynblocks bench: %s\n", err);
-    return 1;
-  }
+  if (!cli_read_spec(cmd, spec_path, &spec)) return 1;
   dynb_ctx *ctx = cli_context(cmd, o.device);
   if (!ctx) return 1;
   dynb__net *net = NULL;
@@ -244,13 +254,24 @@ int cmd_bench(int argc, char **argv) {
   dynb__optimizer *opt = NULL;
   dynb__optim_desc od = dynb__optim_desc_default();
   rc = 1;
-  if (dynb__net_create(ctx, &spec, DYNB_F32, &net) == DYNB_OK && dynb__net_init(net, 1) == DYNB_OK &&
-      dynb__plan_build(net, batch, o.memory, &plan) == DYNB_OK &&
-      dynb__optimizer_create(net, &od, &opt) == DYNB_OK) {
+  /* Host memory (PoCL's device memory is host memory): the resident set
+   * once the network exists, its peak while the plan is built (route
+   * timing uses scratch tensors), and its peak over the steps after the two
+   * warm-up ones (which load the remaining kernels). */
+  size_t rss_base = 0, rss_build = 0;
+  dynb_status st = dynb__net_create(ctx, &spec, DYNB_F32, &net);
+  if (st == DYNB_OK) st = dynb__net_init(net, 1);
+  rss_base = proc_status_bytes("VmRSS");
+  restart_peak_rss();
+  if (st == DYNB_OK)
+    st = dynb__plan_build(net, batch, o.memory, &plan);
+  if (st == DYNB_OK) st = dynb__optimizer_create(net, &od, &opt);
+  rss_build = proc_status_bytes("VmHWM");
+  if (st == DYNB_OK) {
     /* Inputs stay zero-filled: throughput does not depend on the values. */
     double t_train = 0, t_infer = 0;
-    st = DYNB_OK;
     for (long i = 0; st == DYNB_OK && i < iters + 2; i++) {
+      if (i == 2) restart_peak_rss();
       double t0 = now_seconds();
       st = dynb__net_zero_grads(net);
       if (st == DYNB_OK) st = dynb__plan_forward(plan, true);
@@ -275,7 +296,9 @@ int cmd_bench(int argc, char **argv) {
       printf("device          %s\nbatch           %ld\ntrain img/s     %.1f\ninfer img/s     %.1f\n"
              "peak bytes      %zu (plan %zu, parameters and gradients %zu; optimiser state not counted)\n",
              ctx->info.device_name, batch, tr, inf, peak, dynb__plan_bytes(plan), params);
-      printf("{\"train_img_per_s\": %.3f, \"infer_img_per_s\": %.3f, \"peak_bytes\": %zu}\n", tr, inf, peak);
+      printf("{\"train_img_per_s\": %.3f, \"infer_img_per_s\": %.3f, \"peak_bytes\": %zu, "
+             "\"rss_base_bytes\": %zu, \"rss_build_peak_bytes\": %zu, \"rss_peak_bytes\": %zu}\n",
+             tr, inf, peak, rss_base, rss_build, proc_status_bytes("VmHWM"));
       rc = 0;
     }
   }

@@ -278,6 +278,36 @@ cli_result cli_bench_options(int argc, char **argv, bench_opts *o, char *err, si
   return memory_mode(o->memory_name, &o->memory, err, errlen);
 }
 
+/* ---- tune --------------------------------------------------------------------------- */
+
+static const cli_flag tune_flags[] = {
+    STR(tune_opts, "--spec", spec, "network spec whose GEMMs are tuned (required)"),
+    LONG(tune_opts, "--batch", batch, 1, 1 << 20, 64, "batch size (default 64)"),
+    STR(tune_opts, "--memory", memory_name, "store (default) or checkpoint"),
+    STR(tune_opts, "--cache", cache,
+        "tuning cache file (default: DYNBLOCKS_TUNE_CACHE, else $XDG_CACHE_HOME/dynblocks/tune.txt)"),
+    REAL(tune_opts, "--time-limit", time_limit, 0.001, 86400, 120,
+           "seconds each candidate may take to compile and verify (default 120)"),
+    STR(tune_opts, "--candidates", candidates,
+        "comma-separated names to try (default: all for the device type; the built-in one is "
+        "always added)"),
+    LONG(tune_opts, "--reps", reps, 1, 16, 5,
+         "timed batches per shape and formulation, median taken (default 5)"),
+    STR(tune_opts, "--device", device, DEVICE_HELP),
+};
+const cli_command cli_tune_command = {
+    "tune", "--spec FILE [--batch N] [--cache FILE] [--time-limit SEC] [--device D]", tune_flags,
+    COUNT(tune_flags)};
+
+cli_result cli_tune_options(int argc, char **argv, tune_opts *o, char *err, size_t errlen) {
+  memset(o, 0, sizeof *o);
+  cli_result r = cli_parse(&cli_tune_command, argc, argv, o, err, errlen);
+  if (r != CLI_OK) return r;
+  if (!o->spec) return error(err, errlen, "--spec is required");
+  if (o->cache && !o->cache[0]) return error(err, errlen, "--cache must name a file");
+  return memory_mode(o->memory_name, &o->memory, err, errlen);
+}
+
 /* ---- fold --------------------------------------------------------------------------- */
 
 static const cli_flag fold_flags[] = {
