@@ -2,8 +2,8 @@
 # The test entry point (README, .ci/run): installs what is missing, builds
 # with warnings as errors, runs every test; then the same under
 # AddressSanitizer + UndefinedBehaviorSanitizer; then the threads test under
-# ThreadSanitizer. Then a short run of every libFuzzer target
-# (scripts/fuzz.sh; clang).
+# ThreadSanitizer; then a short run of every libFuzzer target (scripts/fuzz.sh;
+# clang).
 # Usage: scripts/test.sh [--no-sanitize]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -160,15 +160,14 @@ dynb_status dynb__gemm_config_find(dynb_ctx *ctx, const char *name, dynb__gemm_c
 
 /* ---- Applying ------------------------------------------------------------------ */
 
-/* CLBlastOverrideParameters (CLBlast 1.5.3) corrupts its process-wide
- * database when two threads call it at once (test_threads.c crashed in it
- * with two contexts created together), so calls take turns. The mutex holds
- * no data. */
-static pthread_mutex_t override_lock = PTHREAD_MUTEX_INITIALIZER;
-
 static dynb_status override(dynb_ctx *ctx, const char *kernel, dynb_dtype real, size_t n,
                             const char *const *names, const size_t *values) {
   CLBlastPrecision p = real == DYNB_F64 ? CLBlastPrecisionDouble : CLBlastPrecisionSingle;
+  /* CLBlastOverrideParameters (CLBlast 1.5.3) corrupts its process-wide
+   * database when two threads call it at once (test_threads.c crashed in it
+   * with two contexts created together), so calls take turns. The mutex is
+   * the library's only other process-wide object; it holds no data. */
+  static pthread_mutex_t override_lock = PTHREAD_MUTEX_INITIALIZER;
   pthread_mutex_lock(&override_lock);
   CLBlastStatusCode s = CLBlastOverrideParameters(ctx->device, kernel, p, n, (const char **)names,
                                                   values);
