@@ -707,6 +707,100 @@ static void callers_own_opencl_objects(void **state) {
   dynb_ctx_free(lib);
 }
 
+/* ---- injected faults through the API ------------------------------------ */
+
+/* The context's allocator, counting live blocks. */
+static void *count_alloc(void *user, size_t bytes) {
+  void *p = malloc(bytes);
+  if (p) ++*(size_t *)user;
+  return p;
+}
+static void count_free(void *user, void *ptr) {
+  --*(size_t *)user;
+  free(ptr);
+}
+
+/* Everything an embedding code makes, then one training step; on a failure
+ * whatever was made is freed by the caller (the NULL outs make that safe). */
+typedef struct api_world {
+  rig g;
+  dynb_optimizer *opt;
+} api_world;
+
+static dynb_status api_build_and_step(api_world *w, dynb_ctx *ctx) {
+  int64_t xd[4] = {B, 1, 8, 8}, yd[1] = {B}, zd[2] = {B, 2};
+  float x[B * PIX];
+  int32_t y[B];
+  memset(w, 0, sizeof *w);
+  w->g.ctx = ctx;
+  af_make_batch(7, x, y);
+  dynb_status st = dynb_net_create(ctx, SPEC, DYNB_F32, 3, &w->g.net);
+  if (!st) st = dynb_plan_build(w->g.net, B, DYNB_MEMORY_STORE, &w->g.plan);
+  if (!st) st = dynb_optimizer_create(w->g.net, DYNB_OPTIM_ADAM, &w->opt);
+  if (!st) st = dynb_tensor_create(ctx, DYNB_F32, 4, xd, &w->g.x);
+  if (!st) st = dynb_tensor_create(ctx, DYNB_I32, 1, yd, &w->g.y);
+  if (!st) st = dynb_tensor_create(ctx, DYNB_F32, 2, zd, &w->g.logits);
+  if (!st) st = dynb_tensor_write(w->g.x, x, sizeof x);
+  if (!st) st = dynb_tensor_write(w->g.y, y, sizeof y);
+  if (!st) st = dynb_plan_forward(w->g.plan, w->g.x, w->g.y, DYNB_PASS_TRAIN);
+  if (!st) st = dynb_plan_backward(w->g.plan, NULL);
+  if (!st) st = dynb_optimizer_step(w->opt);
+  return st;
+}
+
+/* Fails the k-th host allocation, then the k-th device buffer, k = 1, 2, ...
+ * of building and stepping through the API, until nothing fails: every
+ * failure returns its status with a message, and freeing what was made
+ * leaves no host block and no device buffer behind. */
+static void injected_faults_leave_nothing_behind(void **state) {
+  (void)state;
+  static const dynb__fault_kind kinds[2] = {DYNB__FAULT_ALLOC, DYNB__FAULT_BUFFER};
+  static const dynb_status expect[2] = {DYNB_STATUS_OUT_OF_HOST_MEMORY,
+                                        DYNB_STATUS_OUT_OF_DEVICE_MEMORY};
+  size_t blocks = 0;
+  dynb_ctx_desc d = dynb_ctx_desc_default();
+  d.device = getenv("DYNB_TEST_DEVICE");
+  d.cache_dir = getenv("DYNB_TEST_CACHE_DIR") ? getenv("DYNB_TEST_CACHE_DIR") : "";
+  d.allocator = (dynb_allocator){count_alloc, count_free, &blocks};
+  dynb_ctx *ctx = NULL;
+  if (dynb_ctx_create(&d, &ctx) == DYNB_STATUS_NO_DEVICE) {
+    dynb_ctx_free(ctx);
+    skip();
+  }
+  TU_OK(ctx, dynb_ctx_set_param(ctx, DYNB_PARAM_CONV_ROUTE, DYNB_CONV_GEMM));
+  api_world w;
+  TU_OK(ctx, api_build_and_step(&w, ctx)); /* programs built, routes chosen */
+  dynb_optimizer_free(w.opt), rig_close(&w.g);
+  TU_OK(ctx, dynb_ctx_finish(ctx));
+  size_t base_blocks = blocks;
+  dynb__ctx_inject_fault(ctx, DYNB__FAULT_ALLOC, 0); /* counts buffers from here */
+  for (int i = 0; i < 2; i++) {
+    uint64_t k = 1;
+    for (;; k++) {
+      dynb__ctx_inject_fault(ctx, kinds[i], k);
+      dynb_status st = api_build_and_step(&w, ctx);
+      bool fired = dynb__ctx_fault_fired(ctx, kinds[i]);
+      dynb__ctx_inject_fault(ctx, kinds[i], 0);
+      if (fired && st != expect[i])
+        fail_msg("fault %d at event %llu: %s, expected %s (%s)", i, (unsigned long long)k,
+                 dynb_status_name(st), dynb_status_name(expect[i]), dynb_ctx_last_error(ctx));
+      if (fired) assert_int_equal(dynb_ctx_last_status(ctx), expect[i]); /* and explained */
+      if (!fired) TU_OK(ctx, st);
+      dynb_optimizer_free(w.opt), rig_close(&w.g);
+      size_t live = tu_live_buffers_settled(ctx);
+      if (blocks != base_blocks || live != 0)
+        fail_msg("fault %d at event %llu (%s): %zu host blocks and %zu buffers left", i,
+                 (unsigned long long)k, fired ? dynb_ctx_last_error(ctx) : "no fault",
+                 blocks - base_blocks, live);
+      if (!fired) break;
+    }
+    printf("api fault sweep: %llu %s events failed one at a time\n", (unsigned long long)(k - 1),
+           i ? "device buffer" : "host allocation");
+    assert_true(k > 10);
+  }
+  dynb_ctx_free(ctx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(version_matches_header),
@@ -722,6 +816,7 @@ int main(void) {
       cmocka_unit_test(save_load_round_trip),
       cmocka_unit_test(api_equals_the_internal_path),
       cmocka_unit_test(callers_own_opencl_objects),
+      cmocka_unit_test(injected_faults_leave_nothing_behind),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

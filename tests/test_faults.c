@@ -12,7 +12,6 @@
  * the test's shared cache keeps the sweep fast without skipping builds. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
-#include <time.h>
 
 #include "testutil.h"
 #include "plan/plan.h"
@@ -126,16 +125,8 @@ static void release(world *w) {
   dynb__plan_free(w->plan);
   dynb__net_free(w->net);
   w->reg = NULL, w->opt = NULL, w->plan = NULL, w->net = NULL;
-  TU_OK(w->ctx, dynb__finish(w->ctx));
-  /* PoCL destroys a released buffer once its driver thread has retired the
-   * commands that used it, a moment after clFinish: wait for that, boundedly
-   * (2 s; a leaked buffer never goes). */
-  for (int i = 0; i < 200 && dynb__ctx_live_buffers(w->ctx) != 0; i++) {
-    struct timespec ts = {0, 10000000};
-    nanosleep(&ts, NULL);
-  }
-  if (dynb__ctx_live_buffers(w->ctx) != 0)
-    fail_msg("%zu device buffers leaked", dynb__ctx_live_buffers(w->ctx));
+  size_t live = tu_live_buffers_settled(w->ctx);
+  if (live != 0) fail_msg("%zu device buffers leaked", live);
 }
 
 static void open_world(world *w) {

@@ -1,6 +1,8 @@
+#define _POSIX_C_SOURCE 200809L
 #include "testutil.h"
 
 #include <math.h>
+#include <time.h>
 
 dynb_ctx *tu_ctx(void) {
   dynb_ctx_desc d = dynb_ctx_desc_default();
@@ -171,4 +173,13 @@ void tu_check_gradient(const char *what, tu_scalar_fn f, void *user, double *x, 
                analytic[i], tol);
   }
   printf("maxerr fd %s: %.3g\n", what, worst);
+}
+
+size_t tu_live_buffers_settled(dynb_ctx *ctx) {
+  TU_OK(ctx, dynb__finish(ctx));
+  for (int i = 0; i < 200 && dynb__ctx_live_buffers(ctx) != 0; i++) {
+    struct timespec ts = {0, 10000000};
+    nanosleep(&ts, NULL);
+  }
+  return dynb__ctx_live_buffers(ctx);
 }

@@ -23,6 +23,12 @@ dynb_ctx *tu_ctx(void);
 /* Skips the calling test when the device cannot build double kernels. */
 void tu_require_real(dynb_ctx *ctx, dynb_dtype real);
 
+/* Device buffers of ctx still alive (dynb__ctx_live_buffers) once released
+ * ones are gone: PoCL destroys a released buffer when its driver thread has
+ * retired the commands that used it, a moment after clFinish, so this waits
+ * for the count to reach zero, boundedly (2 s; a leaked buffer never goes). */
+size_t tu_live_buffers_settled(dynb_ctx *ctx);
+
 /* Seeded generator (splitmix64): the same seed gives the same data. */
 typedef struct tu_rng {
   uint64_t s;

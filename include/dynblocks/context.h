@@ -148,7 +148,7 @@ typedef enum dynb_conv_route {
   DYNB_CONV_GEMM = 1, /**< im2col + CLBlast everywhere (reproducible) */
   DYNB_CONV_ROW = 2,  /**< direct kernels vectorised along image rows where they apply */
   DYNB_CONV_WIDE = 3, /**< direct kernels vectorised across output channels where they apply */
-  DYNB_CONV_WIDE2 = 4 /**< as WIDE with 32 output channels per work-item (forward passes) */
+  DYNB_CONV_WIDE2 = 4 /**< as WIDE with two vectors per work-item (forward and adjoint) */
 } dynb_conv_route;
 
 /** Sets a context parameter.

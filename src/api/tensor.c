@@ -68,17 +68,15 @@ dynb_status dynb_tensor_wrap_cl(dynb_ctx *ctx, cl_mem mem, size_t offset, dynb_d
              DYNB_STATUS_INVALID_ARGUMENT, "dynb_tensor_wrap_cl: unknown dtype %d", (int)dtype);
   DYNB_CHECK(ctx, ndim >= 1 && ndim <= DYNB_MAX_DIMS, DYNB_STATUS_INVALID_ARGUMENT,
              "dynb_tensor_wrap_cl: rank %d outside 1..%d", ndim, DYNB_MAX_DIMS);
-  cl_context owner = NULL;
-  cl_int e = clGetMemObjectInfo(mem, CL_MEM_CONTEXT, sizeof owner, &owner, NULL);
-  if (e != CL_SUCCESS) return dynb__cl_fail(ctx, e, "dynb_tensor_wrap_cl: clGetMemObjectInfo");
-  DYNB_CHECK(ctx, owner == ctx->context, DYNB_STATUS_INVALID_ARGUMENT,
-             "dynb_tensor_wrap_cl: the buffer belongs to another cl_context");
-  dynb__tensor view = dynb__tensor_view(mem, offset, dtype, ndim, dims);
-  DYNB_TRY(dynb__tensor_check(ctx, &view, "dynb_tensor_wrap_cl", dtype, ndim));
   dynb_tensor *t = tensor_new(ctx);
   DYNB_CHECK(ctx, t, DYNB_STATUS_OUT_OF_HOST_MEMORY, "dynb_tensor_wrap_cl: no host memory");
-  clRetainMemObject(mem);
-  t->t = view;
+  dynb_status st = dynb__tensor_wrap(ctx, mem, offset, dtype, ndim, dims, &t->t);
+  if (st != DYNB_OK) {
+    dynb__free(ctx, t);
+    char why[sizeof ctx->last_error]; /* the message is rewritten from a copy */
+    snprintf(why, sizeof why, "%s", ctx->last_error);
+    return dynb__fail(ctx, st, "dynb_tensor_wrap_cl: %s", why);
+  }
   *out = t;
   return DYNB_OK;
 }

@@ -247,6 +247,12 @@ void dynb__tensor_release(dynb__tensor *t);
 /* A view of `mem` at element `offset` with the given shape. */
 dynb__tensor dynb__tensor_view(cl_mem mem, size_t offset, dynb_dtype dtype, int ndim,
                                const int64_t *dims);
+/* A view of the caller's buffer `mem` at element `offset`: checks that mem
+ * belongs to ctx's cl_context and that the view lies inside it, then takes
+ * one reference to mem (dynb__tensor_release drops it), so the caller may
+ * release theirs whenever they like. */
+dynb_status dynb__tensor_wrap(dynb_ctx *ctx, cl_mem mem, size_t offset, dynb_dtype dtype,
+                              int ndim, const int64_t *dims, dynb__tensor *out);
 /* A view into the same buffer as `base`, `offset` elements past base's
  * offset, with the given shape and base's dtype. No OpenCL call. */
 dynb__tensor dynb__tensor_sub(const dynb__tensor *base, size_t offset, int ndim,

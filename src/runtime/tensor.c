@@ -60,6 +60,22 @@ dynb__tensor dynb__tensor_view(cl_mem mem, size_t offset, dynb_dtype dtype, int 
   return t;
 }
 
+dynb_status dynb__tensor_wrap(dynb_ctx *ctx, cl_mem mem, size_t offset, dynb_dtype dtype,
+                              int ndim, const int64_t *dims, dynb__tensor *out) {
+  memset(out, 0, sizeof *out);
+  cl_context owner = NULL;
+  cl_int e = clGetMemObjectInfo(mem, CL_MEM_CONTEXT, sizeof owner, &owner, NULL);
+  if (e != CL_SUCCESS) return dynb__cl_fail(ctx, e, "clGetMemObjectInfo(CL_MEM_CONTEXT)");
+  DYNB_CHECK(ctx, owner == ctx->context, DYNB_STATUS_INVALID_ARGUMENT,
+             "the buffer belongs to another cl_context");
+  dynb__tensor view = dynb__tensor_view(mem, offset, dtype, ndim, dims);
+  DYNB_TRY(dynb__tensor_check(ctx, &view, "wrapped buffer", dtype, ndim));
+  e = clRetainMemObject(mem);
+  if (e != CL_SUCCESS) return dynb__cl_fail(ctx, e, "clRetainMemObject");
+  *out = view;
+  return DYNB_OK;
+}
+
 dynb__tensor dynb__tensor_sub(const dynb__tensor *base, size_t offset, int ndim,
                               const int64_t *dims) {
   dynb__tensor t = *base;
