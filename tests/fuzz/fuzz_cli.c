@@ -66,7 +66,9 @@ static void other(int which, int argc, char **argv) {
     case 6: {
       tune_opts o;
       r = cli_tune_options(argc, argv, &o, err, sizeof err);
-      if (r == CLI_OK) FUZZ_CHECK(o.spec && o.batch >= 1 && o.reps >= 1 && o.time_limit > 0);
+      if (r == CLI_OK)
+        FUZZ_CHECK(o.spec && o.batch >= 1 && o.reps >= 1 && o.reps <= 16 && o.time_limit > 0 &&
+                   (!o.cache || o.cache[0]) && (!o.candidates || o.candidates[0]));
       break;
     }
     default: {

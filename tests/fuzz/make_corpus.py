@@ -124,7 +124,8 @@ def cifar():
 
 
 def cli():
-    cmds = ["train", "devices", "eval", "predict", "grad", "bench", "fold"]
+    # The index of a command is its first byte (fuzz_cli.c: data[0] % 8).
+    cmds = ["train", "devices", "eval", "predict", "grad", "bench", "tune", "fold"]
     cases = {
         "train": ["--epochs", "2", "--batch", "32", "--lr", "0.1@0,0.01@2", "--widths", "4,8",
                   "--steps", "3", "--optim", "adam", "--memory", "checkpoint", "--nesterov",
@@ -135,6 +136,8 @@ def cli():
         "grad": ["--model", "m", "--input", "b", "--out", "o", "--help"],
         "bench": ["--spec", "s.json", "--batch", "2", "--memory", "store", "--iters", "1"],
         "fold": ["--model", "m", "--out", "f"],
+        "tune": ["--spec", "s.json", "--batch", "2", "--cache", "t.txt", "--time-limit", "0.5",
+                 "--candidates", "clblast,i_m32n8", "--reps", "1", "--memory", "checkpoint"],
     }
     for i, c in enumerate(cmds):
         out("cli", c, bytes([i]) + "\n".join(cases[c]).encode())

@@ -305,6 +305,8 @@ cli_result cli_tune_options(int argc, char **argv, tune_opts *o, char *err, size
   if (r != CLI_OK) return r;
   if (!o->spec) return error(err, errlen, "--spec is required");
   if (o->cache && !o->cache[0]) return error(err, errlen, "--cache must name a file");
+  if (o->candidates && !o->candidates[0])
+    return error(err, errlen, "--candidates must name at least one candidate");
   return memory_mode(o->memory_name, &o->memory, err, errlen);
 }
 
