@@ -257,7 +257,7 @@ static void order_case(dynb_ctx *ctx, const char *tab, bool uniform, bool timede
     int ns = order_grid(uniform, level, ts);
     dynb__block *b = make_block(ctx, DYNB_F64, &l, tab, ns, ts, J, tc);
     tu_write(ctx, dynb__block_controls(b), controls);
-    TU_OK(ctx, dynb__block_prepare(b, ORD_N, ORD_H, ORD_W, DYNB_MEMORY_STORE));
+    TU_OK(ctx, dynb__block_prepare(b, ORD_N, ORD_H, ORD_W, DYNB_MEMORY_STORE, NULL, NULL));
     device_forward(ctx, b, &tx, &to, true, got);
     err[level - 1] = max_abs_diff(got, exact, m);
     dynb__block_free(b);
@@ -380,7 +380,7 @@ static void forward_case(dynb_ctx *ctx, dynb_dtype dt, const dynb__layer *l, con
   tu_write(ctx, dynb__block_controls(b), controls);
   int64_t dims[4] = {SM_N, SM_C, SM_H, SM_W};
   dynb__tensor tx = tu_upload(ctx, dt, 4, dims, x), to = tu_upload(ctx, dt, 4, dims, NULL);
-  TU_OK(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, mode));
+  TU_OK(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, mode, NULL, NULL));
   const dynb__tensor *run = dynb__block_running(b);
   size_t nrun = run->mem ? dynb__tensor_numel(run) : 0;
   double *want_run = malloc((nrun ? nrun : 1) * sizeof *want_run);
@@ -502,7 +502,7 @@ static double gradient_case(dynb_ctx *ctx, const dynb__layer *l, const char *tab
   f.out = tu_upload(ctx, DYNB_F64, 4, dims, NULL);
   dynb__tensor tw = tu_upload(ctx, DYNB_F64, 4, dims, f.w);
   dynb__tensor tdx = tu_upload(ctx, DYNB_F64, 4, dims, NULL);
-  TU_OK(ctx, dynb__block_prepare(f.b, SM_N, SM_H, SM_W, mode));
+  TU_OK(ctx, dynb__block_prepare(f.b, SM_N, SM_H, SM_W, mode, NULL, NULL));
   tu_write(ctx, dynb__block_controls(f.b), f.ch);
   /* Evaluation mode reads running statistics: make them the block's own
    * (two training passes) rather than the initial (0, 1). */
@@ -591,7 +591,7 @@ static double *run_mode(dynb_ctx *ctx, dynb__block *b, dynb_memory_mode mode, bo
   tu_write(ctx, dynb__block_controls(b), controls);
   if (nrun) tu_write(ctx, run, running0);
   TU_OK(ctx, dynb__tensor_zero(ctx, dynb__block_grads(b)));
-  TU_OK(ctx, dynb__block_prepare(b, n, h, w, mode));
+  TU_OK(ctx, dynb__block_prepare(b, n, h, w, mode, NULL, NULL));
   TU_OK(ctx, dynb__block_forward(b, x, &out, train));
   TU_OK(ctx, dynb__block_backward(b, x, dout, &dx));
   tu_download(ctx, &out, all);
@@ -696,7 +696,7 @@ static void memory_figures(void **state) {
   dynb__block *b = make_block(ctx, DYNB_F32, &l, "rk4", 5, t, 5, t);
   size_t bytes[2], m = (size_t)64 * 16 * 28 * 28;
   for (int mode = 0; mode < 2; mode++) {
-    TU_OK(ctx, dynb__block_prepare(b, 64, 28, 28, (dynb_memory_mode)mode));
+    TU_OK(ctx, dynb__block_prepare(b, 64, 28, 28, (dynb_memory_mode)mode, NULL, NULL));
     bytes[mode] = dynb__block_buffer_bytes(b);
   }
   double act = (double)(m * sizeof(float));
@@ -767,7 +767,7 @@ static void batch_norm_statistics_per_evaluation(void **state) {
                tdx = tu_upload(ctx, DYNB_F64, 4, dims, NULL);
   double out_train[SM_M], out_eval[SM_M], ref_out[SM_M];
   for (int mode = 0; mode < 2; mode++) {
-    TU_OK(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, (dynb_memory_mode)mode));
+    TU_OK(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, (dynb_memory_mode)mode, NULL, NULL));
     device_forward(ctx, b, &tx, &to, true, out_train);
     ref_block(&l, "rk4", SM_N, SM_H, SM_W, 3, ts, 2, tc, controls, x, true, want, ref_out);
     tu_download(ctx, run, got);
@@ -857,7 +857,7 @@ static void rediscretise_keeps_the_function(void **state) {
   dynb__tensor tx = tu_upload(ctx, DYNB_F64, 4, dims, x), tw = tu_upload(ctx, DYNB_F64, 4, dims, w);
   dynb__tensor to = tu_upload(ctx, DYNB_F64, 4, dims, NULL),
                tdx = tu_upload(ctx, DYNB_F64, 4, dims, NULL);
-  TU_OK(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, DYNB_MEMORY_STORE));
+  TU_OK(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, DYNB_MEMORY_STORE, NULL, NULL));
   /* Two training passes give every evaluation statistics of its own. */
   double out_old[SM_M], out_new[SM_M], out_train_old[SM_M];
   device_forward(ctx, b, &tx, &to, true, out_train_old);
@@ -889,7 +889,7 @@ static void rediscretise_keeps_the_function(void **state) {
     if (run_new[i] != run_old[i])
       fail_msg("running statistic %zu moved: %.17g, was %.17g", i, run_new[i], run_old[i]);
   TU_EXPECT_STATUS(ctx, dynb__block_forward(b, &tx, &to, false), DYNB_STATUS_MISUSE);
-  TU_OK(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, DYNB_MEMORY_STORE));
+  TU_OK(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, DYNB_MEMORY_STORE, NULL, NULL));
   device_forward(ctx, b, &tx, &to, false, out_new);
   /* θ(t) on the new grid equals the old one up to an ulp of interpolation
    * rounding; 16 evaluations carry that to the output at ~1e-15. */
@@ -959,7 +959,7 @@ static void rediscretise_more_steps_converges(void **state) {
     /* Control times are unchanged: θ_j is copied (w = 0), bit for bit. */
     tu_download(ctx, dynb__block_controls(b), got);
     for (size_t i = 0; i < 5 * P; i++) assert_true(got[i] == controls[i]);
-    TU_OK(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, DYNB_MEMORY_CHECKPOINT));
+    TU_OK(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, DYNB_MEMORY_CHECKPOINT, NULL, NULL));
     device_forward(ctx, b, &tx, &to, true, out[level]);
   }
   double d1 = max_abs_diff(out[0], out[1], SM_M), d2 = max_abs_diff(out[1], out[2], SM_M);
@@ -1035,15 +1035,15 @@ static void bad_input_is_reported(void **state) {
   /* Not prepared; then bad prepare arguments. */
   TU_EXPECT_STATUS(ctx, dynb__block_forward(b, &x, &y, true), DYNB_STATUS_MISUSE);
   TU_EXPECT_STATUS(ctx, dynb__block_backward(b, &x, &y, &dx), DYNB_STATUS_MISUSE);
-  TU_EXPECT_STATUS(ctx, dynb__block_prepare(b, 0, SM_H, SM_W, DYNB_MEMORY_STORE),
+  TU_EXPECT_STATUS(ctx, dynb__block_prepare(b, 0, SM_H, SM_W, DYNB_MEMORY_STORE, NULL, NULL),
                    DYNB_STATUS_INVALID_ARGUMENT);
-  TU_EXPECT_STATUS(ctx, dynb__block_prepare(b, SM_N, SM_H, -1, DYNB_MEMORY_STORE),
+  TU_EXPECT_STATUS(ctx, dynb__block_prepare(b, SM_N, SM_H, -1, DYNB_MEMORY_STORE, NULL, NULL),
                    DYNB_STATUS_INVALID_ARGUMENT);
-  TU_EXPECT_STATUS(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, (dynb_memory_mode)7),
+  TU_EXPECT_STATUS(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, (dynb_memory_mode)7, NULL, NULL),
                    DYNB_STATUS_INVALID_ARGUMENT);
-  TU_EXPECT_STATUS(ctx, dynb__block_prepare(b, 1 << 20, 1 << 10, 1 << 10, DYNB_MEMORY_STORE),
+  TU_EXPECT_STATUS(ctx, dynb__block_prepare(b, 1 << 20, 1 << 10, 1 << 10, DYNB_MEMORY_STORE, NULL, NULL),
                    DYNB_STATUS_SIZE_OVERFLOW);
-  TU_OK(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, DYNB_MEMORY_CHECKPOINT));
+  TU_OK(ctx, dynb__block_prepare(b, SM_N, SM_H, SM_W, DYNB_MEMORY_CHECKPOINT, NULL, NULL));
   /* Backward before any forward would read caches that hold nothing. */
   TU_EXPECT_STATUS(ctx, dynb__block_backward(b, &x, &y, &dx), DYNB_STATUS_MISUSE);
   /* Wrong tensors. */

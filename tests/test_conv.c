@@ -180,7 +180,13 @@ static conv_dev dev_make(dynb_ctx *ctx, dynb_dtype dt, const conv_data *c, size_
   const shape *s = &c->s;
   int64_t di[4] = {s->n, s->cin, s->h, s->w}, dout[4] = {s->n, s->cout, s->h, s->w};
   int64_t dw[4] = {s->cout, s->cin, s->k, s->k}, cb = s->cout, cbt = s->cin;
-  int64_t ws = (int64_t)dynb__conv2d_workspace(s->n, s->cin, s->cout, s->h, s->w, s->k);
+  /* Work of exactly what the chosen routes take (as a plan sizes it), in
+   * guards that dev_get checks after the ops: a route that used more than
+   * it declared would write into them. */
+  size_t need = 0;
+  TU_OK(ctx, dynb__conv2d_prepare(ctx, dt, s->n, s->cin, s->cout, s->h, s->w, s->k, &need));
+  assert_true(need <= dynb__conv2d_workspace(s->n, s->cin, s->cout, s->h, s->w, s->k));
+  int64_t ws = need ? (int64_t)need : 1;
   conv_dev v;
   v.x = dev_put(ctx, dt, 4, di, c->x, off), v.g = dev_put(ctx, dt, 4, di, c->g, off);
   v.d = dev_put(ctx, dt, 4, dout, c->d, off), v.z = dev_put(ctx, dt, 4, dout, c->z, off);
@@ -366,6 +372,9 @@ static void ops_match_reference(void **state) {
       check_forwards(ctx, dt, &c, &v);
       check_data_grads(ctx, dt, &c, &v, &r);
       check_weight_grads(ctx, dt, &c, &v, &r);
+      double *work = malloc(v.work.n * sizeof *work);
+      dev_get(ctx, &v.work, work); /* checks its guards */
+      free(work);
       devs_free(&v);
       data_free(&c);
     }
@@ -512,7 +521,7 @@ static void choices_are_cached(void **state) {
   close(fd);
   dynb_ctx *ctx = ctx_with_cache(path);
   timings_logged = 0;
-  TU_OK(ctx, dynb__conv2d_prepare(ctx, DYNB_F32, 2, 3, 5, 7, 9, 3));
+  TU_OK(ctx, dynb__conv2d_prepare(ctx, DYNB_F32, 2, 3, 5, 7, 9, 3, NULL));
   assert_int_equal(timings_logged, 3); /* forward, adjoint, weights */
   dynb_ctx_free(ctx);
   FILE *f = fopen(path, "r");
@@ -523,7 +532,7 @@ static void choices_are_cached(void **state) {
 
   ctx = ctx_with_cache(path);
   timings_logged = 0;
-  TU_OK(ctx, dynb__conv2d_prepare(ctx, DYNB_F32, 2, 3, 5, 7, 9, 3));
+  TU_OK(ctx, dynb__conv2d_prepare(ctx, DYNB_F32, 2, 3, 5, 7, 9, 3, NULL));
   assert_int_equal(timings_logged, 0);
   dynb_ctx_free(ctx);
 
@@ -533,7 +542,7 @@ static void choices_are_cached(void **state) {
   fclose(f);
   ctx = ctx_with_cache(path);
   timings_logged = 0;
-  TU_OK(ctx, dynb__conv2d_prepare(ctx, DYNB_F32, 2, 3, 5, 7, 9, 3));
+  TU_OK(ctx, dynb__conv2d_prepare(ctx, DYNB_F32, 2, 3, 5, 7, 9, 3, NULL));
   assert_int_equal(timings_logged, 3);
   dynb_ctx_free(ctx);
   remove(path);
@@ -562,9 +571,64 @@ static void workspace_size(void **state) {
   assert_true(dynb__conv2d_workspace(1 << 20, 1 << 20, 4, 1 << 20, 1 << 20, 3) == SIZE_MAX);
 }
 
+/* The six ops through one work tensor; how many returned `st`, and
+ * whether every other one succeeded. */
+static int ops_returning(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *y,
+                         const dynb__tensor *w, const dynb__tensor *work, dynb_status st,
+                         bool *others_ok) {
+  dynb_status got[6] = {
+      dynb__conv2d_forward(ctx, x, w, NULL, y, work),
+      dynb__conv2d_backward_data(ctx, y, w, x, false, work),
+      dynb__conv2d_backward_weights(ctx, x, y, w, false, work),
+      dynb__conv2d_transpose_forward(ctx, y, w, NULL, x, work),
+      dynb__conv2d_transpose_backward_data(ctx, x, w, y, false, work),
+      dynb__conv2d_transpose_backward_weights(ctx, y, x, w, false, work)};
+  int n = 0;
+  *others_ok = true;
+  for (int i = 0; i < 6; i++) {
+    n += got[i] == st;
+    if (got[i] != st && got[i] != DYNB_OK) *others_ok = false;
+  }
+  return n;
+}
+
+/* A plan sizes work by the routes it will take (dynb__conv2d_prepare), not
+ * by the worst one: that much runs every op, one element less is refused
+ * by the direction that needs it all, and never by more than the ops of
+ * the directions whose routes take it. */
+static void work_follows_routes(void **state) {
+  dynb_ctx *ctx = ctx_with_route(state);
+  int64_t dx[4] = {2, 3, 5, 4}, dy[4] = {2, 4, 5, 4}, dw[4] = {4, 3, 3, 3};
+  size_t need = 0;
+  TU_OK(ctx, dynb__conv2d_prepare(ctx, DYNB_F32, 2, 3, 4, 5, 4, 3, &need));
+  assert_true(need <= dynb__conv2d_workspace(2, 3, 4, 5, 4, 3));
+  int64_t full = (int64_t)need, less = full - 1;
+  dynb__tensor x = tu_upload(ctx, DYNB_F32, 4, dx, NULL), y = tu_upload(ctx, DYNB_F32, 4, dy, NULL);
+  dynb__tensor w = tu_upload(ctx, DYNB_F32, 4, dw, NULL);
+  dynb__tensor work = tu_upload(ctx, DYNB_F32, 1, &full, NULL);
+  bool others_ok = false;
+  assert_int_equal(ops_returning(ctx, &x, &y, &w, &work, DYNB_OK, &others_ok), 6);
+  /* Every policy here takes some work in some direction: the weight
+   * gradients' partial sums at least (the row route applies without any). */
+  assert_true(less >= 0);
+  dynb__tensor shorter = tu_upload(ctx, DYNB_F32, 1, less ? &less : &full, NULL);
+  if (less) {
+    int refused = ops_returning(ctx, &x, &y, &w, &shorter, DYNB_STATUS_BUFFER_TOO_SMALL, &others_ok);
+    assert_true(refused >= 1);
+    assert_true(others_ok);
+    assert_non_null(strstr(dynb_ctx_last_error(ctx), "route needs"));
+  }
+  dynb__tensor *all[] = {&x, &y, &w, &work, &shorter};
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++) dynb__tensor_release(all[i]);
+  dynb_ctx_free(ctx);
+}
+
 static void bad_arguments_are_reported(void **state) {
   (void)state;
   dynb_ctx *ctx = tu_ctx();
+  /* The GEMM route, whose work (col + rows = 40·31 = 1240) is the most any
+   * route takes here, so that one element less is too little. */
+  ctx->conv_policy = DYNB__CONV_GEMM;
   const dynb_dtype F = DYNB_F32;
   int64_t dx[4] = {2, 3, 5, 4}, dy[4] = {2, 4, 5, 4}, dw[4] = {4, 3, 3, 3}, cb = 4, cbt = 3;
   int64_t dw_even[4] = {4, 3, 2, 2}, dw_rect[4] = {4, 3, 3, 1}, dx_c[4] = {2, 2, 5, 4};
@@ -671,6 +735,11 @@ int main(void) {
       cmocka_unit_test_prestate(gradients_match_fd, (void *)&route_wide),
       cmocka_unit_test_prestate(gradients_match_fd, (void *)&route_wide2),
       cmocka_unit_test(choices_are_cached),
+      cmocka_unit_test_prestate(work_follows_routes, (void *)&route_gemm),
+      cmocka_unit_test_prestate(work_follows_routes, (void *)&route_row),
+      cmocka_unit_test_prestate(work_follows_routes, (void *)&route_wide),
+      cmocka_unit_test_prestate(work_follows_routes, (void *)&route_wide2),
+      cmocka_unit_test_prestate(work_follows_routes, (void *)&route_auto),
       cmocka_unit_test(bad_arguments_are_reported),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

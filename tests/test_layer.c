@@ -574,6 +574,9 @@ static void assert_untouched(dynb_ctx *ctx, const dynb__tensor *t, const char *w
 static void bad_arguments_are_reported(void **state) {
   (void)state;
   dynb_ctx *ctx = tu_ctx();
+  /* The GEMM route takes the same work in every direction, so that one
+   * element short of what the layer was prepared for fails its forward. */
+  ctx->conv_policy = DYNB__CONV_GEMM;
   const dynb_dtype dt = DYNB_F32;
   const dynb__layer l = {DYNB_LAYER_DOUBLESYM, DYNB_NORM_BATCH, DYNB_ACT_RELU, 3, 3};
   const int64_t n = 2, h = 5, w = 4, p = (int64_t)param_count(&l);
@@ -585,7 +588,10 @@ static void bad_arguments_are_reported(void **state) {
   const dynb__tensor *out = &b.out, *work = &b.work;
   dynb__layer_eval e = b.e;
   const int64_t cs = (int64_t)dynb__layer_cache_size(&l, n, h, w);
-  const int64_t ws = (int64_t)dynb__layer_work_size(&l, n, h, w);
+  size_t prepared = 0;
+  TU_OK(ctx, dynb__layer_prepare(ctx, &l, dt, n, h, w, &prepared));
+  assert_true(prepared <= dynb__layer_work_size(&l, n, h, w));
+  const int64_t ws = (int64_t)prepared, t12 = 2 * n * 3 * h * w - 1;
   const int64_t p_less = p - 1, p_more = p + 1, cs_less = cs - 1, ws_less = ws - 1, rn = 5;
   const int64_t xc2[4] = {n, 2, h, w}, x3[3] = {n, 3, h * w}, xh[4] = {n, 3, h + 1, w};
   dynb__tensor th_less = tu_upload(ctx, dt, 1, &p_less, NULL);
@@ -593,6 +599,7 @@ static void bad_arguments_are_reported(void **state) {
   dynb__tensor th_f64 = tu_upload(ctx, DYNB_F64, 1, &p, theta);
   dynb__tensor c_less = tu_upload(ctx, dt, 1, &cs_less, NULL);
   dynb__tensor w_less = tu_upload(ctx, dt, 1, &ws_less, NULL);
+  dynb__tensor w_t12 = tu_upload(ctx, dt, 1, &t12, NULL);
   dynb__tensor x_c2 = tu_upload(ctx, dt, 4, xc2, NULL), x_r3 = tu_upload(ctx, dt, 3, x3, NULL);
   dynb__tensor x_h = tu_upload(ctx, dt, 4, xh, NULL), r_bad = tu_upload(ctx, dt, 1, &rn, NULL);
   dynb__tensor x_past = b.x;
@@ -622,6 +629,11 @@ static void bad_arguments_are_reported(void **state) {
   WITH(cache, &c_less, DYNB_STATUS_BUFFER_TOO_SMALL);
   TU_EXPECT_STATUS(ctx, dynb__layer_forward(ctx, &l, &e, out, &w_less),
                    DYNB_STATUS_BUFFER_TOO_SMALL);
+  assert_non_null(strstr(dynb_ctx_last_error(ctx), "layer: work holds"));
+  /* Too short even for the layer's own two intermediates. */
+  TU_EXPECT_STATUS(ctx, dynb__layer_forward(ctx, &l, &e, out, &w_t12),
+                   DYNB_STATUS_BUFFER_TOO_SMALL);
+  assert_non_null(strstr(dynb_ctx_last_error(ctx), "layer: work holds"));
   /* x with 2 channels for a 3-channel layer, of rank 3, past its buffer;
    * out of another shape. */
   WITH(x, &x_c2, DYNB_STATUS_SHAPE_MISMATCH);

@@ -165,6 +165,77 @@ static void gradients_preact_none_midpoint(void **state) {
   check_network_gradients(DYNB_LAYER_PREACT, DYNB_NORM_NONE, "midpoint");
 }
 
+/* One training step's loss and gradients (every trainable tensor, in
+ * order, then ∂L/∂input) by a fresh plan of the given mode. */
+static double *step_results(dynb__net *net, dynb_memory_mode mode, dynb__conv_policy after_build,
+                            size_t *count, size_t *bytes) {
+  dynb_ctx *ctx = net->ctx;
+  dynb__plan *plan;
+  TU_OK(ctx, dynb__plan_build(net, 4, mode, &plan));
+  *bytes = dynb__plan_bytes(plan);
+  dynb__conv_policy built = ctx->conv_policy;
+  ctx->conv_policy = after_build;
+  size_t nin = dynb__tensor_numel(dynb__plan_input(plan)), total = nin + 1;
+  for (size_t i = 0; i < net->ntensors; i++)
+    if (net->tensors[i].trainable) total += dynb__tensor_numel(&net->tensors[i].grad);
+  double *out = malloc(total * sizeof *out);
+  tu_rng r = tu_rng_seed(5);
+  double *x = tu_random(&r, nin, -1, 1);
+  tu_write(ctx, dynb__plan_input(plan), x);
+  int32_t labels[4] = {2, 0, 1, 1};
+  TU_OK(ctx, dynb__tensor_write(ctx, dynb__plan_labels(plan), labels));
+  TU_OK(ctx, dynb__net_zero_grads(net));
+  TU_OK(ctx, dynb__plan_forward(plan, true));
+  TU_OK(ctx, dynb__plan_backward(plan, true));
+  /* The pass ran by the plan's routes and left the context's policy be. */
+  assert_int_equal(ctx->conv_policy, after_build);
+  double loss[2];
+  tu_download(ctx, dynb__plan_loss(plan), loss);
+  out[0] = loss[0];
+  size_t at = 1;
+  for (size_t i = 0; i < net->ntensors; i++)
+    if (net->tensors[i].trainable) {
+      tu_download(ctx, &net->tensors[i].grad, out + at);
+      at += dynb__tensor_numel(&net->tensors[i].grad);
+    }
+  tu_download(ctx, dynb__plan_input_grad(plan), out + at);
+  *count = total;
+  ctx->conv_policy = built;
+  dynb__plan_free(plan);
+  free(x);
+  return out;
+}
+
+/* Checkpoint mode recomputes a step's stages in the scratch every block
+ * shares (and its g_i in the rows of the adjoints): it must give the store
+ * mode's loss and gradients bit for bit, in less memory. A plan keeps the
+ * routes it was built with when the context's policy changes afterwards
+ * (its scratch is sized for them): the same bits again. */
+static void memory_modes_agree_bitwise(void **state) {
+  (void)state;
+  dynb_ctx *ctx = tu_ctx();
+  dynb__net_spec s;
+  small_spec(&s, DYNB_LAYER_DOUBLESYM, DYNB_NORM_TV, "rk4");
+  for (int b = 0; b < s.nblocks; b++) s.blocks[b].layer.act = DYNB_ACT_RELU;
+  dynb__net *net;
+  TU_OK(ctx, dynb__net_create(ctx, &s, DYNB_F32, &net));
+  TU_OK(ctx, dynb__net_init(net, 3));
+  ctx->conv_policy = DYNB__CONV_WIDE;
+  size_t n_store, n_ckpt, n_moved, b_store, b_ckpt, b_moved;
+  double *store = step_results(net, DYNB_MEMORY_STORE, DYNB__CONV_WIDE, &n_store, &b_store);
+  double *ckpt = step_results(net, DYNB_MEMORY_CHECKPOINT, DYNB__CONV_WIDE, &n_ckpt, &b_ckpt);
+  double *moved = step_results(net, DYNB_MEMORY_CHECKPOINT, DYNB__CONV_GEMM, &n_moved, &b_moved);
+  assert_int_equal(n_store, n_ckpt);
+  assert_int_equal(n_store, n_moved);
+  assert_true(isfinite(store[0]) && store[0] > 0);
+  assert_memory_equal(store, ckpt, n_store * sizeof *store);
+  assert_memory_equal(store, moved, n_store * sizeof *store);
+  assert_true(b_ckpt < b_store);
+  free(store), free(ckpt), free(moved);
+  dynb__net_free(net);
+  dynb_ctx_free(ctx);
+}
+
 /* Folding the opening and connecting batch norms into their convolutions
  * leaves the evaluation-mode logits unchanged (to rounding, in double). */
 static void folding_batch_norms_keeps_eval_logits(void **state) {
@@ -212,6 +283,7 @@ int main(void) {
       cmocka_unit_test(gradients_doublesym_tv_rk4),
       cmocka_unit_test(gradients_double_batch_euler),
       cmocka_unit_test(gradients_preact_none_midpoint),
+      cmocka_unit_test(memory_modes_agree_bitwise),
       cmocka_unit_test(folding_batch_norms_keeps_eval_logits),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

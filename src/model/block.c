@@ -38,17 +38,23 @@ struct dynb__block {
   bool forward_done; /* a forward completed since prepare: backward has its caches */
   dynb_memory_mode mode;
   int64_t dims[4];
-  size_t nchw, cache_elems, bytes;
-  dynb__tensor coef;   /* [K][2s+2][s+1] rows, see coef_row() */
-  dynb__tensor theta;  /* [K][nunique][P] */
-  dynb__tensor states; /* [K][NCHW]: y_k for k >= 1 (y_0 is the caller's x) */
-  dynb__tensor gstage; /* [s][NCHW]: g_i of the step being computed */
-  dynb__tensor inputs; /* [K or 1][s][NCHW]: stage inputs Y_i */
-  dynb__tensor caches; /* [K or 1][s][cache] */
-  dynb__tensor adj;    /* [s+1][NCHW]: Ȳ_0..Ȳ_{s-1}, then ȳ */
-  dynb__tensor gbar;   /* [NCHW]: ḡ_i */
-  dynb__tensor dtheta; /* [nunique][P] */
-  dynb__tensor work;   /* the layer's scratch */
+  size_t nchw, cache_elems, work_elems, bytes;
+  /* Stages with a nonzero row of A keep their input Y_i (the others take
+   * y_k itself): input_index[i] numbers them, ninputs counts them. */
+  int ninputs, input_index[DYNB_MAX_STAGES];
+  /* Views of two arenas (see carve): own_keep and own_scratch hold them
+   * unless the caller lent the arenas. */
+  dynb__tensor own_keep, own_scratch;
+  dynb__tensor coef;   /* keep: [K][2s+2][s+1] rows, see coef_row() */
+  dynb__tensor theta;  /* keep: [K][nunique][P] */
+  dynb__tensor states; /* keep: [K-1][NCHW]: y_k for k >= 1 (y_0 is the caller's x) */
+  dynb__tensor inputs; /* keep (store mode) or scratch: [K or 1][ninputs][NCHW] */
+  dynb__tensor caches; /* keep (store mode) or scratch: [K or 1][s][cache] */
+  dynb__tensor adj;    /* scratch: [s+1][NCHW]: Ȳ_0..Ȳ_{s-1}, then ȳ */
+  dynb__tensor gstage; /* adj's first s rows: g_i of the step being computed */
+  dynb__tensor gbar;   /* scratch: [NCHW]: ḡ_i */
+  dynb__tensor dtheta; /* scratch: [nunique][P] */
+  dynb__tensor work;   /* scratch: the layer's */
 };
 
 /* Coefficient rows of step k, each s+1 long (index s weighs ȳ):
@@ -170,9 +176,8 @@ dynb_status dynb__block_create(dynb_ctx *ctx, const dynb__block_desc *desc, dynb
 }
 
 static void release_buffers(dynb__block *b) {
-  dynb__tensor *all[] = {&b->coef,   &b->theta, &b->states, &b->gstage, &b->inputs,
-                         &b->caches, &b->adj,   &b->gbar,   &b->dtheta, &b->work};
-  for (size_t i = 0; i < sizeof all / sizeof *all; i++) dynb__tensor_release(all[i]);
+  dynb__tensor_release(&b->own_keep);
+  dynb__tensor_release(&b->own_scratch);
   b->prepared = false;
   b->forward_done = false;
   b->bytes = 0;
@@ -197,10 +202,70 @@ size_t dynb__block_buffer_bytes(const dynb__block *b) { return b->bytes; }
 
 /* ---- prepare -------------------------------------------------------------------- */
 
-static dynb_status alloc_flat(dynb__block *b, dynb__tensor *t, size_t count) {
-  int64_t n = (int64_t)(count ? count : 1);
-  DYNB_TRY(dynb__tensor_alloc(b->ctx, b->real, 1, &n, t));
-  b->bytes += (size_t)n * dynb__dtype_size(b->real);
+/* Lays the buffers out over two arenas, by lifetime: `keep` holds what
+ * lives from a forward to its backward (coefficients, θ, the states and, in
+ * store mode, every stage's input and cache); `scratch` what one forward or
+ * backward call uses and drops (the adjoints, g_i, which share rows since a
+ * step's g_i are dead once its adjoint begins (a checkpoint recomputation
+ * writes g_i only into rows that adjoint has yet to write, and the
+ * combinations skip zero coefficients), and, in checkpoint mode, the one
+ * step's stage inputs and caches). A plan lends every block the same
+ * scratch. With arenas holding no buffer it only counts. */
+static void carve(dynb__block *b, const dynb__tensor *keep, const dynb__tensor *scratch,
+                  size_t *keep_n, size_t *scratch_n) {
+  size_t s = (size_t)b->tab.stages, K = (size_t)b->nsteps;
+  size_t kept = b->mode == DYNB_MEMORY_STORE ? K : 1;
+  dynb__cursor k = {keep, 0}, t = {scratch, 0};
+  dynb__cursor *evals = b->mode == DYNB_MEMORY_STORE ? &k : &t;
+  b->coef = dynb__cursor_flat(&k, coef_row(b, b->nsteps, 0));
+  b->theta = dynb__cursor_flat(&k, K * (size_t)b->nunique * b->P);
+  b->states = dynb__cursor_flat(&k, (K - 1) * b->nchw);
+  b->inputs = dynb__cursor_flat(evals, kept * (size_t)b->ninputs * b->nchw);
+  b->caches = dynb__cursor_flat(evals, kept * s * b->cache_elems);
+  b->adj = dynb__cursor_flat(&t, (s + 1) * b->nchw);
+  b->gstage = b->adj;
+  b->gbar = dynb__cursor_flat(&t, b->nchw);
+  b->dtheta = dynb__cursor_flat(&t, (size_t)b->nunique * b->P);
+  b->work = dynb__cursor_flat(&t, b->work_elems);
+  *keep_n = k.at;
+  *scratch_n = t.at;
+}
+
+static bool row_is_zero(const dynb__tableau *t, int i) {
+  for (int j = 0; j < i; j++)
+    if (t->a[i][j] != 0) return false;
+  return true;
+}
+
+/* Sets the shape and mode and the sizes derived from them; chooses the
+ * layer's convolution routes, which fix the work it needs. */
+static dynb_status shape(dynb__block *b, int64_t n, int64_t h, int64_t w, dynb_memory_mode mode) {
+  dynb_ctx *ctx = b->ctx;
+  DYNB_CHECK(ctx, n >= 1 && h >= 1 && w >= 1, DYNB_STATUS_INVALID_ARGUMENT,
+             "block: batch shape must be positive");
+  DYNB_CHECK(ctx, mode == DYNB_MEMORY_STORE || mode == DYNB_MEMORY_CHECKPOINT,
+             DYNB_STATUS_INVALID_ARGUMENT, "block: unknown memory mode");
+  int64_t c = b->layer.channels;
+  DYNB_CHECK(ctx, (double)n * c * h * w < 2147483647.0, DYNB_STATUS_SIZE_OVERFLOW,
+             "block: batch of %lld x %lld x %lld x %lld exceeds 2^31 elements", (long long)n,
+             (long long)c, (long long)h, (long long)w);
+  b->mode = mode;
+  b->dims[0] = n, b->dims[1] = c, b->dims[2] = h, b->dims[3] = w;
+  b->nchw = (size_t)(n * c * h * w);
+  b->cache_elems = (dynb__layer_cache_size(&b->layer, n, h, w) + 31) / 32 * 32;
+  b->ninputs = 0;
+  for (int i = 0; i < b->tab.stages; i++)
+    b->input_index[i] = row_is_zero(&b->tab, i) ? -1 : b->ninputs++;
+  return dynb__layer_prepare(ctx, &b->layer, b->real, n, h, w, &b->work_elems);
+}
+
+dynb_status dynb__block_sizes(dynb__block *b, int64_t n, int64_t h, int64_t w,
+                              dynb_memory_mode mode, size_t *keep, size_t *scratch) {
+  DYNB_TRY(shape(b, n, h, w, mode));
+  dynb__tensor none = {0};
+  carve(b, &none, &none, keep, scratch);
+  /* The views of the prepared shape, if any, were overwritten: prepare again. */
+  release_buffers(b);
   return DYNB_OK;
 }
 
@@ -226,35 +291,46 @@ static dynb_status upload_coefficients(dynb__block *b) {
   return st;
 }
 
+/* An arena the caller lends: of the block's real type and big enough. */
+static dynb_status check_arena(dynb__block *b, const dynb__tensor *t, const char *name,
+                               size_t need) {
+  DYNB_TRY(dynb__tensor_check(b->ctx, t, name, b->real, -1));
+  DYNB_CHECK(b->ctx, dynb__tensor_numel(t) >= need, DYNB_STATUS_BUFFER_TOO_SMALL,
+             "%s holds %zu elements, the block needs %zu", name, dynb__tensor_numel(t), need);
+  return DYNB_OK;
+}
+
+static dynb_status own_arena(dynb__block *b, dynb__tensor *t, size_t count) {
+  int64_t n = (int64_t)(count ? count : 1);
+  DYNB_TRY(dynb__tensor_alloc(b->ctx, b->real, 1, &n, t));
+  b->bytes += t->cap_bytes;
+  return DYNB_OK;
+}
+
 dynb_status dynb__block_prepare(dynb__block *b, int64_t n, int64_t h, int64_t w,
-                                dynb_memory_mode mode) {
+                                dynb_memory_mode mode, const dynb__tensor *keep,
+                                const dynb__tensor *scratch) {
   dynb_ctx *ctx = b->ctx;
-  DYNB_CHECK(ctx, n >= 1 && h >= 1 && w >= 1, DYNB_STATUS_INVALID_ARGUMENT,
-             "block: batch shape must be positive");
-  DYNB_CHECK(ctx, mode == DYNB_MEMORY_STORE || mode == DYNB_MEMORY_CHECKPOINT,
-             DYNB_STATUS_INVALID_ARGUMENT, "block: unknown memory mode");
-  int64_t c = b->layer.channels;
-  DYNB_CHECK(ctx, (double)n * c * h * w < 2147483647.0, DYNB_STATUS_SIZE_OVERFLOW,
-             "block: batch of %lld x %lld x %lld x %lld exceeds 2^31 elements", (long long)n,
-             (long long)c, (long long)h, (long long)w);
+  DYNB_CHECK(ctx, (keep == NULL) == (scratch == NULL), DYNB_STATUS_INVALID_ARGUMENT,
+             "block: lend both arenas or neither");
   release_buffers(b);
-  b->mode = mode;
-  b->dims[0] = n, b->dims[1] = c, b->dims[2] = h, b->dims[3] = w;
-  b->nchw = (size_t)(n * c * h * w);
-  b->cache_elems = dynb__layer_cache_size(&b->layer, n, h, w);
-  size_t s = (size_t)b->tab.stages, K = (size_t)b->nsteps;
-  size_t kept = mode == DYNB_MEMORY_STORE ? K : 1;
-  dynb_status st = alloc_flat(b, &b->coef, coef_row(b, b->nsteps, 0));
-  if (st == DYNB_OK) st = alloc_flat(b, &b->theta, K * (size_t)b->nunique * b->P);
-  if (st == DYNB_OK) st = alloc_flat(b, &b->states, K * b->nchw);
-  if (st == DYNB_OK) st = alloc_flat(b, &b->gstage, s * b->nchw);
-  if (st == DYNB_OK) st = alloc_flat(b, &b->inputs, kept * s * b->nchw);
-  if (st == DYNB_OK) st = alloc_flat(b, &b->caches, kept * s * b->cache_elems);
-  if (st == DYNB_OK) st = alloc_flat(b, &b->adj, (s + 1) * b->nchw);
-  if (st == DYNB_OK) st = alloc_flat(b, &b->gbar, b->nchw);
-  if (st == DYNB_OK) st = alloc_flat(b, &b->dtheta, (size_t)b->nunique * b->P);
-  if (st == DYNB_OK) st = alloc_flat(b, &b->work, dynb__layer_work_size(&b->layer, n, h, w));
-  if (st == DYNB_OK) st = upload_coefficients(b);
+  DYNB_TRY(shape(b, n, h, w, mode));
+  size_t keep_n = 0, scratch_n = 0;
+  dynb__tensor none = {0};
+  carve(b, &none, &none, &keep_n, &scratch_n);
+  dynb_status st = DYNB_OK;
+  if (keep) {
+    st = check_arena(b, keep, "block: keep arena", keep_n);
+    if (st == DYNB_OK) st = check_arena(b, scratch, "block: scratch arena", scratch_n);
+  } else {
+    st = own_arena(b, &b->own_keep, keep_n);
+    if (st == DYNB_OK) st = own_arena(b, &b->own_scratch, scratch_n);
+    keep = &b->own_keep, scratch = &b->own_scratch;
+  }
+  if (st == DYNB_OK) {
+    carve(b, keep, scratch, &keep_n, &scratch_n);
+    st = upload_coefficients(b);
+  }
   if (st != DYNB_OK) {
     release_buffers(b);
     return st;
@@ -286,25 +362,20 @@ static dynb__tensor theta_at(const dynb__block *b, const dynb__tensor *base, siz
 
 /* y_k: the caller's x for k = 0, else the stored state. */
 static dynb__tensor state_at(const dynb__block *b, const dynb__tensor *x, int k) {
-  return k == 0 ? *x : nchw_at(b, &b->states, (size_t)k);
+  return k == 0 ? *x : nchw_at(b, &b->states, (size_t)k - 1);
 }
 
-/* Where stage i of step k keeps its input and cache: per step in store
- * mode, one shared set in checkpoint mode. */
+/* Where stage i of step k keeps its cache: per step in store mode, one
+ * shared set in checkpoint mode. */
 static size_t eval_slot(const dynb__block *b, int k, int i) {
   return (b->mode == DYNB_MEMORY_STORE ? (size_t)k : 0) * (size_t)b->tab.stages + (size_t)i;
 }
 
-static bool row_is_zero(const dynb__tableau *t, int i) {
-  for (int j = 0; j < i; j++)
-    if (t->a[i][j] != 0) return false;
-  return true;
-}
-
 /* The stage input Y_i: y_k itself when row i of A is zero (always for i = 0). */
 static dynb__tensor stage_input(const dynb__block *b, const dynb__tensor *x, int k, int i) {
-  if (row_is_zero(&b->tab, i)) return state_at(b, x, k);
-  return nchw_at(b, &b->inputs, eval_slot(b, k, i));
+  if (b->input_index[i] < 0) return state_at(b, x, k);
+  size_t step = b->mode == DYNB_MEMORY_STORE ? (size_t)k : 0;
+  return nchw_at(b, &b->inputs, step * (size_t)b->ninputs + (size_t)b->input_index[i]);
 }
 
 static dynb__tensor cache_at(const dynb__block *b, int k, int i) {
@@ -346,7 +417,7 @@ static dynb_status step_stages(dynb__block *b, const dynb__tensor *x, int k, boo
   dynb__tensor y = state_at(b, x, k);
   for (int i = 0; i < s; i++) {
     dynb__tensor in = stage_input(b, x, k, i);
-    if (!row_is_zero(&b->tab, i)) {
+    if (b->input_index[i] >= 0) {
       dynb__tensor g = stages_view(b, &b->gstage, s), c = coef_view(b, k, i, s);
       DYNB_TRY(dynb__rk_combine(b->ctx, &y, &g, &c, &in));
     }

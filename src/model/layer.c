@@ -162,43 +162,30 @@ typedef struct cache_views {
   dynb__tensor mean[2], invstd[2]; /* batch statistics of each batch norm */
 } cache_views;
 
-typedef struct cursor {
-  const dynb__tensor *base;
-  size_t at;
-} cursor;
-
-static dynb__tensor take(cursor *c, int ndim, const int64_t *dims) {
-  size_t n = 1;
-  for (int i = 0; i < ndim; i++) n *= (size_t)dims[i];
-  dynb__tensor t = dynb__tensor_sub(c->base, c->at, ndim, dims);
-  c->at += n;
-  return t;
-}
-
 /* Lays out the cache; with base a dummy view it only counts. */
 static size_t carve_cache(const dynb__layer *l, const dynb__tensor *base, int64_t n, int64_t h,
                           int64_t w, cache_views *v) {
-  cursor c = {base, 0};
+  dynb__cursor c = {base, 0};
   int64_t d[4] = {n, l->channels, h, w}, ch = l->channels;
   bool norm = l->norm != DYNB_NORM_NONE, batch = l->norm == DYNB_NORM_BATCH;
   memset(v, 0, sizeof *v);
-  if (l->kind == DYNB_LAYER_DOUBLESYM) {
-    v->z[0] = take(&c, 4, d);
-    v->a[0] = norm ? take(&c, 4, d) : v->z[0];
-    v->s[0] = take(&c, 4, d);
-  } else {
-    if (l->kind == DYNB_LAYER_PREACT) v->s0 = take(&c, 4, d);
-    v->z[0] = take(&c, 4, d);
-    v->a[0] = norm ? take(&c, 4, d) : v->z[0];
-    v->s[0] = take(&c, 4, d);
+  /* a₁ is kept only where σ' needs it: relu's and leaky relu's slopes read
+   * as well from s₁ = σ(a₁), so there the norm writes s₁ and σ acts in place. */
+  bool keep_a = norm && !dynb__act_slope_from_output(l->act);
+  if (l->kind == DYNB_LAYER_PREACT) v->s0 = dynb__cursor_take(&c, 4, d);
+  v->z[0] = dynb__cursor_take(&c, 4, d);
+  v->a[0] = keep_a ? dynb__cursor_take(&c, 4, d) : v->z[0];
+  v->s[0] = dynb__cursor_take(&c, 4, d);
+  if (norm && !keep_a) v->a[0] = v->s[0];
+  if (l->kind != DYNB_LAYER_DOUBLESYM) {
     /* preact's last norm output is g itself, and with no norm z₂ is not read
      * by the backward pass: it then goes straight to the output. */
-    if (l->kind == DYNB_LAYER_DOUBLE || norm) v->z[1] = take(&c, 4, d);
-    if (l->kind == DYNB_LAYER_DOUBLE) v->a[1] = norm ? take(&c, 4, d) : v->z[1];
+    if (l->kind == DYNB_LAYER_DOUBLE || norm) v->z[1] = dynb__cursor_take(&c, 4, d);
+    if (l->kind == DYNB_LAYER_DOUBLE) v->a[1] = norm ? dynb__cursor_take(&c, 4, d) : v->z[1];
   }
   for (int j = 0; batch && j < dynb__layer_batch_norms(l); j++) {
-    v->mean[j] = take(&c, 1, &ch);
-    v->invstd[j] = take(&c, 1, &ch);
+    v->mean[j] = dynb__cursor_take(&c, 1, &ch);
+    v->invstd[j] = dynb__cursor_take(&c, 1, &ch);
   }
   return c.at;
 }
@@ -211,7 +198,16 @@ size_t dynb__layer_cache_size(const dynb__layer *l, int64_t n, int64_t h, int64_
 
 size_t dynb__layer_work_size(const dynb__layer *l, int64_t n, int64_t h, int64_t w) {
   int64_t c = l->channels;
-  return dynb__conv2d_workspace(n, c, c, h, w, l->kernel) + 2 * (size_t)(n * c * h * w);
+  return 2 * (size_t)(n * c * h * w) + dynb__conv2d_workspace(n, c, c, h, w, l->kernel);
+}
+
+dynb_status dynb__layer_prepare(dynb_ctx *ctx, const dynb__layer *l, dynb_dtype dt, int64_t n,
+                                int64_t h, int64_t w, size_t *work) {
+  int64_t c = l->channels;
+  size_t conv = 0;
+  DYNB_TRY(dynb__conv2d_prepare(ctx, dt, n, c, c, h, w, l->kernel, &conv));
+  *work = 2 * (size_t)(n * c * h * w) + conv;
+  return DYNB_OK;
 }
 
 /* ---- shared pieces ---------------------------------------------------------- */
@@ -257,10 +253,12 @@ static dynb_status prepare(dynb_ctx *ctx, const dynb__layer *l, const dynb__laye
   DYNB_CHECK(ctx, dynb__tensor_numel(e->cache) >= dynb__layer_cache_size(l, n, h, w),
              DYNB_STATUS_BUFFER_TOO_SMALL, "layer: cache too small");
   DYNB_TRY(dynb__tensor_check(ctx, work, "layer: work", dt, -1));
-  size_t e_nchw = (size_t)(n * c * h * w);
-  size_t cw = dynb__conv2d_workspace(n, c, c, h, w, l->kernel);
-  DYNB_CHECK(ctx, dynb__tensor_numel(work) >= cw + 2 * e_nchw, DYNB_STATUS_BUFFER_TOO_SMALL,
-             "layer: work too small");
+  /* Checked in full before anything is enqueued: t1, t2 and what the
+   * convolutions' routes take (known to the context after the first call). */
+  size_t e_nchw = (size_t)(n * c * h * w), have = dynb__tensor_numel(work), need = 0;
+  DYNB_TRY(dynb__layer_prepare(ctx, l, dt, n, h, w, &need));
+  DYNB_CHECK(ctx, have >= need, DYNB_STATUS_BUFFER_TOO_SMALL,
+             "layer: work holds %zu elements, its convolution routes need %zu", have, need);
   int nbn = dynb__layer_batch_norms(l);
   p->has_running = e->running != NULL;
   if (e->running) {
@@ -288,11 +286,12 @@ static dynb_status prepare(dynb_ctx *ctx, const dynb__layer *l, const dynb__laye
     p->nw[j] = theta_view(e->theta, p->lo.nw[j], 1, c, 0, 0, 0);
     p->nb[j] = theta_view(e->theta, p->lo.nb[j], 1, c, 0, 0, 0);
   }
-  int64_t flat = (int64_t)cw;
-  p->conv_work = dynb__tensor_sub(work, 0, 1, &flat);
   p->dims[0] = n, p->dims[1] = c, p->dims[2] = h, p->dims[3] = w;
-  p->t1 = dynb__tensor_sub(work, cw, 4, p->dims);
-  p->t2 = dynb__tensor_sub(work, cw + e_nchw, 4, p->dims);
+  p->t1 = dynb__tensor_sub(work, 0, 4, p->dims);
+  p->t2 = dynb__tensor_sub(work, e_nchw, 4, p->dims);
+  /* At least one element, so that the view is a tensor. */
+  int64_t rest = (int64_t)(have - 2 * e_nchw);
+  p->conv_work = have > 2 * e_nchw ? dynb__tensor_sub(work, 2 * e_nchw, 1, &rest) : p->t1;
   return DYNB_OK;
 }
 

@@ -104,9 +104,14 @@ int dynb__layer_batch_norms(const dynb__layer *l);
 double dynb__layer_sign(const dynb__layer *l);
 
 /* Elements of the per-evaluation cache (the intermediates the backward pass
- * needs) and of the scratch space, for a batch of [n, C, h, w]. */
+ * needs) and of the scratch space, for a batch of [n, C, h, w]:
+ * dynb__layer_work_size is enough whatever routes the convolutions take;
+ * dynb__layer_prepare chooses their routes now and sets *work to what
+ * those take (the size a plan allocates). */
 size_t dynb__layer_cache_size(const dynb__layer *l, int64_t n, int64_t h, int64_t w);
 size_t dynb__layer_work_size(const dynb__layer *l, int64_t n, int64_t h, int64_t w);
+dynb_status dynb__layer_prepare(dynb_ctx *ctx, const dynb__layer *l, dynb_dtype dt, int64_t n,
+                                int64_t h, int64_t w, size_t *work);
 
 /* What one evaluation of a layer touches. */
 typedef struct dynb__layer_eval {
@@ -158,12 +163,23 @@ dynb_status dynb__block_create(dynb_ctx *ctx, const dynb__block_desc *desc, dynb
                                dynb__block **out, char *err, size_t errlen);
 void dynb__block_free(dynb__block *b);
 
-/* Sizes the buffers for inputs [n, C, h, w] and a memory mode; frees the
- * previous ones. Must precede forward/backward. */
+/* Elements of the two arenas a block prepared for inputs [n, C, h, w] and a
+ * memory mode works in: `keep`, live from a forward to its backward (the
+ * states, and the stage caches in store mode), and `scratch`, live only
+ * within one forward or backward call. Chooses the routes of the layer's
+ * convolutions; leaves the block unprepared. */
+dynb_status dynb__block_sizes(dynb__block *b, int64_t n, int64_t h, int64_t w,
+                              dynb_memory_mode mode, size_t *keep, size_t *scratch);
+/* Lays the block out for inputs [n, C, h, w] and a memory mode, in the
+ * caller's arenas (views of the block's real type, at least the sizes
+ * above; nothing else may use `keep`, and `scratch` only between block
+ * calls) or, with both NULL, in two it allocates; frees the previous ones.
+ * Must precede forward/backward. */
 dynb_status dynb__block_prepare(dynb__block *b, int64_t n, int64_t h, int64_t w,
-                                dynb_memory_mode mode);
-/* Device bytes held for the prepared shape (activations, caches, scratch);
- * not counting parameters. */
+                                dynb_memory_mode mode, const dynb__tensor *keep,
+                                const dynb__tensor *scratch);
+/* Device bytes the block allocated for the prepared shape (its own arenas;
+ * 0 when lent); not counting parameters. */
 size_t dynb__block_buffer_bytes(const dynb__block *b);
 
 /* out = the block's output for x (both [n, C, h, w] as prepared; out must

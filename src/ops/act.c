@@ -96,6 +96,10 @@ dynb_status dynb__act_forward(dynb_ctx *ctx, dynb_act act, const dynb__tensor *x
   return dynb__launch_1d(&l, n);
 }
 
+bool dynb__act_slope_from_output(dynb_act act) {
+  return act == DYNB_ACT_IDENTITY || act == DYNB_ACT_RELU || act == DYNB_ACT_LEAKY_RELU;
+}
+
 dynb_status dynb__act_backward(dynb_ctx *ctx, dynb_act act, const dynb__tensor *x,
                                const dynb__tensor *dy, const dynb__tensor *dx, bool acc) {
   const char *op = "act_backward";

@@ -32,16 +32,72 @@ static int direct_splits(int n) { return n < 16 ? n : 16; }
 static int pad16(int c) { return (c + 15) / 16 * 16; }
 static int pad32(int c) { return (c + 31) / 32 * 32; }
 
-/* The col matrix plus one channel-major copy of the Cout side. SIZE_MAX for
- * sizes no tensor could have (every tensor stays under 2^31 elements), so
- * that sizing an arena from it fails instead of wrapping around. */
+/* The three directions of a convolution, and the routes that compute them:
+ * the GEMM one (any k), "row" (vectors along an image row; k = 3), "wide"
+ * (vectors across 16 output channels, the best almost everywhere on CPUs;
+ * k = 1 and 3) and, for forward and adjoint, "wide2" (two such vectors per
+ * work-item). A shape's choice packs one route per direction, two bits each. */
+enum { KIND_APPLY = 0, KIND_ADJOINT = 1, KIND_WEIGHTS = 2, KINDS = 3 };
+typedef enum conv_route { ROUTE_GEMM = 0, ROUTE_ROW = 1, ROUTE_WIDE = 2, ROUTE_WIDE2 = 3 } conv_route;
+static const char *const route_names[] = {"gemm", "row", "wide", "wide2"};
+#define ROUTES 4
+
+static conv_route route_of(int choice, int kind) { return (conv_route)((choice >> (2 * kind)) & 3); }
+
+/* Whether this kernel size has kernels for the route in this direction. */
+static bool route_exists(int k, int kind, conv_route r) {
+  switch (r) {
+    case ROUTE_GEMM: return true;
+    case ROUTE_ROW: return k == 3;
+    case ROUTE_WIDE: return k == 1 || k == 3;
+    case ROUTE_WIDE2: return (k == 1 || k == 3) && kind != KIND_WEIGHTS;
+  }
+  return false;
+}
+
+static size_t pixels(const conv_geom *g) { return (size_t)g->n * (size_t)g->h * (size_t)g->w; }
+
+/* The work one direction takes by one route, in elements (sizes already
+ * bounded by dynb__conv2d_workspace):
+ *   gemm     the col matrix plus one channel-major copy of the Cout side;
+ *   row      nothing to apply; per-split partial sums for the weights;
+ *   wide(2)  the packed weights (transposed, flipped for Kᵀ, channels
+ *            padded to 16 or 32); for the weights, the partial sums and a
+ *            channel-minor copy of dy. */
+static size_t route_workspace(const conv_geom *g, int kind, conv_route r) {
+  const size_t pix = pixels(g), kk = (size_t)g->k * (size_t)g->k;
+  if (r == ROUTE_GEMM) return pix * ((size_t)g->cin * kk + (size_t)g->cout);
+  if (kind == KIND_WEIGHTS) {
+    size_t part = (size_t)direct_splits(g->n) * (size_t)g->cout * (size_t)g->cin * kk;
+    return r == ROUTE_ROW ? part : part + pix * (size_t)pad16(g->cout);
+  }
+  if (r == ROUTE_ROW) return 0;
+  const int ci = kind == KIND_ADJOINT ? g->cout : g->cin;
+  const int co = kind == KIND_ADJOINT ? g->cin : g->cout;
+  return (size_t)ci * kk * (size_t)(r == ROUTE_WIDE2 ? pad32(co) : pad16(co));
+}
+
+/* The work of a choice: the most any of its three directions takes. */
+static size_t choice_workspace(const conv_geom *g, int choice) {
+  size_t need = 0;
+  for (int kind = 0; kind < KINDS; kind++) {
+    size_t w = route_workspace(g, kind, route_of(choice, kind));
+    need = w > need ? w : need;
+  }
+  return need;
+}
+
+/* The work that any route of any direction may take. SIZE_MAX for sizes no
+ * tensor could have (every tensor stays under 2^31 elements), so that
+ * sizing an arena from it fails instead of wrapping around. */
 size_t dynb__conv2d_workspace(int64_t n, int64_t cin, int64_t cout, int64_t h, int64_t w,
                               int64_t k) {
   const int64_t lim = INT32_MAX;
   if (n < 1 || cin < 1 || cout < 1 || h < 1 || w < 1 || k < 1) return SIZE_MAX;
   if (n > lim || cin > lim || cout > lim || h > lim || w > lim || k > lim) return SIZE_MAX;
   /* Each factor is below 2^31, so a product of two fits in 62 bits; every
-   * product is checked before it takes part in the next one. */
+   * product is checked before it takes part in the next one. The GEMM
+   * route's pix·rows is the only product that can grow past them. */
   uint64_t pix = (uint64_t)n * (uint64_t)h;
   if (pix > lim) return SIZE_MAX;
   pix *= (uint64_t)w;
@@ -50,28 +106,18 @@ size_t dynb__conv2d_workspace(int64_t n, int64_t cin, int64_t cout, int64_t h, i
   uint64_t rows = (uint64_t)cin * kk;
   if (rows > lim) return SIZE_MAX;
   rows += (uint64_t)cout;
-  /* pix * rows < 2^62 fits size_t where it has 64 bits; checked for 32. */
   if (rows > lim || pix * rows > (uint64_t)(SIZE_MAX / 2)) return SIZE_MAX;
-  /* The direct weight gradient's per-split partial sums (k = 1 or 3). */
-  uint64_t part = 0;
-  if (k == 1 || k == 3) {
-    uint64_t wsz = (uint64_t)cout * (uint64_t)cin;
-    if (wsz > lim) return SIZE_MAX;
-    part = (uint64_t)direct_splits((int)n) * wsz * kk;
-  }
-  /* The wide kernels' packed weights, for K and for Kᵀ (channels padded
-   * to 32 for the two-vector kernels). */
-  uint64_t packed = 0;
-  if (k == 1 || k == 3) {
-    uint64_t a = (uint64_t)cin * kk * (uint64_t)pad32((int)cout);
-    uint64_t b = (uint64_t)cout * kk * (uint64_t)pad32((int)cin);
-    packed = a > b ? a : b;
-  }
-  /* The wide weight gradient's channel-minor copy of dy sits after them. */
-  if (k == 1 || k == 3) part += pix * (uint64_t)pad16((int)cout);
-  uint64_t need = pix * rows;
-  need = part > need ? part : need;
-  return (size_t)(packed > need ? packed : need);
+  if ((uint64_t)cout * (uint64_t)cin > lim) return SIZE_MAX;
+  const conv_geom g = {.n = (int)n, .cin = (int)cin, .cout = (int)cout, .h = (int)h,
+                       .w = (int)w, .k = (int)k};
+  size_t need = 0;
+  for (int kind = 0; kind < KINDS; kind++)
+    for (int r = 0; r < ROUTES; r++)
+      if (route_exists(g.k, kind, (conv_route)r)) {
+        size_t rw = route_workspace(&g, kind, (conv_route)r);
+        need = rw > need ? rw : need;
+      }
+  return need;
 }
 
 /* ---- Argument checks ----------------------------------------------------- */
@@ -145,19 +191,6 @@ static void carve_work(conv_geom *g, const dynb__tensor *work) {
   g->rows.dims[0] = (int64_t)((size_t)g->cout * pix);
 }
 
-/* work: at least dynb__conv2d_workspace elements; carved into col and rows. */
-static dynb_status check_work(dynb_ctx *ctx, const char *op, const dynb__tensor *work,
-                              conv_geom *g) {
-  DYNB_TRY(check_named(ctx, op, "work", work, g->dt, -1));
-  size_t need = dynb__conv2d_workspace(g->n, g->cin, g->cout, g->h, g->w, g->k);
-  size_t have = dynb__tensor_numel(work);
-  DYNB_CHECK(ctx, have >= need, DYNB_STATUS_BUFFER_TOO_SMALL,
-             "%s: work holds %zu elements, needs %zu", op, have, need);
-  carve_work(g, work);
-  return DYNB_OK;
-}
-
-
 /* The checks every op shares: `w` gives Cout, Cin and k; `in` is the
  * Cin-side activation, which gives N, H, W; `out` the Cout-side one. */
 static dynb_status check_conv(dynb_ctx *ctx, const char *op, const dynb__tensor *w,
@@ -171,12 +204,11 @@ static dynb_status check_conv(dynb_ctx *ctx, const char *op, const dynb__tensor 
   g->w = (int)in->dims[3];
   DYNB_TRY(check_act(ctx, op, in_name, in, g->cin, "Cin", g));
   DYNB_TRY(check_act(ctx, op, out_name, out, g->cout, "Cout", g));
-  return check_work(ctx, op, work, g);
+  /* Its size depends on the route, checked once that is chosen. */
+  return check_named(ctx, op, "work", work, g->dt, -1);
 }
 
 /* ---- Launches -------------------------------------------------------------- */
-
-static size_t pixels(const conv_geom *g) { return (size_t)g->n * (size_t)g->h * (size_t)g->w; }
 
 /* g->col = im2col(x), x with Cin channels. */
 static dynb_status im2col(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *x) {
@@ -297,14 +329,6 @@ static dynb_status conv_weights(dynb_ctx *ctx, const conv_geom *g, const dynb__t
 }
 
 /* ---- The direct routes (kernels/convd.cl, k = 3) --------------------------- */
-
-/* Routes per direction: the GEMM one above (any k), "row" (vectors along
- * an image row; k = 3), "wide" (vectors across 16 output channels, the
- * best almost everywhere on CPUs; k = 1 and 3) and, for forward and
- * adjoint, "wide2" (two such vectors per work-item). */
-typedef enum conv_route { ROUTE_GEMM = 0, ROUTE_ROW = 1, ROUTE_WIDE = 2, ROUTE_WIDE2 = 3 } conv_route;
-static const char *const route_names[] = {"gemm", "row", "wide", "wide2"};
-#define ROUTES 4
 
 /* The row-chunk width of the row kernels: the smallest that covers a row
  * (wider rows are split into chunks of 32). The wide kernels stop at 16:
@@ -454,11 +478,6 @@ static dynb_status direct_weights(dynb_ctx *ctx, const conv_geom *g, bool wide,
 
 /* ---- Choosing a route per layer shape -------------------------------------- */
 
-/* The three directions of a convolution; a shape's choice packs one route
- * per direction, two bits each. */
-enum { KIND_APPLY = 0, KIND_ADJOINT = 1, KIND_WEIGHTS = 2, KINDS = 3 };
-static conv_route route_of(int choice, int kind) { return (conv_route)((choice >> (2 * kind)) & 3); }
-
 static uint64_t shape_key(const conv_geom *g) {
   const int v[8] = {0x636f6e76 /* "conv" */, (int)g->dt, g->n, g->cin, g->cout, g->h, g->w, g->k};
   return dynb__fnv1a(DYNB__FNV_SEED, v, sizeof v);
@@ -517,7 +536,7 @@ static dynb_status measure(dynb_ctx *ctx, conv_geom *g, int *choice) {
     double secs[ROUTES] = {0};
     int best = 0;
     for (int r = 0; r < ROUTES && st == DYNB_OK; r++) {
-      if ((r == ROUTE_ROW && g->k != 3) || (r == ROUTE_WIDE2 && kind == KIND_WEIGHTS)) {
+      if (!route_exists(g->k, kind, (conv_route)r)) {
         secs[r] = 1e30; /* no such kernels for this k or direction */
         continue;
       }
@@ -545,7 +564,7 @@ static bool choice_fits(const conv_geom *g, int choice) {
   if (choice < 0 || choice >= 1 << (2 * KINDS)) return false;
   for (int kind = 0; kind < KINDS; kind++) {
     conv_route r = route_of(choice, kind);
-    if ((r == ROUTE_ROW && g->k != 3) || (r == ROUTE_WIDE2 && kind == KIND_WEIGHTS)) return false;
+    if (!route_exists(g->k, kind, r)) return false;
   }
   return true;
 }
@@ -634,23 +653,33 @@ static dynb_status choose(dynb_ctx *ctx, const conv_geom *g, int *choice) {
 }
 
 dynb_status dynb__conv2d_prepare(dynb_ctx *ctx, dynb_dtype dt, int64_t n, int64_t cin,
-                                 int64_t cout, int64_t h, int64_t w, int64_t k) {
+                                 int64_t cout, int64_t h, int64_t w, int64_t k, size_t *work) {
+  if (work) *work = 0;
   DYNB_CHECK(ctx, dynb__conv2d_workspace(n, cin, cout, h, w, k) != SIZE_MAX,
              DYNB_STATUS_INVALID_ARGUMENT, "conv2d_prepare: impossible shape");
   DYNB_TRY(dynb__check_real(ctx, dt));
   conv_geom g = {.dt = dt, .n = (int)n, .cin = (int)cin, .cout = (int)cout, .h = (int)h,
                  .w = (int)w, .k = (int)k};
   int choice = 0;
-  return choose(ctx, &g, &choice);
+  DYNB_TRY(choose(ctx, &g, &choice));
+  if (work) *work = choice_workspace(&g, choice);
+  return DYNB_OK;
 }
 
-/* One direction of an op by the route chosen for its shape. */
-static dynb_status route(dynb_ctx *ctx, const conv_geom *g, int kind, const dynb__tensor *in,
-                         const dynb__tensor *w, const dynb__tensor *b, const dynb__tensor *out,
-                         bool acc) {
+/* One direction of an op by the route chosen for its shape, once `work`
+ * is known to hold what that route takes. */
+static dynb_status route(dynb_ctx *ctx, const char *op, conv_geom *g, int kind,
+                         const dynb__tensor *in, const dynb__tensor *w, const dynb__tensor *b,
+                         const dynb__tensor *out, bool acc, const dynb__tensor *work) {
   int choice = 0;
   DYNB_TRY(choose(ctx, g, &choice));
-  return run_route(ctx, g, kind, route_of(choice, kind), in, w, b, out, acc);
+  conv_route r = route_of(choice, kind);
+  size_t need = route_workspace(g, kind, r), have = dynb__tensor_numel(work);
+  DYNB_CHECK(ctx, have >= need, DYNB_STATUS_BUFFER_TOO_SMALL,
+             "%s: work holds %zu elements, the %s route needs %zu", op, have, route_names[r],
+             need);
+  carve_work(g, work);
+  return run_route(ctx, g, kind, r, in, w, b, out, acc);
 }
 
 /* ---- Ops ------------------------------------------------------------------- */
@@ -664,7 +693,7 @@ dynb_status dynb__conv2d_forward(dynb_ctx *ctx, const dynb__tensor *x, const dyn
   DYNB_TRY(call_real(ctx, op, "x", x, &g.dt));
   DYNB_TRY(check_conv(ctx, op, w, "w", x, "x", y, "y", work, &g));
   DYNB_TRY(check_bias(ctx, op, b, g.cout, "Cout", &g));
-  return route(ctx, &g, KIND_APPLY, x, w, b, y, false);
+  return route(ctx, op, &g, KIND_APPLY, x, w, b, y, false, work);
 }
 
 dynb_status dynb__conv2d_backward_data(dynb_ctx *ctx, const dynb__tensor *dy,
@@ -675,7 +704,7 @@ dynb_status dynb__conv2d_backward_data(dynb_ctx *ctx, const dynb__tensor *dy,
   conv_geom g = {0};
   DYNB_TRY(call_real(ctx, op, "dy", dy, &g.dt));
   DYNB_TRY(check_conv(ctx, op, w, "w", dx, "dx", dy, "dy", work, &g));
-  return route(ctx, &g, KIND_ADJOINT, dx, w, NULL, dy, acc);
+  return route(ctx, op, &g, KIND_ADJOINT, dx, w, NULL, dy, acc, work);
 }
 
 dynb_status dynb__conv2d_backward_weights(dynb_ctx *ctx, const dynb__tensor *x,
@@ -686,7 +715,7 @@ dynb_status dynb__conv2d_backward_weights(dynb_ctx *ctx, const dynb__tensor *x,
   conv_geom g = {0};
   DYNB_TRY(call_real(ctx, op, "x", x, &g.dt));
   DYNB_TRY(check_conv(ctx, op, dw, "dw", x, "x", dy, "dy", work, &g));
-  return route(ctx, &g, KIND_WEIGHTS, x, dw, NULL, dy, acc);
+  return route(ctx, op, &g, KIND_WEIGHTS, x, dw, NULL, dy, acc, work);
 }
 
 dynb_status dynb__conv2d_transpose_forward(dynb_ctx *ctx, const dynb__tensor *z,
@@ -698,7 +727,7 @@ dynb_status dynb__conv2d_transpose_forward(dynb_ctx *ctx, const dynb__tensor *z,
   DYNB_TRY(call_real(ctx, op, "z", z, &g.dt));
   DYNB_TRY(check_conv(ctx, op, w, "w", y, "y", z, "z", work, &g));
   DYNB_TRY(check_bias(ctx, op, b, g.cin, "Cin", &g));
-  return route(ctx, &g, KIND_ADJOINT, y, w, b, z, false);
+  return route(ctx, op, &g, KIND_ADJOINT, y, w, b, z, false, work);
 }
 
 dynb_status dynb__conv2d_transpose_backward_data(dynb_ctx *ctx, const dynb__tensor *dy,
@@ -709,7 +738,7 @@ dynb_status dynb__conv2d_transpose_backward_data(dynb_ctx *ctx, const dynb__tens
   conv_geom g = {0};
   DYNB_TRY(call_real(ctx, op, "dy", dy, &g.dt));
   DYNB_TRY(check_conv(ctx, op, w, "w", dy, "dy", dz, "dz", work, &g));
-  return route(ctx, &g, KIND_APPLY, dy, w, NULL, dz, acc);
+  return route(ctx, op, &g, KIND_APPLY, dy, w, NULL, dz, acc, work);
 }
 
 dynb_status dynb__conv2d_transpose_backward_weights(dynb_ctx *ctx, const dynb__tensor *z,
@@ -721,5 +750,5 @@ dynb_status dynb__conv2d_transpose_backward_weights(dynb_ctx *ctx, const dynb__t
   DYNB_TRY(call_real(ctx, op, "z", z, &g.dt));
   DYNB_TRY(check_conv(ctx, op, dw, "dw", dy, "dy", z, "z", work, &g));
   /* <dy, Kᵀ z> = <K dy, z>: the conv weight gradient with input dy and output gradient z. */
-  return route(ctx, &g, KIND_WEIGHTS, dy, dw, NULL, z, acc);
+  return route(ctx, op, &g, KIND_WEIGHTS, dy, dw, NULL, z, acc, work);
 }

@@ -36,6 +36,11 @@ typedef enum dynb_act {
 /* y = σ(x); y may alias x. */
 dynb_status dynb__act_forward(dynb_ctx *ctx, dynb_act act, const dynb__tensor *x,
                               const dynb__tensor *y);
+/* Whether σ'(x) equals σ'(σ(x)), so that dynb__act_backward may be given the
+ * output instead of the input (and the input need not be kept): true for
+ * the identity, relu and leaky relu, whose slope depends on the sign alone,
+ * which they keep. Not tanh. */
+bool dynb__act_slope_from_output(dynb_act act);
 /* dx (+)= dy ⊙ σ'(x), from the activation's input x. dx may alias dy when !acc.
  * At x == 0, relu' is 0 and leaky_relu' is the slope, as PyTorch's
  * threshold_backward and leaky_relu_backward give. */
@@ -63,15 +68,20 @@ dynb_status dynb__sum(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *
 
 /* Square k×k kernel (k odd), stride 1, zero padding k/2: H and W are kept.
  * x: [N, Cin, H, W], w: [Cout, Cin, k, k], y: [N, Cout, H, W].
- * Two routes: im2col + one CLBlast GEMM over the whole batch (any k), and
- * direct kernels (k = 3). Each layer shape takes, per direction, the route
- * that ran faster when timed once (ctx->conv_policy can force one). */
+ * Routes: im2col + one CLBlast GEMM over the whole batch (any k), and
+ * direct kernels (k = 1, 3). Each layer shape takes, per direction, the
+ * route that ran faster when timed once (ctx->conv_policy can force one).
+ * Every op takes a `work` tensor of at least what its route needs (else
+ * DYNB_STATUS_BUFFER_TOO_SMALL); dynb__conv2d_workspace is enough for any
+ * route, SIZE_MAX for impossible shapes. */
 size_t dynb__conv2d_workspace(int64_t n, int64_t cin, int64_t cout, int64_t h, int64_t w,
                               int64_t k);
-/* Times the routes of one layer shape now, so that no step pays for it
- * (the plan calls this for every convolution it will run). */
+/* Chooses the routes of one layer shape now (timing them unless known), so
+ * that no step pays for it, and sets *work (if not NULL) to the work they
+ * need: the plan calls this for every convolution it will run, and sizes
+ * its scratch by the chosen routes rather than by the worst one. */
 dynb_status dynb__conv2d_prepare(dynb_ctx *ctx, dynb_dtype dt, int64_t n, int64_t cin,
-                                 int64_t cout, int64_t h, int64_t w, int64_t k);
+                                 int64_t cout, int64_t h, int64_t w, int64_t k, size_t *work);
 /* y = conv(x, w) + b; b may be NULL. */
 dynb_status dynb__conv2d_forward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *w,
                                  const dynb__tensor *b, const dynb__tensor *y,

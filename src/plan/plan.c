@@ -9,6 +9,7 @@
 typedef struct unit_buffers {
   dynb__tensor z, a, s, mean, invstd;
   dynb__tensor gs, ga; /* ∂L/∂s (then ∂L/∂a in place), ∂L/∂z */
+  dynb__tensor work;   /* the convolution's, in the shared scratch */
 } unit_buffers;
 
 /* Level b: block b's input and output and its connecting layer, then the
@@ -18,17 +19,30 @@ typedef struct level_buffers {
   dynb__tensor in, out, pooled;
   dynb__tensor gin, gout, gpooled;
   unit_buffers conn;
+  size_t block_keep, block_scratch; /* the block's arenas, in elements */
+  dynb__tensor block_keep_buf;
 } level_buffers;
 
+/* Buffers by lifetime. What a later pass reads (activations, their
+ * gradients between levels, the blocks' states and stored stages) has a
+ * buffer of its own. What lives only within one call, a block's forward or
+ * backward (its adjoints, stage scratch, the recomputed stages of checkpoint
+ * mode) or a unit's backward (∂L/∂s, ∂L/∂z, convolution work), shares one
+ * scratch buffer: no two such calls overlap, so the plan holds the largest
+ * of them, not their sum. Separate buffers rather than one arena: a GPU
+ * caps single allocations (CL_DEVICE_MAX_MEM_ALLOC_SIZE, often a quarter of
+ * its memory). */
 struct dynb__plan {
   dynb__net *net;
   int64_t n;
   dynb_memory_mode mode;
+  dynb__conv_policy policy; /* the routes the scratch was sized for */
   bool train_last;
   dynb__tensor x, labels, gx;
   unit_buffers open;
   level_buffers level[DYNB_MAX_BLOCKS];
-  dynb__tensor feat, gfeat, logits, glogits, loss, xent_work, conv_work;
+  dynb__tensor feat, gfeat, logits, glogits, loss, xent_work;
+  dynb__tensor scratch;
   size_t bytes;
   /* Every buffer above, for release. */
   dynb__tensor *owned[16 + 16 * DYNB_MAX_BLOCKS];
@@ -48,19 +62,24 @@ static dynb_status alloc4(dynb__plan *p, dynb__tensor *t, int64_t c, int64_t h, 
   return alloc(p, t, p->net->real, 4, d);
 }
 
-/* The buffers of a conv unit with `c` output channels at h×w. A norm of
- * kind none leaves a as z (no buffer, no pass). */
+static dynb_status alloc_flat(dynb__plan *p, dynb__tensor *t, size_t count) {
+  int64_t n = (int64_t)(count ? count : 1);
+  return alloc(p, t, p->net->real, 1, &n);
+}
+
+/* The buffers of a conv unit with `c` output channels at h×w that outlive
+ * its calls. A norm of kind none leaves a as z; an activation whose slope
+ * reads from its output leaves a as s (the norm writes s, σ acts in place). */
 static dynb_status unit_alloc(dynb__plan *p, unit_buffers *u, const dynb__conv_unit *cu,
                               int64_t h, int64_t w) {
   int64_t c = cu->cout;
   DYNB_TRY(alloc4(p, &u->z, c, h, w));
-  if (cu->norm != DYNB_NORM_NONE)
-    DYNB_TRY(alloc4(p, &u->a, c, h, w));
-  else
-    u->a = u->z;
   DYNB_TRY(alloc4(p, &u->s, c, h, w));
-  DYNB_TRY(alloc4(p, &u->gs, c, h, w));
-  DYNB_TRY(alloc4(p, &u->ga, c, h, w));
+  u->a = u->z;
+  if (cu->norm != DYNB_NORM_NONE)
+    u->a = u->s;
+  if (cu->norm != DYNB_NORM_NONE && !dynb__act_slope_from_output(cu->act))
+    DYNB_TRY(alloc4(p, &u->a, c, h, w));
   if (cu->norm == DYNB_NORM_BATCH) {
     DYNB_TRY(alloc(p, &u->mean, p->net->real, 1, &c));
     DYNB_TRY(alloc(p, &u->invstd, p->net->real, 1, &c));
@@ -68,16 +87,57 @@ static dynb_status unit_alloc(dynb__plan *p, unit_buffers *u, const dynb__conv_u
   return DYNB_OK;
 }
 
-static size_t conv_ws(const dynb__plan *p, const dynb__conv_unit *cu, int64_t h, int64_t w) {
-  return dynb__conv2d_workspace(p->n, cu->cin, cu->cout, h, w, cu->kernel);
+/* A unit's views of the shared scratch: ∂L/∂s unless `gs` is given (the
+ * opening unit's, which block 0's backward writes), ∂L/∂z and the work of
+ * the convolution's routes, chosen here. With a scratch holding no buffer
+ * it only counts. */
+static dynb_status unit_carve(dynb__plan *p, unit_buffers *u, const dynb__conv_unit *cu,
+                              int64_t h, int64_t w, const dynb__tensor *gs, size_t *elems) {
+  dynb__cursor cur = {&p->scratch, 0};
+  int64_t d[4] = {p->n, cu->cout, h, w};
+  size_t work = 0;
+  DYNB_TRY(dynb__conv2d_prepare(p->net->ctx, p->net->real, p->n, cu->cin, cu->cout, h, w,
+                                cu->kernel, &work));
+  u->gs = gs ? *gs : dynb__cursor_take(&cur, 4, d);
+  u->ga = dynb__cursor_take(&cur, 4, d);
+  u->work = dynb__cursor_flat(&cur, work);
+  *elems = cur.at;
+  return DYNB_OK;
 }
 
-/* Every convolution shape of the plan picks its route now (timed once per
- * context), so that no step pays for the choice. */
-static dynb_status choose_conv_routes(dynb__plan *p, const dynb__conv_unit *cu, int64_t h,
-                                      int64_t w) {
-  return dynb__conv2d_prepare(p->net->ctx, p->net->real, p->n, cu->cin, cu->cout, h, w,
-                              cu->kernel);
+/* The level-b buffers that outlive calls, at h×w (block b's resolution). */
+static dynb_status level_alloc(dynb__plan *p, int b, int64_t h, int64_t w) {
+  dynb__net *net = p->net;
+  level_buffers *lv = &p->level[b];
+  int64_t c = net->spec.blocks[b].width;
+  lv->in = b == 0 ? p->open.s : p->level[b - 1].pooled;
+  DYNB_TRY(alloc4(p, &lv->out, c, h, w));
+  DYNB_TRY(alloc4(p, &lv->gout, c, h, w));
+  DYNB_TRY(unit_alloc(p, &lv->conn, &net->connect[b], h, w));
+  if (b + 1 < net->spec.nblocks) {
+    int64_t co = net->connect[b].cout;
+    DYNB_TRY(alloc4(p, &lv->pooled, co, h / 2, w / 2));
+    DYNB_TRY(alloc4(p, &lv->gpooled, co, h / 2, w / 2));
+  }
+  return dynb__block_sizes(net->blocks[b], p->n, h, w, p->mode, &lv->block_keep,
+                           &lv->block_scratch);
+}
+
+/* Lays out (or, with p->scratch not yet allocated, sizes) every view of
+ * the shared scratch; *elems is the largest need. */
+static dynb_status scratch_carve(dynb__plan *p, size_t *elems) {
+  const dynb__net_spec *sp = &p->net->spec;
+  int64_t h = sp->in_height, w = sp->in_width;
+  size_t need = 0, e = 0;
+  DYNB_TRY(unit_carve(p, &p->open, &p->net->open, h, w, &p->level[0].gin, &need));
+  for (int b = 0; b < sp->nblocks; b++, h /= 2, w /= 2) {
+    level_buffers *lv = &p->level[b];
+    DYNB_TRY(unit_carve(p, &lv->conn, &p->net->connect[b], h, w, NULL, &e));
+    need = e > need ? e : need;
+    need = lv->block_scratch > need ? lv->block_scratch : need;
+  }
+  *elems = need;
+  return DYNB_OK;
 }
 
 static dynb_status plan_alloc(dynb__plan *p) {
@@ -88,39 +148,35 @@ static dynb_status plan_alloc(dynb__plan *p) {
   DYNB_TRY(alloc4(p, &p->gx, sp->in_channels, h, w));
   DYNB_TRY(alloc(p, &p->labels, DYNB_I32, 1, &n));
   DYNB_TRY(unit_alloc(p, &p->open, &net->open, h, w));
-  DYNB_TRY(choose_conv_routes(p, &net->open, h, w));
-  size_t ws = conv_ws(p, &net->open, h, w);
-  for (int b = 0; b < sp->nblocks; b++) {
-    level_buffers *lv = &p->level[b];
-    int64_t c = sp->blocks[b].width;
-    lv->in = b == 0 ? p->open.s : p->level[b - 1].pooled;
-    lv->gin = b == 0 ? p->open.gs : p->level[b - 1].gpooled;
-    DYNB_TRY(alloc4(p, &lv->out, c, h, w));
-    DYNB_TRY(alloc4(p, &lv->gout, c, h, w));
-    DYNB_TRY(unit_alloc(p, &lv->conn, &net->connect[b], h, w));
-    size_t cws = conv_ws(p, &net->connect[b], h, w);
-    ws = cws > ws ? cws : ws;
-    DYNB_TRY(choose_conv_routes(p, &net->connect[b], h, w));
-    const dynb__conv_unit inner = {.cin = (int)c, .cout = (int)c,
-                                   .kernel = sp->blocks[b].layer.kernel};
-    DYNB_TRY(choose_conv_routes(p, &inner, h, w));
-    DYNB_TRY(dynb__block_prepare(net->blocks[b], n, h, w, p->mode));
-    p->bytes += dynb__block_buffer_bytes(net->blocks[b]);
-    if (b + 1 < sp->nblocks) {
-      h /= 2, w /= 2;
-      DYNB_TRY(alloc4(p, &lv->pooled, net->connect[b].cout, h, w));
-      DYNB_TRY(alloc4(p, &lv->gpooled, net->connect[b].cout, h, w));
-    }
+  /* Block 0 writes ∂L/∂(its input) where the opening unit reads ∂L/∂s. */
+  DYNB_TRY(alloc4(p, &p->level[0].gin, net->open.cout, h, w));
+  for (int b = 0; b < sp->nblocks; b++, h /= 2, w /= 2) {
+    if (b > 0) p->level[b].gin = p->level[b - 1].gpooled;
+    DYNB_TRY(level_alloc(p, b, h, w));
   }
   int64_t fd[2] = {n, sp->head_width}, ld[2] = {n, sp->classes}, two = 2;
-  int64_t xw = (int64_t)dynb__xent_workspace(n), cw = (int64_t)(ws ? ws : 1);
+  int64_t xw = (int64_t)dynb__xent_workspace(n);
   DYNB_TRY(alloc(p, &p->feat, net->real, 2, fd));
   DYNB_TRY(alloc(p, &p->gfeat, net->real, 2, fd));
   DYNB_TRY(alloc(p, &p->logits, net->real, 2, ld));
   DYNB_TRY(alloc(p, &p->glogits, net->real, 2, ld));
   DYNB_TRY(alloc(p, &p->loss, net->real, 1, &two));
   DYNB_TRY(alloc(p, &p->xent_work, net->real, 1, &xw));
-  return alloc(p, &p->conv_work, net->real, 1, &cw);
+  size_t scratch = 0;
+  DYNB_TRY(scratch_carve(p, &scratch));
+  DYNB_CHECK(net->ctx, scratch < (size_t)INT32_MAX, DYNB_STATUS_SIZE_OVERFLOW,
+             "plan: a batch of %lld needs %zu elements of scratch, over 2^31", (long long)n,
+             scratch);
+  DYNB_TRY(alloc_flat(p, &p->scratch, scratch));
+  DYNB_TRY(scratch_carve(p, &scratch));
+  h = sp->in_height, w = sp->in_width;
+  for (int b = 0; b < sp->nblocks; b++, h /= 2, w /= 2) {
+    level_buffers *lv = &p->level[b];
+    dynb__tensor *keep = &lv->block_keep_buf;
+    DYNB_TRY(alloc_flat(p, keep, lv->block_keep));
+    DYNB_TRY(dynb__block_prepare(net->blocks[b], n, h, w, p->mode, keep, &p->scratch));
+  }
+  return DYNB_OK;
 }
 
 dynb_status dynb__plan_build(dynb__net *net, int64_t batch, dynb_memory_mode mode,
@@ -133,6 +189,7 @@ dynb_status dynb__plan_build(dynb__net *net, int64_t batch, dynb_memory_mode mod
   p->net = net;
   p->n = batch;
   p->mode = mode;
+  p->policy = ctx->conv_policy;
   dynb_status st = plan_alloc(p);
   if (st != DYNB_OK) {
     dynb__plan_free(p);
@@ -169,7 +226,7 @@ static dynb_status unit_forward(dynb__plan *p, const dynb__conv_unit *cu, unit_b
                                 const dynb__tensor *x, bool train) {
   dynb_ctx *ctx = p->net->ctx;
   dynb__norm_args na = unit_norm(cu, u, train);
-  DYNB_TRY(dynb__conv2d_forward(ctx, x, &cu->w, &cu->b, &u->z, &p->conv_work));
+  DYNB_TRY(dynb__conv2d_forward(ctx, x, &cu->w, &cu->b, &u->z, &u->work));
   DYNB_TRY(dynb__norm_forward(ctx, &na, &u->z, &u->a));
   return dynb__act_forward(ctx, cu->act, &u->a, &u->s);
 }
@@ -183,12 +240,12 @@ static dynb_status unit_backward(dynb__plan *p, const dynb__conv_unit *cu, unit_
   DYNB_TRY(dynb__act_backward(ctx, cu->act, &u->a, &u->gs, &u->gs, false));
   DYNB_TRY(dynb__norm_backward(ctx, &na, &u->z, &u->gs, &u->ga, &cu->dnw, &cu->dnb, &dz));
   DYNB_TRY(dynb__channel_sum(ctx, dz, &cu->db, true));
-  DYNB_TRY(dynb__conv2d_backward_weights(ctx, x, dz, &cu->dw, true, &p->conv_work));
+  DYNB_TRY(dynb__conv2d_backward_weights(ctx, x, dz, &cu->dw, true, &u->work));
   if (!dx) return DYNB_OK;
-  return dynb__conv2d_backward_data(ctx, dz, &cu->w, dx, false, &p->conv_work);
+  return dynb__conv2d_backward_data(ctx, dz, &cu->w, dx, false, &u->work);
 }
 
-dynb_status dynb__plan_forward(dynb__plan *p, bool train) {
+static dynb_status forward_passes(dynb__plan *p, bool train) {
   dynb__net *net = p->net;
   dynb_ctx *ctx = net->ctx;
   int nb = net->spec.nblocks;
@@ -208,7 +265,7 @@ dynb_status dynb__plan_forward(dynb__plan *p, bool train) {
   return DYNB_OK;
 }
 
-dynb_status dynb__plan_backward(dynb__plan *p, bool want_dx) {
+static dynb_status backward_passes(dynb__plan *p, bool want_dx) {
   dynb__net *net = p->net;
   dynb_ctx *ctx = net->ctx;
   bool train = p->train_last;
@@ -226,4 +283,25 @@ dynb_status dynb__plan_backward(dynb__plan *p, bool want_dx) {
     DYNB_TRY(dynb__block_backward(net->blocks[b], &lv->in, &lv->gout, &lv->gin));
   }
   return unit_backward(p, &net->open, &p->open, &p->x, want_dx ? &p->gx : NULL, train);
+}
+
+/* A plan runs by the routes it was built for, whose work its scratch holds,
+ * whatever the context's policy has become since (dynb_ctx_set_param:
+ * "applies to plans built afterwards"). */
+dynb_status dynb__plan_forward(dynb__plan *p, bool train) {
+  dynb_ctx *ctx = p->net->ctx;
+  dynb__conv_policy now = ctx->conv_policy;
+  ctx->conv_policy = p->policy;
+  dynb_status st = forward_passes(p, train);
+  ctx->conv_policy = now;
+  return st;
+}
+
+dynb_status dynb__plan_backward(dynb__plan *p, bool want_dx) {
+  dynb_ctx *ctx = p->net->ctx;
+  dynb__conv_policy now = ctx->conv_policy;
+  ctx->conv_policy = p->policy;
+  dynb_status st = backward_passes(p, want_dx);
+  ctx->conv_policy = now;
+  return st;
 }

@@ -257,6 +257,18 @@ dynb_status dynb__tensor_wrap(dynb_ctx *ctx, cl_mem mem, size_t offset, dynb_dty
  * offset, with the given shape and base's dtype. No OpenCL call. */
 dynb__tensor dynb__tensor_sub(const dynb__tensor *base, size_t offset, int ndim,
                               const int64_t *dims);
+
+/* Consecutive views of one buffer. With a base holding no buffer (a zeroed
+ * tensor) it only counts, so that one function both sizes a buffer and lays
+ * it out. Views start at multiples of 32 elements: whole cache lines, and
+ * vector loads that never straddle two views. Empty views take one element,
+ * so that each is a valid tensor. */
+typedef struct dynb__cursor {
+  const dynb__tensor *base;
+  size_t at;
+} dynb__cursor;
+dynb__tensor dynb__cursor_take(dynb__cursor *c, int ndim, const int64_t *dims);
+dynb__tensor dynb__cursor_flat(dynb__cursor *c, size_t count);
 /* Blocking copies between host memory and the whole tensor. */
 dynb_status dynb__tensor_write(dynb_ctx *ctx, const dynb__tensor *t, const void *host);
 dynb_status dynb__tensor_read(dynb_ctx *ctx, const dynb__tensor *t, void *host);

@@ -85,6 +85,20 @@ dynb__tensor dynb__tensor_sub(const dynb__tensor *base, size_t offset, int ndim,
   return t;
 }
 
+dynb__tensor dynb__cursor_take(dynb__cursor *c, int ndim, const int64_t *dims) {
+  size_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= (size_t)dims[i];
+  c->at = (c->at + 31) / 32 * 32;
+  dynb__tensor t = dynb__tensor_sub(c->base, c->at, ndim, dims);
+  c->at += n ? n : 1;
+  return t;
+}
+
+dynb__tensor dynb__cursor_flat(dynb__cursor *c, size_t count) {
+  int64_t n = (int64_t)count;
+  return dynb__cursor_take(c, 1, &n);
+}
+
 /* Fault tests count live buffers; tests release everything before the
  * context, so the context outlives every callback. */
 static void CL_CALLBACK buffer_destroyed(cl_mem mem, void *user) {
