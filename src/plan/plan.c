@@ -42,6 +42,7 @@ struct dynb__plan {
   unit_buffers open;
   level_buffers level[DYNB_MAX_BLOCKS];
   dynb__tensor feat, gfeat, logits, glogits, loss, xent_work;
+  dynb__tensor gouts, gins; /* every level's gout, and its gin (see grads_alloc) */
   dynb__tensor scratch;
   size_t bytes;
   /* Every buffer above, for release. */
@@ -67,19 +68,33 @@ static dynb_status alloc_flat(dynb__plan *p, dynb__tensor *t, size_t count) {
   return alloc(p, t, p->net->real, 1, &n);
 }
 
+/* In checkpoint mode a unit's z, a and s live in the scratch too, and its
+ * backward recomputes them first: one more convolution per unit and step,
+ * against dozens in the blocks, for the largest activations outside them.
+ * The opening unit's s stays, since it is block 0's input. */
+static bool unit_recomputes(const dynb__plan *p) { return p->mode == DYNB_MEMORY_CHECKPOINT; }
+
+/* Whether u->a needs a buffer of its own: a norm of kind none leaves a as
+ * z; an activation whose slope reads from its output leaves a as s (the
+ * norm writes s, σ acts in place). */
+static bool keeps_a(const dynb__conv_unit *cu) {
+  return cu->norm != DYNB_NORM_NONE && !dynb__act_slope_from_output(cu->act);
+}
+
+static void alias_a(unit_buffers *u, const dynb__conv_unit *cu) {
+  if (!keeps_a(cu)) u->a = cu->norm == DYNB_NORM_NONE ? u->z : u->s;
+}
+
 /* The buffers of a conv unit with `c` output channels at h×w that outlive
- * its calls. A norm of kind none leaves a as z; an activation whose slope
- * reads from its output leaves a as s (the norm writes s, σ acts in place). */
+ * its calls; `open` for the opening unit. */
 static dynb_status unit_alloc(dynb__plan *p, unit_buffers *u, const dynb__conv_unit *cu,
-                              int64_t h, int64_t w) {
+                              int64_t h, int64_t w, bool open) {
   int64_t c = cu->cout;
-  DYNB_TRY(alloc4(p, &u->z, c, h, w));
-  DYNB_TRY(alloc4(p, &u->s, c, h, w));
-  u->a = u->z;
-  if (cu->norm != DYNB_NORM_NONE)
-    u->a = u->s;
-  if (cu->norm != DYNB_NORM_NONE && !dynb__act_slope_from_output(cu->act))
-    DYNB_TRY(alloc4(p, &u->a, c, h, w));
+  if (!unit_recomputes(p)) {
+    DYNB_TRY(alloc4(p, &u->z, c, h, w));
+    if (keeps_a(cu)) DYNB_TRY(alloc4(p, &u->a, c, h, w));
+  }
+  if (!unit_recomputes(p) || open) DYNB_TRY(alloc4(p, &u->s, c, h, w));
   if (cu->norm == DYNB_NORM_BATCH) {
     DYNB_TRY(alloc(p, &u->mean, p->net->real, 1, &c));
     DYNB_TRY(alloc(p, &u->invstd, p->net->real, 1, &c));
@@ -87,10 +102,12 @@ static dynb_status unit_alloc(dynb__plan *p, unit_buffers *u, const dynb__conv_u
   return DYNB_OK;
 }
 
-/* A unit's views of the shared scratch: ∂L/∂s unless `gs` is given (the
- * opening unit's, which block 0's backward writes), ∂L/∂z and the work of
- * the convolution's routes, chosen here. With a scratch holding no buffer
- * it only counts. */
+/* A unit's views of the shared scratch: those of its activations that
+ * unit_alloc left out, ∂L/∂s unless `gs` is given (the opening unit's,
+ * which block 0's backward writes), ∂L/∂z (in s itself when s is
+ * recomputed: σ's backward is its last reader) and the work of the
+ * convolution's routes, chosen here. With a scratch holding no buffer it
+ * only counts. */
 static dynb_status unit_carve(dynb__plan *p, unit_buffers *u, const dynb__conv_unit *cu,
                               int64_t h, int64_t w, const dynb__tensor *gs, size_t *elems) {
   dynb__cursor cur = {&p->scratch, 0};
@@ -98,8 +115,15 @@ static dynb_status unit_carve(dynb__plan *p, unit_buffers *u, const dynb__conv_u
   size_t work = 0;
   DYNB_TRY(dynb__conv2d_prepare(p->net->ctx, p->net->real, p->n, cu->cin, cu->cout, h, w,
                                 cu->kernel, &work));
-  u->gs = gs ? *gs : dynb__cursor_take(&cur, 4, d);
-  u->ga = dynb__cursor_take(&cur, 4, d);
+  bool open = gs != NULL, recompute = unit_recomputes(p);
+  if (recompute) {
+    u->z = dynb__cursor_take(&cur, 4, d);
+    if (keeps_a(cu)) u->a = dynb__cursor_take(&cur, 4, d);
+    if (!open) u->s = dynb__cursor_take(&cur, 4, d);
+  }
+  alias_a(u, cu);
+  u->gs = open ? *gs : dynb__cursor_take(&cur, 4, d);
+  u->ga = recompute && !open ? u->s : dynb__cursor_take(&cur, 4, d);
   u->work = dynb__cursor_flat(&cur, work);
   *elems = cur.at;
   return DYNB_OK;
@@ -112,15 +136,39 @@ static dynb_status level_alloc(dynb__plan *p, int b, int64_t h, int64_t w) {
   int64_t c = net->spec.blocks[b].width;
   lv->in = b == 0 ? p->open.s : p->level[b - 1].pooled;
   DYNB_TRY(alloc4(p, &lv->out, c, h, w));
-  DYNB_TRY(alloc4(p, &lv->gout, c, h, w));
-  DYNB_TRY(unit_alloc(p, &lv->conn, &net->connect[b], h, w));
-  if (b + 1 < net->spec.nblocks) {
-    int64_t co = net->connect[b].cout;
-    DYNB_TRY(alloc4(p, &lv->pooled, co, h / 2, w / 2));
-    DYNB_TRY(alloc4(p, &lv->gpooled, co, h / 2, w / 2));
-  }
+  DYNB_TRY(unit_alloc(p, &lv->conn, &net->connect[b], h, w, false));
+  if (b + 1 < net->spec.nblocks)
+    DYNB_TRY(alloc4(p, &lv->pooled, net->connect[b].cout, h / 2, w / 2));
   return dynb__block_sizes(net->blocks[b], p->n, h, w, p->mode, &lv->block_keep,
                            &lv->block_scratch);
+}
+
+/* The gradients between levels, by lifetime too: block b's backward reads
+ * ∂L/∂(its output) and writes ∂L/∂(its input); the first is dead once it
+ * returns, the second once the level below has pooled it back, before that
+ * level's unit writes its own ∂L/∂(block output). So the levels' pairs
+ * share two buffers, each as large as the largest of its kind. */
+static dynb_status grads_alloc(dynb__plan *p) {
+  const dynb__net *net = p->net;
+  const dynb__net_spec *sp = &net->spec;
+  int64_t dout[DYNB_MAX_BLOCKS][4], din[DYNB_MAX_BLOCKS][4], h = sp->in_height, w = sp->in_width;
+  size_t nout = 0, nin = 0;
+  for (int b = 0; b < sp->nblocks; b++, h /= 2, w /= 2) {
+    int64_t cin = b == 0 ? net->open.cout : net->connect[b - 1].cout;
+    int64_t o[4] = {p->n, sp->blocks[b].width, h, w}, i[4] = {p->n, cin, h, w};
+    memcpy(dout[b], o, sizeof o), memcpy(din[b], i, sizeof i);
+    size_t so = (size_t)(o[0] * o[1] * o[2] * o[3]), si = (size_t)(i[0] * i[1] * i[2] * i[3]);
+    nout = so > nout ? so : nout;
+    nin = si > nin ? si : nin;
+  }
+  DYNB_TRY(alloc_flat(p, &p->gouts, nout));
+  DYNB_TRY(alloc_flat(p, &p->gins, nin));
+  for (int b = 0; b < sp->nblocks; b++) {
+    p->level[b].gout = dynb__tensor_sub(&p->gouts, 0, 4, dout[b]);
+    p->level[b].gin = dynb__tensor_sub(&p->gins, 0, 4, din[b]);
+    if (b > 0) p->level[b - 1].gpooled = p->level[b].gin;
+  }
+  return DYNB_OK;
 }
 
 /* Lays out (or, with p->scratch not yet allocated, sizes) every view of
@@ -147,13 +195,10 @@ static dynb_status plan_alloc(dynb__plan *p) {
   DYNB_TRY(alloc4(p, &p->x, sp->in_channels, h, w));
   DYNB_TRY(alloc4(p, &p->gx, sp->in_channels, h, w));
   DYNB_TRY(alloc(p, &p->labels, DYNB_I32, 1, &n));
-  DYNB_TRY(unit_alloc(p, &p->open, &net->open, h, w));
+  DYNB_TRY(unit_alloc(p, &p->open, &net->open, h, w, true));
+  for (int b = 0; b < sp->nblocks; b++, h /= 2, w /= 2) DYNB_TRY(level_alloc(p, b, h, w));
   /* Block 0 writes ∂L/∂(its input) where the opening unit reads ∂L/∂s. */
-  DYNB_TRY(alloc4(p, &p->level[0].gin, net->open.cout, h, w));
-  for (int b = 0; b < sp->nblocks; b++, h /= 2, w /= 2) {
-    if (b > 0) p->level[b].gin = p->level[b - 1].gpooled;
-    DYNB_TRY(level_alloc(p, b, h, w));
-  }
+  DYNB_TRY(grads_alloc(p));
   int64_t fd[2] = {n, sp->head_width}, ld[2] = {n, sp->classes}, two = 2;
   int64_t xw = (int64_t)dynb__xent_workspace(n);
   DYNB_TRY(alloc(p, &p->feat, net->real, 2, fd));
@@ -231,6 +276,19 @@ static dynb_status unit_forward(dynb__plan *p, const dynb__conv_unit *cu, unit_b
   return dynb__act_forward(ctx, cu->act, &u->a, &u->s);
 }
 
+/* z, a and s again, for the backward of checkpoint mode. Batch statistics
+ * come out as in the forward; the running ones are read (evaluation) but
+ * not updated a second time (training). */
+static dynb_status unit_recompute(dynb__plan *p, const dynb__conv_unit *cu, unit_buffers *u,
+                                  const dynb__tensor *x, bool train) {
+  dynb_ctx *ctx = p->net->ctx;
+  dynb__norm_args na = unit_norm(cu, u, train);
+  if (train) na.running_mean = na.running_var = NULL;
+  DYNB_TRY(dynb__conv2d_forward(ctx, x, &cu->w, &cu->b, &u->z, &u->work));
+  DYNB_TRY(dynb__norm_forward(ctx, &na, &u->z, &u->a));
+  return dynb__act_forward(ctx, cu->act, &u->a, &u->s);
+}
+
 /* From u->gs = ∂L/∂s to the unit's parameter gradients and dx (if not NULL). */
 static dynb_status unit_backward(dynb__plan *p, const dynb__conv_unit *cu, unit_buffers *u,
                                  const dynb__tensor *x, const dynb__tensor *dx, bool train) {
@@ -275,6 +333,8 @@ static dynb_status backward_passes(dynb__plan *p, bool want_dx) {
                                  &net->lin_db, false, true));
   for (int b = nb - 1; b >= 0; b--) {
     level_buffers *lv = &p->level[b];
+    if (unit_recomputes(p))
+      DYNB_TRY(unit_recompute(p, &net->connect[b], &lv->conn, &lv->out, train));
     if (b + 1 < nb)
       DYNB_TRY(dynb__avgpool2_backward(ctx, &lv->gpooled, &lv->conn.gs, false));
     else
@@ -282,6 +342,7 @@ static dynb_status backward_passes(dynb__plan *p, bool want_dx) {
     DYNB_TRY(unit_backward(p, &net->connect[b], &lv->conn, &lv->out, &lv->gout, train));
     DYNB_TRY(dynb__block_backward(net->blocks[b], &lv->in, &lv->gout, &lv->gin));
   }
+  if (unit_recomputes(p)) DYNB_TRY(unit_recompute(p, &net->open, &p->open, &p->x, train));
   return unit_backward(p, &net->open, &p->open, &p->x, want_dx ? &p->gx : NULL, train);
 }
 

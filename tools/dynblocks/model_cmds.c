@@ -291,11 +291,16 @@ int cmd_bench(int argc, char **argv) {
       for (size_t i = 0; i < net->ntensors; i++)
         params += dynb__tensor_numel(&net->tensors[i].value) * dynb__dtype_size(net->real) *
                   (net->tensors[i].trainable ? 2 : 1);
-      size_t peak = dynb__plan_bytes(plan) + params;
+      size_t state = 0;
+      for (size_t i = 0; i < dynb__optimizer_state_count(opt); i++) {
+        const dynb__tensor *t = &dynb__optimizer_state_at(opt, i)->value;
+        state += dynb__tensor_numel(t) * dynb__dtype_size(t->dtype);
+      }
+      size_t peak = dynb__plan_bytes(plan) + params + state;
       double tr = (double)batch * (double)iters / t_train, inf = (double)batch * (double)iters / t_infer;
       printf("device          %s\nbatch           %ld\ntrain img/s     %.1f\ninfer img/s     %.1f\n"
-             "peak bytes      %zu (plan %zu, parameters and gradients %zu; optimiser state not counted)\n",
-             ctx->info.device_name, batch, tr, inf, peak, dynb__plan_bytes(plan), params);
+             "peak bytes      %zu (plan %zu, parameters and gradients %zu, optimiser state %zu)\n",
+             ctx->info.device_name, batch, tr, inf, peak, dynb__plan_bytes(plan), params, state);
       printf("{\"train_img_per_s\": %.3f, \"infer_img_per_s\": %.3f, \"peak_bytes\": %zu, "
              "\"rss_base_bytes\": %zu, \"rss_build_peak_bytes\": %zu, \"rss_peak_bytes\": %zu}\n",
              tr, inf, peak, rss_base, rss_build, proc_status_bytes("VmHWM"));
