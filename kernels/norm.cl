@@ -15,9 +15,12 @@ size_t chan_at(const int m, const int c, const int s, const int ch) {
  * One work-item per pixel (n, p); it loops over the C channels of its pixel,
  * so neighbouring work-items read neighbouring addresses. */
 
-/* y_c = x_c / sqrt(Σ_c' x_c'² + eps) + beta_c. */
+/* y_c = σ(x_c / sqrt(Σ_c' x_c'² + eps) + beta_c): every forward norm applies
+ * an activation (act, slope as in act.cl; DYNB_ACT_IDENTITY for none), which
+ * saves σ's own pass over memory. */
 __kernel void dynb_tv_forward(const int n, const int c, const int s, DYNB_CTENSOR(x),
-                              DYNB_CTENSOR(beta), DYNB_TENSOR(y), const real eps) {
+                              DYNB_CTENSOR(beta), DYNB_TENSOR(y), const real eps, const int act,
+                              const real slope) {
   const int i = (int)get_global_id(0);
   if (i >= n * s) return;
   const int b = i / s;
@@ -31,7 +34,8 @@ __kernel void dynb_tv_forward(const int n, const int c, const int s, DYNB_CTENSO
     ss += v * v;
   }
   const real inv = 1 / sqrt(ss + eps);
-  for (int k = 0; k < c; k++) y[(size_t)k * s] = x[(size_t)k * s] * inv + beta[k];
+  for (int k = 0; k < c; k++)
+    y[(size_t)k * s] = act_value(act, x[(size_t)k * s] * inv + beta[k], slope);
 }
 
 /* With r = sqrt(Σ x² + eps), ∂y_c/∂x_k = δ_ck / r - x_c x_k / r³, hence
@@ -76,7 +80,7 @@ __kernel void dynb_bn_train_forward(const int n, const int c, const int s, DYNB_
                                     DYNB_TENSOR(save_mean), DYNB_TENSOR(save_invstd),
                                     DYNB_TENSOR(running_mean), DYNB_TENSOR(running_var),
                                     const int update, const real momentum, const real eps,
-                                    __local real *scratch) {
+                                    const int act, const real slope, __local real *scratch) {
   const int ch = (int)get_group_id(0);
   const int lid = (int)get_local_id(0), ls = (int)get_local_size(0);
   const int m_all = n * s;
@@ -96,7 +100,7 @@ __kernel void dynb_bn_train_forward(const int n, const int c, const int s, DYNB_
   const real scale = invstd * DYNB_AT(gamma)[ch], bias = DYNB_AT(beta)[ch];
   for (int m = lid; m < m_all; m += ls) {
     const size_t at = chan_at(m, c, s, ch);
-    y[at] = ((x[at] - shift) - dmean) * scale + bias;
+    y[at] = act_value(act, ((x[at] - shift) - dmean) * scale + bias, slope);
   }
   if (lid != 0) return;
   const real mean = shift + dmean;
@@ -155,12 +159,14 @@ __kernel void dynb_bn_train_backward(const int n, const int c, const int s, DYNB
 __kernel void dynb_bn_eval_forward(const int n, const int c, const int s, DYNB_CTENSOR(x),
                                    DYNB_CTENSOR(gamma), DYNB_CTENSOR(beta),
                                    DYNB_CTENSOR(running_mean), DYNB_CTENSOR(running_var),
-                                   DYNB_TENSOR(y), const real eps) {
+                                   DYNB_TENSOR(y), const real eps, const int act,
+                                   const real slope) {
   const int i = (int)get_global_id(0);
   if (i >= n * c * s) return;
   const int ch = (i / s) % c;
   const real scale = DYNB_AT(gamma)[ch] / sqrt(DYNB_AT(running_var)[ch] + eps);
-  DYNB_AT(y)[i] = (DYNB_AT(x)[i] - DYNB_AT(running_mean)[ch]) * scale + DYNB_AT(beta)[ch];
+  const real v = (DYNB_AT(x)[i] - DYNB_AT(running_mean)[ch]) * scale + DYNB_AT(beta)[ch];
+  DYNB_AT(y)[i] = act_value(act, v, slope);
 }
 
 /* One pass over memory, one work-group per channel: each element's dx is

@@ -703,6 +703,7 @@ static void bad_arguments_are_reported(void **state) {
 #undef FWD
   dynb__tensor_release(&th_less), dynb__tensor_release(&th_more), dynb__tensor_release(&th_f64);
   dynb__tensor_release(&c_less), dynb__tensor_release(&w_less), dynb__tensor_release(&x_c2);
+  dynb__tensor_release(&w_t12);
   dynb__tensor_release(&x_r3), dynb__tensor_release(&x_h), dynb__tensor_release(&r_bad);
   dynb__tensor_release(&dout), dynb__tensor_release(&dx), dynb__tensor_release(&dth);
   dynb__tensor_release(&dx64);

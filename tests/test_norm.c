@@ -168,7 +168,7 @@ static void tv_case(dynb_ctx *ctx, dynb_dtype dt, const shape *sh) {
   dynb__tensor tx = up4(ctx, dt, sh, x), tb = upc(ctx, dt, sh, beta), ty = up4(ctx, dt, sh, NULL);
   dynb__tensor tdy = up4(ctx, dt, sh, dy), tdx = up4(ctx, dt, sh, NULL),
                tdb = upc(ctx, dt, sh, NULL);
-  TU_OK(ctx, dynb__tv_forward(ctx, &tx, &tb, &ty, DYNB_TV_EPS));
+  TU_OK(ctx, dynb__tv_forward(ctx, &tx, &tb, &ty, DYNB_TV_EPS, DYNB_ACT_IDENTITY));
   ref_tv_forward(n, (int)c, s, x, beta, DYNB_TV_EPS, y);
   /* y = x/r + beta, |x/r| <= 1 and |beta| <= 1: C squares summed in a row
    * (C u on r² → C/2 u on r), 11u for 1/sqrt, 2u for the product and sum;
@@ -252,7 +252,7 @@ static void bn_train_forward_case(dynb_ctx *ctx, dynb_dtype dt, const shape *sh,
   dynb__tensor ty = up4(ctx, dt, sh, NULL), tm = upc(ctx, dt, sh, NULL);
   dynb__tensor ti = upc(ctx, dt, sh, NULL), trm = upc(ctx, dt, sh, rm), trv = upc(ctx, dt, sh, rv);
   TU_OK(ctx, dynb__bn_train_forward(ctx, &tx, &tg, &tb, &ty, &tm, &ti, running ? &trm : NULL,
-                                    running ? &trv : NULL, DYNB_BN_MOMENTUM, DYNB_BN_EPS));
+                                    running ? &trv : NULL, DYNB_BN_MOMENTUM, DYNB_BN_EPS, DYNB_ACT_IDENTITY));
   ref_bn_train_forward(n, (int)c, s, x, g, beta, DYNB_BN_MOMENTUM, DYNB_BN_EPS, y, mean, invstd,
                        running ? rm1 : NULL, running ? rv1 : NULL);
   double xhat_max = 0, range = 0, gmax = max_abs(g, c), imax = max_abs(invstd, c);
@@ -306,7 +306,7 @@ static void bn_train_backward_case(dynb_ctx *ctx, dynb_dtype dt, const shape *sh
   dynb__tensor tdx = up4(ctx, dt, sh, NULL), tdg = upc(ctx, dt, sh, NULL);
   dynb__tensor tdb = upc(ctx, dt, sh, NULL);
   TU_OK(ctx, dynb__bn_train_forward(ctx, &tx, &tg, &tb, &ty, &tm, &ti, NULL, NULL, DYNB_BN_MOMENTUM,
-                                    DYNB_BN_EPS));
+                                    DYNB_BN_EPS, DYNB_ACT_IDENTITY));
   tu_download(ctx, &tm, mean), tu_download(ctx, &ti, invstd);
   ref_bn_train_backward(n, (int)c, s, x, dy, g, mean, invstd, dx, dg, db);
   double xhat_max = 0, range = 0, kmax = 0;
@@ -385,7 +385,7 @@ static void bn_train_single_value(void **state) {
   dynb__tensor tb = upc(ctx, DYNB_F32, &sh, b), ty = up4(ctx, DYNB_F32, &sh, NULL);
   dynb__tensor tm = upc(ctx, DYNB_F32, &sh, NULL), ti = upc(ctx, DYNB_F32, &sh, NULL);
   TU_OK(ctx, dynb__bn_train_forward(ctx, &tx, &tg, &tb, &ty, &tm, &ti, NULL, NULL, DYNB_BN_MOMENTUM,
-                                    DYNB_BN_EPS));
+                                    DYNB_BN_EPS, DYNB_ACT_IDENTITY));
   /* x - mean is exactly 0, so y is exactly beta. */
   double y[2], mean[2];
   tu_download(ctx, &ty, y), tu_download(ctx, &tm, mean);
@@ -413,7 +413,7 @@ static void bn_eval_case(dynb_ctx *ctx, dynb_dtype dt, const shape *sh) {
   dynb__tensor trm = upc(ctx, dt, sh, rm), trv = upc(ctx, dt, sh, rv), ty = up4(ctx, dt, sh, NULL);
   dynb__tensor tdy = up4(ctx, dt, sh, dy), tdx = up4(ctx, dt, sh, NULL);
   dynb__tensor tdg = upc(ctx, dt, sh, NULL), tdb = upc(ctx, dt, sh, NULL);
-  TU_OK(ctx, dynb__bn_eval_forward(ctx, &tx, &tg, &tb, &trm, &trv, &ty, DYNB_BN_EPS));
+  TU_OK(ctx, dynb__bn_eval_forward(ctx, &tx, &tg, &tb, &trm, &trv, &ty, DYNB_BN_EPS, DYNB_ACT_IDENTITY));
   ref_bn_eval_forward(n, (int)c, s, x, g, beta, rm, rv, DYNB_BN_EPS, y);
   /* |x - rm| <= 1.5, gamma <= 1.5, rv >= 0.5: the scaled term is below
    * 1.5 · 1.5 / √0.5 < 3.2 and |beta| <= 1. The scale costs 13u (1/sqrt
@@ -521,7 +521,7 @@ static void fd_bn_train_check(dynb_ctx *ctx, fd_ctx *f) {
   dynb__tensor tw = up4(ctx, DYNB_F64, sh, f->w), tdx = up4(ctx, DYNB_F64, sh, NULL);
   dynb__tensor tdg = upc(ctx, DYNB_F64, sh, NULL), tdb = upc(ctx, DYNB_F64, sh, NULL);
   TU_OK(ctx, dynb__bn_train_forward(ctx, &tx, &tg, &tb, &ty, &tm, &ti, NULL, NULL, DYNB_BN_MOMENTUM,
-                                    DYNB_BN_EPS));
+                                    DYNB_BN_EPS, DYNB_ACT_IDENTITY));
   TU_OK(ctx, dynb__bn_train_backward(ctx, &tx, &tw, &tg, &tm, &ti, &tdx, &tdg, &tdb, false, false));
   tu_download(ctx, &tdx, dx), tu_download(ctx, &tdg, dg), tu_download(ctx, &tdb, db);
   tu_check_gradient("bn_train d/dx", fd_bn_train, f, f->x, p, dx, FD_STEP, FD_TOL, 300);
@@ -591,23 +591,25 @@ static void tv_bad_arguments(dynb_ctx *ctx) {
   dynb__tensor x3 = tu_upload(ctx, DYNB_F32, 3, d3, NULL);
   dynb__tensor over = x;
   over.offset = 1;
-  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, NULL, &b, &y, DYNB_TV_EPS),
+  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, NULL, &b, &y, DYNB_TV_EPS, DYNB_ACT_IDENTITY),
                    DYNB_STATUS_INVALID_ARGUMENT);
-  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &x, NULL, &y, DYNB_TV_EPS),
+  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &x, NULL, &y, DYNB_TV_EPS, DYNB_ACT_IDENTITY),
                    DYNB_STATUS_INVALID_ARGUMENT);
-  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &x, &b64, &y, DYNB_TV_EPS),
+  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &x, &b64, &y, DYNB_TV_EPS, DYNB_ACT_IDENTITY),
                    DYNB_STATUS_INVALID_ARGUMENT);
-  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &xi, &b, &y, DYNB_TV_EPS),
+  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &xi, &b, &y, DYNB_TV_EPS, DYNB_ACT_IDENTITY),
                    DYNB_STATUS_INVALID_ARGUMENT);
-  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &x, &b4, &y, DYNB_TV_EPS),
+  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &x, &b4, &y, DYNB_TV_EPS, DYNB_ACT_IDENTITY),
                    DYNB_STATUS_SHAPE_MISMATCH);
-  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &x, &b, &yo, DYNB_TV_EPS),
+  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &x, &b, &yo, DYNB_TV_EPS, DYNB_ACT_IDENTITY),
                    DYNB_STATUS_SHAPE_MISMATCH);
-  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &x3, &b, &y, DYNB_TV_EPS),
+  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &x3, &b, &y, DYNB_TV_EPS, DYNB_ACT_IDENTITY),
                    DYNB_STATUS_SHAPE_MISMATCH);
-  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &over, &b, &y, DYNB_TV_EPS),
+  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &over, &b, &y, DYNB_TV_EPS, DYNB_ACT_IDENTITY),
                    DYNB_STATUS_BUFFER_TOO_SMALL);
-  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &x, &b, &y, 0), DYNB_STATUS_INVALID_ARGUMENT);
+  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &x, &b, &y, 0, DYNB_ACT_IDENTITY), DYNB_STATUS_INVALID_ARGUMENT);
+  TU_EXPECT_STATUS(ctx, dynb__tv_forward(ctx, &x, &b, &y, DYNB_TV_EPS, (dynb_act)9),
+                   DYNB_STATUS_INVALID_ARGUMENT);
   TU_EXPECT_STATUS(ctx, dynb__tv_backward(ctx, &x, &y, &yo, &b, DYNB_TV_EPS, false, false),
                    DYNB_STATUS_SHAPE_MISMATCH);
   TU_EXPECT_STATUS(ctx, dynb__tv_backward(ctx, &x, NULL, &y, &b, DYNB_TV_EPS, false, false),
@@ -639,33 +641,33 @@ static void bn_bad_arguments(dynb_ctx *ctx) {
   const double e = DYNB_BN_EPS, mo = DYNB_BN_MOMENTUM;
   const dynb_status inv = DYNB_STATUS_INVALID_ARGUMENT, shp = DYNB_STATUS_SHAPE_MISMATCH;
   /* Training forward. */
-  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, NULL, &g, &b, &y, &m, &is, &rm, &rv, mo, e),
+  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, NULL, &g, &b, &y, &m, &is, &rm, &rv, mo, e, DYNB_ACT_IDENTITY),
                    inv);
-  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, NULL, &rm, &rv, mo, e),
+  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, NULL, &rm, &rv, mo, e, DYNB_ACT_IDENTITY),
                    inv);
-  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g64, &b, &y, &m, &is, &rm, &rv, mo, e),
+  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g64, &b, &y, &m, &is, &rm, &rv, mo, e, DYNB_ACT_IDENTITY),
                    inv);
-  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &c4, &b, &y, &m, &is, &rm, &rv, mo, e),
+  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &c4, &b, &y, &m, &is, &rm, &rv, mo, e, DYNB_ACT_IDENTITY),
                    shp);
-  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &c4, &y, &m, &is, &rm, &rv, mo, e),
+  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &c4, &y, &m, &is, &rm, &rv, mo, e, DYNB_ACT_IDENTITY),
                    shp);
-  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &c4, &is, &rm, &rv, mo, e),
+  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &c4, &is, &rm, &rv, mo, e, DYNB_ACT_IDENTITY),
                    shp);
-  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, &is, &c4, &rv, mo, e), shp);
-  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, &is, &rm, &c4, mo, e), shp);
-  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, &is, &rm, NULL, mo, e),
+  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, &is, &c4, &rv, mo, e, DYNB_ACT_IDENTITY), shp);
+  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, &is, &rm, &c4, mo, e, DYNB_ACT_IDENTITY), shp);
+  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, &is, &rm, NULL, mo, e, DYNB_ACT_IDENTITY),
                    inv);
-  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, &is, &rm, &rv, 1.5, e),
+  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, &is, &rm, &rv, 1.5, e, DYNB_ACT_IDENTITY),
                    inv);
-  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, &is, &rm, &rv, mo, -1),
+  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, &is, &rm, &rv, mo, -1, DYNB_ACT_IDENTITY),
                    inv);
-  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, &over, &rm, &rv, mo, e),
+  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, &over, &rm, &rv, mo, e, DYNB_ACT_IDENTITY),
                    DYNB_STATUS_BUFFER_TOO_SMALL);
   /* One value per channel cannot give an unbiased variance; nothing is
    * written. */
   const double sentinel[3] = {7, 7, 7};
   tu_write(ctx, &rv, sentinel), tu_write(ctx, &y1, sentinel);
-  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x1, &g, &b, &y1, &m, &is, &rm, &rv, mo, e),
+  TU_EXPECT_STATUS(ctx, dynb__bn_train_forward(ctx, &x1, &g, &b, &y1, &m, &is, &rm, &rv, mo, e, DYNB_ACT_IDENTITY),
                    inv);
   double got[3];
   tu_download(ctx, &rv, got);
@@ -685,12 +687,12 @@ static void bn_bad_arguments(dynb_ctx *ctx) {
                    dynb__bn_train_backward(ctx, &x, &y, &g, &m, &over, &y, &rm, &b, false, false),
                    DYNB_STATUS_BUFFER_TOO_SMALL);
   /* Evaluation. */
-  TU_EXPECT_STATUS(ctx, dynb__bn_eval_forward(ctx, &x, &g, &b, &rm, NULL, &y, e), inv);
-  TU_EXPECT_STATUS(ctx, dynb__bn_eval_forward(ctx, &x, &g, &b, &rm, &c4, &y, e), shp);
-  TU_EXPECT_STATUS(ctx, dynb__bn_eval_forward(ctx, &x, &g, &b, &c4, &rv, &y, e), shp);
-  TU_EXPECT_STATUS(ctx, dynb__bn_eval_forward(ctx, &x, &g, &g64, &rm, &rv, &y, e), inv);
-  TU_EXPECT_STATUS(ctx, dynb__bn_eval_forward(ctx, &x, &g, &b, &rm, &rv, &x1, e), shp);
-  TU_EXPECT_STATUS(ctx, dynb__bn_eval_forward(ctx, &x, &g, &b, &rm, &rv, &y, 0), inv);
+  TU_EXPECT_STATUS(ctx, dynb__bn_eval_forward(ctx, &x, &g, &b, &rm, NULL, &y, e, DYNB_ACT_IDENTITY), inv);
+  TU_EXPECT_STATUS(ctx, dynb__bn_eval_forward(ctx, &x, &g, &b, &rm, &c4, &y, e, DYNB_ACT_IDENTITY), shp);
+  TU_EXPECT_STATUS(ctx, dynb__bn_eval_forward(ctx, &x, &g, &b, &c4, &rv, &y, e, DYNB_ACT_IDENTITY), shp);
+  TU_EXPECT_STATUS(ctx, dynb__bn_eval_forward(ctx, &x, &g, &g64, &rm, &rv, &y, e, DYNB_ACT_IDENTITY), inv);
+  TU_EXPECT_STATUS(ctx, dynb__bn_eval_forward(ctx, &x, &g, &b, &rm, &rv, &x1, e, DYNB_ACT_IDENTITY), shp);
+  TU_EXPECT_STATUS(ctx, dynb__bn_eval_forward(ctx, &x, &g, &b, &rm, &rv, &y, 0, DYNB_ACT_IDENTITY), inv);
   TU_EXPECT_STATUS(
       ctx, dynb__bn_eval_backward(ctx, &x, &y, &g, &rm, &rv, &y, &m, &c4, e, false, false), shp);
   TU_EXPECT_STATUS(
@@ -714,6 +716,56 @@ static void bad_arguments_are_reported(void **state) {
   dynb_ctx_free(ctx);
 }
 
+/* ---- The activation fused into each forward norm ----------------------------
+ * σ applied inside the norm's kernel matches the norm followed by σ's own
+ * pass (dynb__act_forward), device against device. The two compute the same
+ * expression; they may differ only where the compiler contracts the norm's
+ * last product and sum into one fma in one kernel and not in the other: one
+ * rounding of a value of magnitude at most ~4 here (2u·4), and tanh, whose
+ * slope is at most 1, does not grow it. Bound: 16u absolute. */
+static void fused_activation_matches_separate_pass(void **state) {
+  (void)state;
+  dynb_ctx *ctx = tu_ctx();
+  const dynb_act acts[] = {DYNB_ACT_RELU, DYNB_ACT_LEAKY_RELU, DYNB_ACT_TANH};
+  const shape sh = {3, 5, 7, 5};
+  size_t p = numel(&sh), c = (size_t)sh.c;
+  tu_rng r = tu_rng_seed(77);
+  double *x = tu_random(&r, p, -2, 2), *g = tu_random(&r, c, 0.5, 1.5);
+  double *beta = tu_random(&r, c, -1, 1), *rv = tu_random(&r, c, 0.5, 2);
+  double *rm = tu_random(&r, c, -0.5, 0.5);
+  double *sep = malloc(p * sizeof *sep), *fused = malloc(p * sizeof *fused);
+  dynb__tensor tx = up4(ctx, DYNB_F32, &sh, x), tg = upc(ctx, DYNB_F32, &sh, g);
+  dynb__tensor tb = upc(ctx, DYNB_F32, &sh, beta), trm = upc(ctx, DYNB_F32, &sh, rm);
+  dynb__tensor trv = upc(ctx, DYNB_F32, &sh, rv), ta = up4(ctx, DYNB_F32, &sh, NULL);
+  dynb__tensor ty = up4(ctx, DYNB_F32, &sh, NULL), tm = upc(ctx, DYNB_F32, &sh, NULL);
+  dynb__tensor ti = upc(ctx, DYNB_F32, &sh, NULL);
+  const double bound = 16 * tu_unit(DYNB_F32);
+  for (int kind = 0; kind < 3; kind++)
+    for (size_t k = 0; k < sizeof acts / sizeof *acts; k++) {
+      for (int f = 0; f < 2; f++) {
+        dynb_act act = f ? acts[k] : DYNB_ACT_IDENTITY;
+        const dynb__tensor *out = f ? &ty : &ta;
+        if (kind == 0) TU_OK(ctx, dynb__tv_forward(ctx, &tx, &tb, out, DYNB_TV_EPS, act));
+        if (kind == 1)
+          TU_OK(ctx, dynb__bn_train_forward(ctx, &tx, &tg, &tb, out, &tm, &ti, NULL, NULL,
+                                            DYNB_BN_MOMENTUM, DYNB_BN_EPS, act));
+        if (kind == 2)
+          TU_OK(ctx, dynb__bn_eval_forward(ctx, &tx, &tg, &tb, &trm, &trv, out, DYNB_BN_EPS, act));
+      }
+      TU_OK(ctx, dynb__act_forward(ctx, acts[k], &ta, &ta));
+      tu_download(ctx, &ta, sep);
+      tu_download(ctx, &ty, fused);
+      for (size_t i = 0; i < p; i++)
+        if (!(fabs(fused[i] - sep[i]) <= bound))
+          fail_msg("norm %d act %d element %zu: fused %.9g, separate %.9g", kind, (int)acts[k], i,
+                   fused[i], sep[i]);
+    }
+  dynb__tensor *all[] = {&tx, &tg, &tb, &trm, &trv, &ta, &ty, &tm, &ti};
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++) dynb__tensor_release(all[i]);
+  free(x), free(g), free(beta), free(rv), free(rm), free(sep), free(fused);
+  dynb_ctx_free(ctx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(ref_hand_checked),
@@ -723,6 +775,7 @@ int main(void) {
       cmocka_unit_test(bn_train_single_value),
       cmocka_unit_test(bn_eval_matches_reference),
       cmocka_unit_test(gradients_match_finite_differences),
+      cmocka_unit_test(fused_activation_matches_separate_pass),
       cmocka_unit_test(bad_arguments_are_reported),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -298,7 +298,7 @@ static dynb_status prepare(dynb_ctx *ctx, const dynb__layer *l, const dynb__laye
 /* The norm of index j as the shared dispatcher sees it. */
 static dynb__norm_args layer_norm(const dynb__layer *l, const parts *p, int j, bool train) {
   dynb__norm_args a = {l->norm, &p->nw[j], &p->nb[j], &p->cv.mean[j], &p->cv.invstd[j],
-                       NULL, NULL, train};
+                       NULL, NULL, train, DYNB_ACT_IDENTITY};
   /* Evaluation always reads running statistics; training updates them only
    * when the caller passed them (not during a checkpoint recomputation). */
   if (l->norm == DYNB_NORM_BATCH && (p->has_running))
@@ -338,8 +338,8 @@ dynb_status dynb__layer_forward(dynb_ctx *ctx, const dynb__layer *l, const dynb_
   const dynb__tensor *cw = &p.conv_work;
   if (l->kind == DYNB_LAYER_DOUBLESYM) {
     DYNB_TRY(dynb__conv2d_forward(ctx, e->x, &p.k[0], &p.b[0], &v->z[0], cw));
-    DYNB_TRY(norm_forward(ctx, l, &p, 0, e->train, &v->z[0], &v->a[0]));
-    DYNB_TRY(dynb__act_forward(ctx, l->act, &v->a[0], &v->s[0]));
+    DYNB_TRY(dynb__norm_act_forward(ctx, layer_norm(l, &p, 0, e->train), l->act, &v->z[0],
+                                    &v->a[0], &v->s[0]));
     return dynb__conv2d_transpose_forward(ctx, &v->s[0], &p.k[0], &p.b[1], out, cw);
   }
   const dynb__tensor *in = e->x;
@@ -348,8 +348,8 @@ dynb_status dynb__layer_forward(dynb_ctx *ctx, const dynb__layer *l, const dynb_
     in = &v->s0;
   }
   DYNB_TRY(dynb__conv2d_forward(ctx, in, &p.k[0], &p.b[0], &v->z[0], cw));
-  DYNB_TRY(norm_forward(ctx, l, &p, 0, e->train, &v->z[0], &v->a[0]));
-  DYNB_TRY(dynb__act_forward(ctx, l->act, &v->a[0], &v->s[0]));
+  DYNB_TRY(dynb__norm_act_forward(ctx, layer_norm(l, &p, 0, e->train), l->act, &v->z[0], &v->a[0],
+                                  &v->s[0]));
   if (l->kind == DYNB_LAYER_DOUBLE) {
     DYNB_TRY(dynb__conv2d_forward(ctx, &v->s[0], &p.k[1], &p.b[1], &v->z[1], cw));
     DYNB_TRY(norm_forward(ctx, l, &p, 1, e->train, &v->z[1], &v->a[1]));

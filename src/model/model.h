@@ -328,10 +328,16 @@ typedef struct dynb__norm_args {
   const dynb__tensor *save_mean, *save_invstd;
   const dynb__tensor *running_mean, *running_var;
   bool train;
+  dynb_act act; /* applied to the output by dynb__norm_forward (0: identity) */
 } dynb__norm_args;
 
 dynb_status dynb__norm_forward(dynb_ctx *ctx, const dynb__norm_args *n, const dynb__tensor *z,
                                const dynb__tensor *a);
+/* a = N(z), then s = σ(a): in one pass when a is s itself (the caller keeps
+ * no a: σ's slope reads from its output) and there is a norm, else two. */
+dynb_status dynb__norm_act_forward(dynb_ctx *ctx, dynb__norm_args n, dynb_act act,
+                                   const dynb__tensor *z, const dynb__tensor *a,
+                                   const dynb__tensor *s);
 /* dz = N'(z)ᵀ da; dweight, dbias accumulate. With kind none nothing runs
  * and the gradient is da itself: *dz_out tells which view holds dz. */
 dynb_status dynb__norm_backward(dynb_ctx *ctx, const dynb__norm_args *n, const dynb__tensor *z,

@@ -72,8 +72,20 @@ static void arg_sizes(dynb__launch *l, const nchw *d) {
 
 /* ---- TV norm ------------------------------------------------------------- */
 
+/* The activation a forward norm applies to its output. */
+static void arg_act(dynb__launch *l, dynb_act act) {
+  dynb__arg_int(l, (int)act);
+  dynb__arg_real(l, DYNB_LEAKY_SLOPE);
+}
+
+static dynb_status check_act(dynb_ctx *ctx, const char *op, dynb_act act) {
+  DYNB_CHECK(ctx, act >= DYNB_ACT_IDENTITY && act <= DYNB_ACT_LEAKY_RELU,
+             DYNB_STATUS_INVALID_ARGUMENT, "%s: unknown activation %d", op, (int)act);
+  return DYNB_OK;
+}
+
 dynb_status dynb__tv_forward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *beta,
-                             const dynb__tensor *y, double eps) {
+                             const dynb__tensor *y, double eps, dynb_act act) {
   const char *op = "tv_forward";
   DYNB_CHECK(ctx, x && beta && y, DYNB_STATUS_INVALID_ARGUMENT, "%s: NULL tensor", op);
   nchw d;
@@ -81,6 +93,7 @@ dynb_status dynb__tv_forward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__t
   DYNB_TRY(check_chan(ctx, op, "beta", beta, x, d.c));
   DYNB_TRY(check_like_x(ctx, op, "y", y, x));
   DYNB_TRY(check_eps(ctx, op, eps));
+  DYNB_TRY(check_act(ctx, op, act));
   dynb__launch l;
   DYNB_TRY(dynb__launch_begin(&l, ctx, "norm", "dynb_tv_forward", x->dtype));
   arg_sizes(&l, &d);
@@ -88,6 +101,7 @@ dynb_status dynb__tv_forward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__t
   dynb__arg_tensor(&l, beta);
   dynb__arg_tensor(&l, y);
   dynb__arg_real(&l, eps);
+  arg_act(&l, act);
   return dynb__launch_1d(&l, (size_t)d.n * (size_t)d.s);
 }
 
@@ -121,7 +135,8 @@ dynb_status dynb__bn_train_forward(dynb_ctx *ctx, const dynb__tensor *x, const d
                                    const dynb__tensor *beta, const dynb__tensor *y,
                                    const dynb__tensor *save_mean, const dynb__tensor *save_invstd,
                                    const dynb__tensor *running_mean,
-                                   const dynb__tensor *running_var, double momentum, double eps) {
+                                   const dynb__tensor *running_var, double momentum, double eps,
+                                   dynb_act act) {
   const char *op = "bn_train_forward";
   DYNB_CHECK(ctx, x && gamma && beta && y && save_mean && save_invstd, DYNB_STATUS_INVALID_ARGUMENT,
              "%s: NULL tensor", op);
@@ -147,6 +162,7 @@ dynb_status dynb__bn_train_forward(dynb_ctx *ctx, const dynb__tensor *x, const d
                "%s: momentum %g outside [0, 1]", op, momentum);
   }
   DYNB_TRY(check_eps(ctx, op, eps));
+  DYNB_TRY(check_act(ctx, op, act));
   dynb__tensor none = {0};
   none.dtype = x->dtype;
   dynb__launch l;
@@ -163,6 +179,7 @@ dynb_status dynb__bn_train_forward(dynb_ctx *ctx, const dynb__tensor *x, const d
   dynb__arg_int(&l, update);
   dynb__arg_real(&l, momentum);
   dynb__arg_real(&l, eps);
+  arg_act(&l, act);
   return run_per_channel(ctx, &l, &d);
 }
 
@@ -215,7 +232,7 @@ static dynb_status check_eval_params(dynb_ctx *ctx, const char *op, const dynb__
 dynb_status dynb__bn_eval_forward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *gamma,
                                   const dynb__tensor *beta, const dynb__tensor *running_mean,
                                   const dynb__tensor *running_var, const dynb__tensor *y,
-                                  double eps) {
+                                  double eps, dynb_act act) {
   const char *op = "bn_eval_forward";
   DYNB_CHECK(ctx, x && gamma && beta && running_mean && running_var && y,
              DYNB_STATUS_INVALID_ARGUMENT, "%s: NULL tensor", op);
@@ -224,6 +241,7 @@ dynb_status dynb__bn_eval_forward(dynb_ctx *ctx, const dynb__tensor *x, const dy
   DYNB_TRY(check_eval_params(ctx, op, x, gamma, beta, running_mean, running_var, d.c));
   DYNB_TRY(check_like_x(ctx, op, "y", y, x));
   DYNB_TRY(check_eps(ctx, op, eps));
+  DYNB_TRY(check_act(ctx, op, act));
   dynb__launch l;
   DYNB_TRY(dynb__launch_begin(&l, ctx, "norm", "dynb_bn_eval_forward", x->dtype));
   arg_sizes(&l, &d);
@@ -234,6 +252,7 @@ dynb_status dynb__bn_eval_forward(dynb_ctx *ctx, const dynb__tensor *x, const dy
   dynb__arg_tensor(&l, running_var);
   dynb__arg_tensor(&l, y);
   dynb__arg_real(&l, eps);
+  arg_act(&l, act);
   return dynb__launch_1d(&l, dynb__tensor_numel(x));
 }
 

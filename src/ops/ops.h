@@ -111,10 +111,11 @@ dynb_status dynb__conv2d_transpose_backward_weights(dynb_ctx *ctx, const dynb__t
 /* ---- Normalisation (norm.c, kernels/norm.cl) ----------------------------- */
 
 /* TV norm, per pixel across channels: y = x / sqrt(Σ_c x² + eps) + beta[c].
- * x, y: [N, C, H, W]; beta: [C]. */
+ * x, y: [N, C, H, W]; beta: [C]. Each forward norm applies `act` to its
+ * output (DYNB_ACT_IDENTITY for none): σ fused, saving its pass. */
 #define DYNB_TV_EPS 1e-4
 dynb_status dynb__tv_forward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *beta,
-                             const dynb__tensor *y, double eps);
+                             const dynb__tensor *y, double eps, dynb_act act);
 /* dx (+)= ∂/∂x, dbeta (+)= Σ_{n,h,w} dy (dbeta may be NULL). */
 dynb_status dynb__tv_backward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *dy,
                               const dynb__tensor *dx, const dynb__tensor *dbeta, double eps,
@@ -133,7 +134,8 @@ dynb_status dynb__bn_train_forward(dynb_ctx *ctx, const dynb__tensor *x,
                                    const dynb__tensor *y, const dynb__tensor *save_mean,
                                    const dynb__tensor *save_invstd,
                                    const dynb__tensor *running_mean,
-                                   const dynb__tensor *running_var, double momentum, double eps);
+                                   const dynb__tensor *running_var, double momentum, double eps,
+                                   dynb_act act);
 dynb_status dynb__bn_train_backward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *dy,
                                     const dynb__tensor *gamma, const dynb__tensor *save_mean,
                                     const dynb__tensor *save_invstd, const dynb__tensor *dx,
@@ -143,7 +145,7 @@ dynb_status dynb__bn_train_backward(dynb_ctx *ctx, const dynb__tensor *x, const 
 dynb_status dynb__bn_eval_forward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *gamma,
                                   const dynb__tensor *beta, const dynb__tensor *running_mean,
                                   const dynb__tensor *running_var, const dynb__tensor *y,
-                                  double eps);
+                                  double eps, dynb_act act);
 dynb_status dynb__bn_eval_backward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *dy,
                                    const dynb__tensor *gamma, const dynb__tensor *running_mean,
                                    const dynb__tensor *running_var, const dynb__tensor *dx,

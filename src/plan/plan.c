@@ -262,7 +262,8 @@ size_t dynb__plan_bytes(const dynb__plan *p) { return p->bytes; }
 /* ---- passes ---------------------------------------------------------------------- */
 
 static dynb__norm_args unit_norm(const dynb__conv_unit *cu, const unit_buffers *u, bool train) {
-  dynb__norm_args a = {cu->norm, &cu->nw, &cu->nb, &u->mean, &u->invstd, NULL, NULL, train};
+  dynb__norm_args a = {cu->norm, &cu->nw, &cu->nb, &u->mean, &u->invstd, NULL, NULL, train,
+                       DYNB_ACT_IDENTITY};
   if (cu->norm == DYNB_NORM_BATCH) a.running_mean = &cu->rmean, a.running_var = &cu->rvar;
   return a;
 }
@@ -272,8 +273,7 @@ static dynb_status unit_forward(dynb__plan *p, const dynb__conv_unit *cu, unit_b
   dynb_ctx *ctx = p->net->ctx;
   dynb__norm_args na = unit_norm(cu, u, train);
   DYNB_TRY(dynb__conv2d_forward(ctx, x, &cu->w, &cu->b, &u->z, &u->work));
-  DYNB_TRY(dynb__norm_forward(ctx, &na, &u->z, &u->a));
-  return dynb__act_forward(ctx, cu->act, &u->a, &u->s);
+  return dynb__norm_act_forward(ctx, na, cu->act, &u->z, &u->a, &u->s);
 }
 
 /* z, a and s again, for the backward of checkpoint mode. Batch statistics
@@ -285,8 +285,7 @@ static dynb_status unit_recompute(dynb__plan *p, const dynb__conv_unit *cu, unit
   dynb__norm_args na = unit_norm(cu, u, train);
   if (train) na.running_mean = na.running_var = NULL;
   DYNB_TRY(dynb__conv2d_forward(ctx, x, &cu->w, &cu->b, &u->z, &u->work));
-  DYNB_TRY(dynb__norm_forward(ctx, &na, &u->z, &u->a));
-  return dynb__act_forward(ctx, cu->act, &u->a, &u->s);
+  return dynb__norm_act_forward(ctx, na, cu->act, &u->z, &u->a, &u->s);
 }
 
 /* From u->gs = ∂L/∂s to the unit's parameter gradients and dx (if not NULL). */
