@@ -3,7 +3,9 @@
  * an arbitrary moment leaves the old file or the new one, whole. No device
  * needed. */
 #define _POSIX_C_SOURCE 200809L
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -128,10 +130,49 @@ static void atomic_kill_mid_save(void **state) {
   free(old), free(fresh), free(v);
 }
 
+/* Temporaries of killed saves ("<name>.tmp.<pid>") go at the next save of
+ * the same file once their process is gone and they are an hour old; a
+ * recent one, one of a live process, and other files stay. */
+static void stale_temporaries_are_removed(void **state) {
+  (void)state;
+  char path[300], stale[400], stale_k[400], recent[400], live[400], other[400];
+  iot_path(path, sizeof path, "stale.safetensors");
+  pid_t child = fork();
+  assert_true(child >= 0);
+  if (child == 0) _exit(0);
+  assert_int_equal(waitpid(child, NULL, 0), child); /* a pid with no process */
+  snprintf(stale, sizeof stale, "%s.tmp.%ld", path, (long)child);
+  snprintf(stale_k, sizeof stale_k, "%s.tmp.%ld.3", path, (long)child);
+  snprintf(recent, sizeof recent, "%s.tmp.%ld.4", path, (long)child);
+  snprintf(live, sizeof live, "%s.tmp.%ld", path, (long)getppid());
+  snprintf(other, sizeof other, "%s.tmp.%ldx", path, (long)child);
+  const char *all[] = {stale, stale_k, recent, live, other};
+  for (int i = 0; i < 5; i++) {
+    FILE *f = fopen(all[i], "w");
+    assert_non_null(f);
+    fputs("partial", f);
+    fclose(f);
+  }
+  struct timespec old[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+  for (int i = 0; i < 5; i++)
+    if (all[i] != recent) assert_int_equal(utimensat(AT_FDCWD, all[i], old, 0), 0);
+  float v[2] = {1, 2};
+  write_one(path, v, 2, DYNB_OK);
+  struct stat st;
+  assert_int_not_equal(stat(stale, &st), 0);
+  assert_int_not_equal(stat(stale_k, &st), 0);
+  for (int i = 2; i < 5; i++) {
+    if (stat(all[i], &st) != 0) fail_msg("%s was removed", all[i]);
+    remove(all[i]);
+  }
+  remove(path);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(atomic_failures_keep_the_old_file),
       cmocka_unit_test(atomic_kill_mid_save),
+      cmocka_unit_test(stale_temporaries_are_removed),
   };
   return cmocka_run_group_tests(tests, iot_setup, iot_teardown);
 }

@@ -4,10 +4,14 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "io/io.h"
@@ -51,6 +55,60 @@ static int create_temp(const char *path, char *tmp, size_t cap) {
     if (fd < 0 && errno != EEXIST) break;
   }
   return fd;
+}
+
+/* A save killed between creating its temporary and renaming it leaves
+ * "<name>.tmp.<pid>[.<k>]" behind. After each successful save, those of the
+ * same target are removed when both their process is gone and they have not
+ * changed for an hour: a pid alone could belong to another host sharing the
+ * folder, and no live save leaves its file untouched that long. Best
+ * effort: nothing here can fail the save. */
+#define STALE_SECONDS 3600
+
+static bool is_stale_temp(const char *dir, const char *name, const char *base) {
+  size_t nb = strlen(base);
+  if (strncmp(name, base, nb) != 0 || strncmp(name + nb, ".tmp.", 5) != 0) return false;
+  char *end = NULL;
+  errno = 0;
+  long pid = strtol(name + nb + 5, &end, 10);
+  if (errno || end == name + nb + 5 || pid <= 0 || pid == (long)getpid()) return false;
+  if (*end == '.') {
+    char *end2 = NULL;
+    (void)strtol(end + 1, &end2, 10);
+    if (end2 == end + 1) return false;
+    end = end2;
+  }
+  if (*end) return false;
+  if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) return false;
+  char full[4096];
+  if (snprintf(full, sizeof full, "%s/%s", dir, name) >= (int)sizeof full) return false;
+  struct stat st;
+  return lstat(full, &st) == 0 && S_ISREG(st.st_mode) &&
+         difftime(time(NULL), st.st_mtime) > STALE_SECONDS;
+}
+
+static void remove_stale_temps(const char *path) {
+  char dir[4096];
+  if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return;
+  char *slash = strrchr(dir, '/');
+  const char *base = path;
+  if (slash) {
+    base = path + (slash - dir) + 1;
+    if (slash == dir)
+      slash[1] = 0;
+    else
+      *slash = 0;
+  } else {
+    memcpy(dir, ".", 2);
+  }
+  DIR *d = opendir(dir);
+  if (!d) return;
+  for (struct dirent *e = readdir(d); e; e = readdir(d))
+    if (is_stale_temp(dir, e->d_name, base)) {
+      char full[4096];
+      if (snprintf(full, sizeof full, "%s/%s", dir, e->d_name) < (int)sizeof full) unlink(full);
+    }
+  closedir(d);
 }
 
 static int write_all(int fd, const unsigned char *p, size_t n) {
@@ -116,6 +174,7 @@ dynb_status dynb__file_write_atomic(const char *path, const void *const *parts, 
                        strerror(e));
   } else {
     sync_parent(path);
+    remove_stale_temps(path);
   }
   free(tmp);
   return st;

@@ -108,6 +108,8 @@ echo '{"input": {"channels": 1, "height": 8, "width": 8}, "classes": 4, "open": 
 if "$bin" tune --spec tiny.json --batch 2 --cache tune.txt --candidates clblast --reps 1 >tune.out 2>tune.err; then
   grep -q "^gemm.f32.config = " tune.txt && grep -q "^gemm.f32.form.nn.4x128x36 = " tune.txt &&
     grep -q "GEMM time per step" tune.out && ok "tune writes the cache" || bad "tune: $(cat tune.out tune.err)"
+  grep -q "^conv.f32.n2.c4x4.k3.8x8 = " tune.txt && grep -q "convolution routes of tiny.json" tune.out &&
+    ok "tune times the convolution routes under the tuned GEMMs" || bad "tune routes: $(cat tune.out tune.err)"
 else
   bad "tune: $(cat tune.err)"
 fi

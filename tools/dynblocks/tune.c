@@ -385,6 +385,30 @@ static dynb_status store(dynb_ctx *ctx, const tune_args *t, const recording *r,
   return dynb__tune_save(ctx);
 }
 
+/* The convolution routes in the cache were timed against the GEMM
+ * parameters of their day; under new ones the GEMM route may win or lose.
+ * So every route entry of the device goes, and the spec's shapes are timed
+ * again (and stored) under the tuned parameters, in a fresh context that
+ * applies them; other networks' shapes are timed at their next use. */
+static int retime_routes(const tune_args *t) {
+  dynb_ctx *ctx = cli_context_ex("tune", t->device, t->cache, false);
+  if (!ctx) return 1;
+  dynb__tune_remove_prefix(ctx, "conv.");
+  dynb__net *net = NULL;
+  dynb__plan *plan = NULL;
+  dynb_status st = dynb__tune_save(ctx);
+  if (st == DYNB_OK) st = dynb__net_create(ctx, t->spec, DYNB_F32, &net);
+  if (st == DYNB_OK) st = dynb__plan_build(net, t->batch, t->mode, &plan);
+  int rc = st == DYNB_OK ? 0 : cli_fail("tune", ctx);
+  if (rc == 0)
+    printf("convolution routes of %s at batch %ld timed under the tuned GEMMs and stored\n",
+           t->spec_path, t->batch);
+  dynb__plan_free(plan);
+  dynb__net_free(net);
+  dynb_ctx_free(ctx);
+  return rc;
+}
+
 /* Picks the fastest verified candidate, prints the tables, writes the cache. */
 static int conclude(const tune_args *t, const recording *r, const candidate *c, int n) {
   const candidate *best = NULL, *builtin = NULL;
@@ -410,7 +434,7 @@ static int conclude(const tune_args *t, const recording *r, const candidate *c, 
   int rc = store(ctx, t, r, best, before_secs) == DYNB_OK ? 0 : cli_fail("tune", ctx);
   if (rc == 0) printf("written to %s\n", ctx->tune_path);
   dynb_ctx_free(ctx);
-  return rc;
+  return rc == 0 ? retime_routes(t) : rc;
 }
 
 /* ---- The command ------------------------------------------------------------------ */
