@@ -100,6 +100,21 @@ static double input_loss(void *user) {
   return loss[0];
 }
 
+/* Fills the plan's batch of 4 (random inputs from `seed`, which are
+ * returned) and runs one forward and backward in training mode into zeroed
+ * gradients, ∂L/∂input included. */
+static double *train_step(dynb__net *net, dynb__plan *plan, uint64_t seed, const int32_t *labels) {
+  dynb_ctx *ctx = net->ctx;
+  tu_rng r = tu_rng_seed(seed);
+  double *x = tu_random(&r, dynb__tensor_numel(dynb__plan_input(plan)), -1, 1);
+  tu_write(ctx, dynb__plan_input(plan), x);
+  TU_OK(ctx, dynb__tensor_write(ctx, dynb__plan_labels(plan), labels));
+  TU_OK(ctx, dynb__net_zero_grads(net));
+  TU_OK(ctx, dynb__plan_forward(plan, true));
+  TU_OK(ctx, dynb__plan_backward(plan, true));
+  return x;
+}
+
 /* Gradients of the mean loss in training mode (batch statistics) with
  * respect to a sample of every trainable tensor and to the input. Batch
  * norm running statistics change with every forward but do not enter the
@@ -114,15 +129,9 @@ static void check_network_gradients(dynb_layer_kind kind, dynb_norm_kind norm, c
   TU_OK(ctx, dynb__net_init(net, 7));
   dynb__plan *plan;
   TU_OK(ctx, dynb__plan_build(net, 4, DYNB_MEMORY_CHECKPOINT, &plan));
-  tu_rng r = tu_rng_seed(11);
   size_t nin = dynb__tensor_numel(dynb__plan_input(plan));
-  double *x = tu_random(&r, nin, -1, 1);
-  tu_write(ctx, dynb__plan_input(plan), x);
-  int32_t labels[4] = {0, 2, 1, 2};
-  TU_OK(ctx, dynb__tensor_write(ctx, dynb__plan_labels(plan), labels));
-  TU_OK(ctx, dynb__net_zero_grads(net));
-  TU_OK(ctx, dynb__plan_forward(plan, true));
-  TU_OK(ctx, dynb__plan_backward(plan, true));
+  const int32_t labels[4] = {0, 2, 1, 2};
+  double *x = train_step(net, plan, 11, labels);
   char what[160];
   for (size_t i = 0; i < net->ntensors; i++) {
     const dynb__net_tensor *t = &net->tensors[i];
@@ -179,14 +188,8 @@ static double *step_results(dynb__net *net, dynb_memory_mode mode, dynb__conv_po
   for (size_t i = 0; i < net->ntensors; i++)
     if (net->tensors[i].trainable) total += dynb__tensor_numel(&net->tensors[i].grad);
   double *out = malloc(total * sizeof *out);
-  tu_rng r = tu_rng_seed(5);
-  double *x = tu_random(&r, nin, -1, 1);
-  tu_write(ctx, dynb__plan_input(plan), x);
-  int32_t labels[4] = {2, 0, 1, 1};
-  TU_OK(ctx, dynb__tensor_write(ctx, dynb__plan_labels(plan), labels));
-  TU_OK(ctx, dynb__net_zero_grads(net));
-  TU_OK(ctx, dynb__plan_forward(plan, true));
-  TU_OK(ctx, dynb__plan_backward(plan, true));
+  const int32_t labels[4] = {2, 0, 1, 1};
+  double *x = train_step(net, plan, 5, labels);
   /* The pass ran by the plan's routes and left the context's policy be. */
   assert_int_equal(ctx->conv_policy, after_build);
   double loss[2];

@@ -348,20 +348,17 @@ static dynb_status backward_passes(dynb__plan *p, bool want_dx) {
 /* A plan runs by the routes it was built for, whose work its scratch holds,
  * whatever the context's policy has become since (dynb_ctx_set_param:
  * "applies to plans built afterwards"). */
-dynb_status dynb__plan_forward(dynb__plan *p, bool train) {
+static dynb_status run_pinned(dynb__plan *p, bool backward, bool flag) {
   dynb_ctx *ctx = p->net->ctx;
   dynb__conv_policy now = ctx->conv_policy;
   ctx->conv_policy = p->policy;
-  dynb_status st = forward_passes(p, train);
+  dynb_status st = backward ? backward_passes(p, flag) : forward_passes(p, flag);
   ctx->conv_policy = now;
   return st;
 }
 
+dynb_status dynb__plan_forward(dynb__plan *p, bool train) { return run_pinned(p, false, train); }
+
 dynb_status dynb__plan_backward(dynb__plan *p, bool want_dx) {
-  dynb_ctx *ctx = p->net->ctx;
-  dynb__conv_policy now = ctx->conv_policy;
-  ctx->conv_policy = p->policy;
-  dynb_status st = backward_passes(p, want_dx);
-  ctx->conv_policy = now;
-  return st;
+  return run_pinned(p, true, want_dx);
 }
