@@ -19,8 +19,11 @@ extern "C" {
 typedef struct dynb_plan dynb_plan;
 
 /** What backward keeps from forward: every intermediate (fast, more
- * memory), or each step's input only, recomputing a step's stages during
- * backward. Both give the same gradients. */
+ * memory), or each step's input only, recomputing a step's stages (and each
+ * opening or connecting layer's activations) during backward. On the
+ * reference networks checkpointing takes 17-33% more time per training step
+ * and a quarter to a half of the memory. Both give the same gradients, bit
+ * for bit. */
 typedef enum dynb_memory_mode {
   DYNB_MEMORY_STORE = 0,     /**< keep every intermediate */
   DYNB_MEMORY_CHECKPOINT = 1 /**< keep step inputs, recompute the rest */
