@@ -709,17 +709,6 @@ static void callers_own_opencl_objects(void **state) {
 
 /* ---- injected faults through the API ------------------------------------ */
 
-/* The context's allocator, counting live blocks. */
-static void *count_alloc(void *user, size_t bytes) {
-  void *p = malloc(bytes);
-  if (p) ++*(size_t *)user;
-  return p;
-}
-static void count_free(void *user, void *ptr) {
-  --*(size_t *)user;
-  free(ptr);
-}
-
 /* Everything an embedding code makes, then one training step; on a failure
  * whatever was made is freed by the caller (the NULL outs make that safe). */
 typedef struct api_world {
@@ -758,15 +747,9 @@ static void injected_faults_leave_nothing_behind(void **state) {
   static const dynb_status expect[2] = {DYNB_STATUS_OUT_OF_HOST_MEMORY,
                                         DYNB_STATUS_OUT_OF_DEVICE_MEMORY};
   size_t blocks = 0;
-  dynb_ctx_desc d = dynb_ctx_desc_default();
-  d.device = getenv("DYNB_TEST_DEVICE");
-  d.cache_dir = getenv("DYNB_TEST_CACHE_DIR") ? getenv("DYNB_TEST_CACHE_DIR") : "";
-  d.allocator = (dynb_allocator){count_alloc, count_free, &blocks};
-  dynb_ctx *ctx = NULL;
-  if (dynb_ctx_create(&d, &ctx) == DYNB_STATUS_NO_DEVICE) {
-    dynb_ctx_free(ctx);
-    skip();
-  }
+  dynb_ctx_desc d = tu_ctx_desc();
+  d.allocator = (dynb_allocator){tu_count_alloc, tu_count_free, &blocks};
+  dynb_ctx *ctx = tu_ctx_create(&d);
   TU_OK(ctx, dynb_ctx_set_param(ctx, DYNB_PARAM_CONV_ROUTE, DYNB_CONV_GEMM));
   api_world w;
   TU_OK(ctx, api_build_and_step(&w, ctx)); /* programs built, routes chosen */

@@ -503,14 +503,10 @@ static void count_timings(void *user, dynb_log_level level, const char *msg) {
 }
 
 static dynb_ctx *ctx_with_cache(const char *path) {
-  dynb_ctx_desc d = dynb_ctx_desc_default();
-  d.device = getenv("DYNB_TEST_DEVICE");
-  d.cache_dir = "";
+  dynb_ctx_desc d = tu_ctx_desc();
   d.tune_cache = path;
   d.log_fn = count_timings;
-  dynb_ctx *ctx = NULL;
-  if (dynb_ctx_create(&d, &ctx) != DYNB_OK) fail_msg("dynb_ctx_create: %s", dynb_ctx_last_error(ctx));
-  return ctx;
+  return tu_ctx_create(&d);
 }
 
 static void choices_are_cached(void **state) {

@@ -17,35 +17,12 @@
 #include "plan/plan.h"
 #include "train/train.h"
 
-/* The context's allocator, counting live blocks. */
-static void *count_alloc(void *user, size_t bytes) {
-  void *p = malloc(bytes);
-  if (p) ++*(size_t *)user;
-  return p;
-}
-static void count_free(void *user, void *ptr) {
-  --*(size_t *)user;
-  free(ptr);
-}
-
 static dynb_ctx *fresh_ctx(size_t *blocks) {
-  dynb_ctx_desc d = dynb_ctx_desc_default();
-  d.device = getenv("DYNB_TEST_DEVICE");
-  const char *cache = getenv("DYNB_TEST_CACHE_DIR");
-  d.cache_dir = cache ? cache : "";
-  /* No tuning cache: every world times its convolution routes (and so
-   * builds their kernels) while building, as a first run does. */
-  d.tune_cache = "";
-  d.allocator.alloc_fn = count_alloc;
-  d.allocator.free_fn = count_free;
-  d.allocator.user = blocks;
-  dynb_ctx *ctx = NULL;
-  dynb_status st = dynb_ctx_create(&d, &ctx);
-  if (st == DYNB_STATUS_NO_DEVICE) {
-    dynb_ctx_free(ctx);
-    skip();
-  }
-  if (st != DYNB_OK) fail_msg("dynb_ctx_create: %s", dynb_ctx_last_error(ctx));
+  /* No tuning cache (tu_ctx_desc): every world times its convolution
+   * routes (and so builds their kernels) while building, as a first run does. */
+  dynb_ctx_desc d = tu_ctx_desc();
+  d.allocator = (dynb_allocator){tu_count_alloc, tu_count_free, blocks};
+  dynb_ctx *ctx = tu_ctx_create(&d);
   /* Tracking starts here, before any buffer: a disarmed fault. */
   dynb__ctx_inject_fault(ctx, DYNB__FAULT_ALLOC, 0);
   return ctx;

@@ -20,20 +20,11 @@ static void capture(void *user, dynb_log_level level, const char *msg) {
 /* A context with the tuning cache `path` ("" for none) whose warnings land
  * in `warnings`. */
 static dynb_ctx *cache_ctx(const char *path) {
-  dynb_ctx_desc d = dynb_ctx_desc_default();
-  d.device = getenv("DYNB_TEST_DEVICE");
-  d.cache_dir = "";
+  dynb_ctx_desc d = tu_ctx_desc();
   d.tune_cache = path;
   d.log_fn = capture;
   warnings[0] = 0;
-  dynb_ctx *ctx = NULL;
-  dynb_status st = dynb_ctx_create(&d, &ctx);
-  if (st == DYNB_STATUS_NO_DEVICE) {
-    dynb_ctx_free(ctx);
-    skip();
-  }
-  if (st != DYNB_OK) fail_msg("dynb_ctx_create: %s", dynb_ctx_last_error(ctx));
-  return ctx;
+  return tu_ctx_create(&d);
 }
 
 static char tmp_dir[64];

@@ -4,15 +4,19 @@
 #include <math.h>
 #include <time.h>
 
-dynb_ctx *tu_ctx(void) {
+dynb_ctx_desc tu_ctx_desc(void) {
   dynb_ctx_desc d = dynb_ctx_desc_default();
   d.device = getenv("DYNB_TEST_DEVICE");
   const char *cache = getenv("DYNB_TEST_CACHE_DIR");
   d.cache_dir = cache ? cache : "";
   /* Tests never depend on tuned parameters: the built-in ones only. */
   d.tune_cache = "";
+  return d;
+}
+
+dynb_ctx *tu_ctx_create(const dynb_ctx_desc *d) {
   dynb_ctx *ctx = NULL;
-  dynb_status st = dynb_ctx_create(&d, &ctx);
+  dynb_status st = dynb_ctx_create(d, &ctx);
   if (st == DYNB_STATUS_NO_DEVICE) {
     fprintf(stderr, "skipping: %s\n", dynb_ctx_last_error(ctx));
     dynb_ctx_free(ctx);
@@ -20,6 +24,22 @@ dynb_ctx *tu_ctx(void) {
   }
   if (st != DYNB_OK) fail_msg("dynb_ctx_create: %s", dynb_ctx_last_error(ctx));
   return ctx;
+}
+
+dynb_ctx *tu_ctx(void) {
+  dynb_ctx_desc d = tu_ctx_desc();
+  return tu_ctx_create(&d);
+}
+
+void *tu_count_alloc(void *user, size_t bytes) {
+  void *p = malloc(bytes);
+  if (p) ++*(size_t *)user;
+  return p;
+}
+
+void tu_count_free(void *user, void *ptr) {
+  if (ptr) --*(size_t *)user;
+  free(ptr);
 }
 
 void tu_require_real(dynb_ctx *ctx, dynb_dtype real) {

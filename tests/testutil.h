@@ -20,6 +20,15 @@
  * cache in DYNB_TEST_CACHE_DIR and no tuning cache (the built-in CLBlast
  * parameters); calls cmocka's skip() when no device exists. */
 dynb_ctx *tu_ctx(void);
+/* The description tu_ctx uses, for tests that add hooks (log, allocator,
+ * a tuning cache) before creating the context with tu_ctx_create, which
+ * skips or fails the test as tu_ctx does. */
+dynb_ctx_desc tu_ctx_desc(void);
+dynb_ctx *tu_ctx_create(const dynb_ctx_desc *d);
+/* An allocator pair for dynb_ctx_desc that counts live blocks in the
+ * size_t its user pointer names. */
+void *tu_count_alloc(void *user, size_t bytes);
+void tu_count_free(void *user, void *ptr);
 /* Skips the calling test when the device cannot build double kernels. */
 void tu_require_real(dynb_ctx *ctx, dynb_dtype real);
 

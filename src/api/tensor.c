@@ -73,9 +73,7 @@ dynb_status dynb_tensor_wrap_cl(dynb_ctx *ctx, cl_mem mem, size_t offset, dynb_d
   dynb_status st = dynb__tensor_wrap(ctx, mem, offset, dtype, ndim, dims, &t->t);
   if (st != DYNB_OK) {
     dynb__free(ctx, t);
-    char why[sizeof ctx->last_error]; /* the message is rewritten from a copy */
-    snprintf(why, sizeof why, "%s", ctx->last_error);
-    return dynb__fail(ctx, st, "dynb_tensor_wrap_cl: %s", why);
+    return dynb__fail_prefixed(ctx, st, "dynb_tensor_wrap_cl");
   }
   *out = t;
   return DYNB_OK;

@@ -169,9 +169,8 @@ static size_t carve_cache(const dynb__layer *l, const dynb__tensor *base, int64_
   int64_t d[4] = {n, l->channels, h, w}, ch = l->channels;
   bool norm = l->norm != DYNB_NORM_NONE, batch = l->norm == DYNB_NORM_BATCH;
   memset(v, 0, sizeof *v);
-  /* a₁ is kept only where σ' needs it: relu's and leaky relu's slopes read
-   * as well from s₁ = σ(a₁), so there the norm writes s₁ and σ acts in place. */
-  bool keep_a = norm && !dynb__act_slope_from_output(l->act);
+  /* a₁ only where σ' needs it; elsewhere it is z₁ or s₁ itself. */
+  bool keep_a = dynb__norm_output_kept(l->norm, l->act);
   if (l->kind == DYNB_LAYER_PREACT) v->s0 = dynb__cursor_take(&c, 4, d);
   v->z[0] = dynb__cursor_take(&c, 4, d);
   v->a[0] = keep_a ? dynb__cursor_take(&c, 4, d) : v->z[0];

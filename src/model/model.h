@@ -333,6 +333,10 @@ typedef struct dynb__norm_args {
 
 dynb_status dynb__norm_forward(dynb_ctx *ctx, const dynb__norm_args *n, const dynb__tensor *z,
                                const dynb__tensor *a);
+/* Whether a unit computing a = N(z), s = σ(a) keeps a in a buffer of its
+ * own for σ's backward: not without a norm (a is z), nor where σ's slope
+ * reads as well from s (relu, leaky relu, identity), where a is s itself. */
+bool dynb__norm_output_kept(dynb_norm_kind norm, dynb_act act);
 /* a = N(z), then s = σ(a): in one pass when a is s itself (the caller keeps
  * no a: σ's slope reads from its output) and there is a norm, else two. */
 dynb_status dynb__norm_act_forward(dynb_ctx *ctx, dynb__norm_args n, dynb_act act,

@@ -20,6 +20,10 @@ dynb_status dynb__norm_forward(dynb_ctx *ctx, const dynb__norm_args *n, const dy
   return dynb__fail(ctx, DYNB_STATUS_INVALID_ARGUMENT, "unknown norm kind %d", (int)n->kind);
 }
 
+bool dynb__norm_output_kept(dynb_norm_kind norm, dynb_act act) {
+  return norm != DYNB_NORM_NONE && !dynb__act_slope_from_output(act);
+}
+
 dynb_status dynb__norm_act_forward(dynb_ctx *ctx, dynb__norm_args n, dynb_act act,
                                    const dynb__tensor *z, const dynb__tensor *a,
                                    const dynb__tensor *s) {

@@ -74,13 +74,10 @@ static dynb_status alloc_flat(dynb__plan *p, dynb__tensor *t, size_t count) {
  * The opening unit's s stays, since it is block 0's input. */
 static bool unit_recomputes(const dynb__plan *p) { return p->mode == DYNB_MEMORY_CHECKPOINT; }
 
-/* Whether u->a needs a buffer of its own: a norm of kind none leaves a as
- * z; an activation whose slope reads from its output leaves a as s (the
- * norm writes s, σ acts in place). */
-static bool keeps_a(const dynb__conv_unit *cu) {
-  return cu->norm != DYNB_NORM_NONE && !dynb__act_slope_from_output(cu->act);
-}
+static bool keeps_a(const dynb__conv_unit *cu) { return dynb__norm_output_kept(cu->norm, cu->act); }
 
+/* Without a buffer of its own, a is z (no norm) or s (the norm writes s,
+ * σ acts in place). */
 static void alias_a(unit_buffers *u, const dynb__conv_unit *cu) {
   if (!keeps_a(cu)) u->a = cu->norm == DYNB_NORM_NONE ? u->z : u->s;
 }

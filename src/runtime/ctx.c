@@ -79,6 +79,13 @@ dynb_status dynb__fail_at(dynb_ctx *ctx, dynb_status status, const char *file, i
   return status;
 }
 
+dynb_status dynb__fail_prefixed(dynb_ctx *ctx, dynb_status status, const char *prefix) {
+  /* The message is rewritten into last_error itself: format from a copy. */
+  char why[sizeof ctx->last_error];
+  snprintf(why, sizeof why, "%s", ctx->last_error);
+  return dynb__fail_at(ctx, status, NULL, 0, "%s: %s", prefix, why);
+}
+
 dynb_status dynb__cl_fail(dynb_ctx *ctx, cl_int err, const char *what) {
   dynb_status st = DYNB_STATUS_OPENCL_ERROR;
   if (err == CL_MEM_OBJECT_ALLOCATION_FAILURE || err == CL_OUT_OF_RESOURCES ||

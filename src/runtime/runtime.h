@@ -137,6 +137,9 @@ dynb_status dynb__fail_at(dynb_ctx *ctx, dynb_status status, const char *file, i
     __attribute__((format(printf, 5, 6)))
 #endif
     ;
+/* Fails with the context's last error message behind `prefix` ("prefix:
+ * message"), for a caller that adds where a lower-level failure happened. */
+dynb_status dynb__fail_prefixed(dynb_ctx *ctx, dynb_status status, const char *prefix);
 #ifdef NDEBUG
 #define dynb__fail(ctx, status, ...) dynb__fail_at((ctx), (status), NULL, 0, __VA_ARGS__)
 #else

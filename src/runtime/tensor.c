@@ -1,6 +1,5 @@
 /* Device tensors: buffers with a shape, and the argument checks every op
  * runs before it enqueues anything. */
-#include <stdio.h>
 #include <string.h>
 
 #include "runtime/runtime.h"
@@ -205,12 +204,7 @@ dynb_status dynb__tensor_check(dynb_ctx *ctx, const dynb__tensor *t, const char 
              "%s: rank %d, expected %d", name, t->ndim, ndim);
   size_t n = 0;
   dynb_status st = shape_numel(ctx, t->ndim, t->dims, &n);
-  if (st != DYNB_OK) {
-    /* The message is formatted into last_error: copy it out first. */
-    char why[sizeof ctx->last_error];
-    snprintf(why, sizeof why, "%s", ctx->last_error);
-    return dynb__fail(ctx, st, "%s: %s", name, why);
-  }
+  if (st != DYNB_OK) return dynb__fail_prefixed(ctx, st, name);
   size_t es = dynb__dtype_size(dtype);
   DYNB_CHECK(ctx, t->offset <= SIZE_MAX / es && n <= SIZE_MAX / es - t->offset,
              DYNB_STATUS_SIZE_OVERFLOW, "%s: offset + size overflows", name);
