@@ -22,13 +22,15 @@ start=$(date +%s)
 run_suite build ""
 if [ "${1:-}" != "--no-sanitize" ]; then
   # LeakSanitizer is on: a test that leaks a buffer or a host block fails.
-  # A test that fails here runs once more, and only then fails the suite:
-  # LeakSanitizer's exit-time scan itself sometimes crashes ("Tracer caught
-  # signal 11 ... LeakSanitizer has encountered a fatal error") while PoCL's
-  # worker threads are alive, more often on a loaded machine. A real leak or
-  # ASan report repeats; that crash has not (see the session notes).
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    run_suite build-asan "--repeat until-pass:2" -DDYNB_SANITIZE=ON
+  # use_tls=0: thread-local storage is not a root of the leak scan. GCC 12's
+  # LeakSanitizer sometimes reads a stale dynamic-TLS record of the main
+  # thread (logged as "DTLS 6 at 0x...ae0-0x0008...") and its exit-time scan
+  # crashes ("Tracer caught signal 11 ... LeakSanitizer has encountered a
+  # fatal error"): 12 of 500 runs of `dynblocks predict` with 3 busy loops
+  # beside it, 0 of 220 with use_tls=0. Fewer roots can only add reports,
+  # never hide a leak, and dynblocks keeps nothing in thread-local storage.
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=use_tls=0 \
+    UBSAN_OPTIONS=print_stacktrace=1 run_suite build-asan "" -DDYNB_SANITIZE=ON
   # ThreadSanitizer: only the library and the test that trains on two
   # threads, to keep CI time low.
   cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDYNB_WERROR=ON -DDYNB_TSAN=ON
