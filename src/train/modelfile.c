@@ -150,8 +150,10 @@ static dynb_status open_model(dynb_ctx *ctx, const char *path, dynb__st_file *f)
 }
 
 /* The convolution routes a checkpoint was trained with become the
- * context's choices (3 fields of 2 bits; the convolutions check that a
- * choice fits its shape before using it). */
+ * context's choices where it has not chosen yet (3 fields of 2 bits; the
+ * convolutions check that a choice fits its shape before using it). A
+ * choice the context already made stays: a plan built on it sized its
+ * scratch for that route, and a different route there could need more. */
 static dynb_status restore_routes(dynb_ctx *ctx, const char *path, const dynb__st_file *f) {
   const dynb__st_tensor *r = dynb__st_find(f, "train.routes");
   if (!r) return DYNB_OK;
@@ -166,7 +168,12 @@ static dynb_status restore_routes(dynb_ctx *ctx, const char *path, const dynb__s
                (long long)kv[1]);
     uint64_t key;
     memcpy(&key, &kv[0], sizeof key);
-    DYNB_TRY(dynb__choice_put(ctx, key, (int)kv[1]));
+    int known = dynb__choice_get(ctx, key);
+    if (known < 0)
+      DYNB_TRY(dynb__choice_put(ctx, key, (int)kv[1]));
+    else if (known != (int)kv[1])
+      dynb__log(ctx, DYNB_LOG_INFO, "%s: a convolution shape keeps this context's route, not "
+                "the checkpoint's; a resumed run may differ in the last bits", path);
   }
   return DYNB_OK;
 }

@@ -175,7 +175,8 @@ dynb_status dynb__model_save(dynb__net *net, const char *path, dynb__optimizer *
  * tensor of the spec must be present with its shape. When opt is given, its
  * state is restored from the file (which must hold it). ts, when given,
  * receives the training state (zeroed, best INFINITY, if absent) and the
- * file's convolution routes become ctx's choices. */
+ * file's convolution routes become ctx's choices for the shapes ctx has not
+ * chosen yet (plans already built keep theirs). */
 dynb_status dynb__model_load(dynb_ctx *ctx, const char *path, dynb_dtype real, dynb__net **out,
                              dynb__train_state *ts);
 dynb_status dynb__model_load_optimizer(dynb__net *net, const char *path, dynb__optimizer *opt);
