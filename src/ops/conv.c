@@ -501,18 +501,38 @@ static dynb_status run_route(dynb_ctx *ctx, const conv_geom *g, int kind, conv_r
 
 /* Seconds per call of one direction and route: one untimed call (it builds
  * the kernels), then the best of three. */
-static dynb_status time_route(dynb_ctx *ctx, const conv_geom *g, int kind, conv_route r,
-                              const dynb__tensor *t, double *secs) {
+static dynb_status run_timed(dynb_ctx *ctx, const conv_geom *g, int kind, conv_route r,
+                             const dynb__tensor *t, double *secs) {
+  double t0 = dynb__now();
   DYNB_TRY(run_route(ctx, g, kind, r, &t[0], &t[2], NULL, &t[1], false));
   DYNB_TRY(dynb__finish(ctx));
-  *secs = 1e30;
-  for (int rep = 0; rep < 3; rep++) {
-    double t0 = dynb__now();
-    DYNB_TRY(run_route(ctx, g, kind, r, &t[0], &t[2], NULL, &t[1], false));
-    DYNB_TRY(dynb__finish(ctx));
-    double dt = dynb__now() - t0;
-    if (dt < *secs) *secs = dt;
-  }
+  *secs = dynb__now() - t0;
+  return DYNB_OK;
+}
+
+/* Each route's best of TIMING_ROUNDS runs, the rounds interleaved (every
+ * route once per round, after one untimed run of each): a burst of other
+ * load on a shared machine then slows one run of every route, not every
+ * run of one route, and cannot make the choice by itself. */
+enum { TIMING_ROUNDS = 5 };
+
+static dynb_status time_routes(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *t,
+                               double secs[KINDS][ROUTES]) {
+  double warm;
+  for (int kind = 0; kind < KINDS; kind++)
+    for (int r = 0; r < ROUTES; r++) {
+      secs[kind][r] = 1e30; /* stays so where the shape lacks the route */
+      if (route_exists(g->k, kind, (conv_route)r))
+        DYNB_TRY(run_timed(ctx, g, kind, (conv_route)r, t, &warm));
+    }
+  for (int round = 0; round < TIMING_ROUNDS; round++)
+    for (int kind = 0; kind < KINDS; kind++)
+      for (int r = 0; r < ROUTES; r++) {
+        if (!route_exists(g->k, kind, (conv_route)r)) continue;
+        double dt;
+        DYNB_TRY(run_timed(ctx, g, kind, (conv_route)r, t, &dt));
+        if (dt < secs[kind][r]) secs[kind][r] = dt;
+      }
   return DYNB_OK;
 }
 
@@ -531,23 +551,17 @@ static dynb_status measure(dynb_ctx *ctx, conv_geom *g, int *choice) {
   for (int i = 0; i < 4 && st == DYNB_OK; i++) st = dynb__tensor_zero(ctx, &t[i]);
   *choice = 0;
   if (st == DYNB_OK) carve_work(g, &t[3]);
+  double secs[KINDS][ROUTES];
+  if (st == DYNB_OK) st = time_routes(ctx, g, t, secs);
   static const char *const kinds[] = {"forward", "adjoint", "weights"};
   for (int kind = 0; kind < KINDS && st == DYNB_OK; kind++) {
-    double secs[ROUTES] = {0};
     int best = 0;
-    for (int r = 0; r < ROUTES && st == DYNB_OK; r++) {
-      if (!route_exists(g->k, kind, (conv_route)r)) {
-        secs[r] = 1e30; /* no such kernels for this k or direction */
-        continue;
-      }
-      st = time_route(ctx, g, kind, (conv_route)r, t, &secs[r]);
-      if (secs[r] < secs[best]) best = r;
-    }
-    if (st != DYNB_OK) break;
+    for (int r = 1; r < ROUTES; r++)
+      if (secs[kind][r] < secs[kind][best]) best = r;
     *choice |= best << (2 * kind);
     char ms[ROUTES][32];
     for (int r = 0; r < ROUTES; r++)
-      snprintf(ms[r], sizeof ms[r], secs[r] < 1e29 ? "%.3f" : "-", 1e3 * secs[r]);
+      snprintf(ms[r], sizeof ms[r], secs[kind][r] < 1e29 ? "%.3f" : "-", 1e3 * secs[kind][r]);
     dynb__log(ctx, DYNB_LOG_INFO,
               "conv %s n%d c%d->%d k%d %dx%d ms: gemm %s, row %s, wide %s, wide2 %s: %s",
               kinds[kind], g->n, g->cin, g->cout, g->k, g->h, g->w, ms[0], ms[1], ms[2], ms[3],
