@@ -30,6 +30,19 @@ static void small_spec(dynb__net_spec *s, dynb_layer_kind kind, dynb_norm_kind n
   s->head_width = 5;
 }
 
+/* small_spec's network with σ = `act` in its blocks, over `real`,
+ * initialised from `seed`. */
+static dynb__net *small_net(dynb_ctx *ctx, dynb_layer_kind kind, dynb_norm_kind norm,
+                            const char *scheme, dynb_act act, dynb_dtype real, uint64_t seed) {
+  dynb__net_spec s;
+  small_spec(&s, kind, norm, scheme);
+  for (int b = 0; b < s.nblocks; b++) s.blocks[b].layer.act = act;
+  dynb__net *net;
+  TU_OK(ctx, dynb__net_create(ctx, &s, real, &net));
+  TU_OK(ctx, dynb__net_init(net, seed));
+  return net;
+}
+
 static void names_follow_the_spec(void **state) {
   (void)state;
   dynb_ctx *ctx = tu_ctx();
@@ -124,11 +137,7 @@ static double *train_step(dynb__net *net, dynb__plan *plan, uint64_t seed, const
 static void check_network_gradients(dynb_layer_kind kind, dynb_norm_kind norm, const char *scheme) {
   dynb_ctx *ctx = tu_ctx();
   tu_require_real(ctx, DYNB_F64);
-  dynb__net_spec s;
-  small_spec(&s, kind, norm, scheme);
-  dynb__net *net;
-  TU_OK(ctx, dynb__net_create(ctx, &s, DYNB_F64, &net));
-  TU_OK(ctx, dynb__net_init(net, 7));
+  dynb__net *net = small_net(ctx, kind, norm, scheme, DYNB_ACT_TANH, DYNB_F64, 7);
   dynb__plan *plan;
   TU_OK(ctx, dynb__plan_build(net, 4, DYNB_MEMORY_CHECKPOINT, &plan));
   size_t nin = dynb__tensor_numel(dynb__plan_input(plan));
@@ -219,12 +228,8 @@ static double *step_results(dynb__net *net, dynb_memory_mode mode, dynb__conv_po
 static void memory_modes_agree_bitwise(void **state) {
   (void)state;
   dynb_ctx *ctx = tu_ctx();
-  dynb__net_spec s;
-  small_spec(&s, DYNB_LAYER_DOUBLESYM, DYNB_NORM_TV, "rk4");
-  for (int b = 0; b < s.nblocks; b++) s.blocks[b].layer.act = DYNB_ACT_RELU;
-  dynb__net *net;
-  TU_OK(ctx, dynb__net_create(ctx, &s, DYNB_F32, &net));
-  TU_OK(ctx, dynb__net_init(net, 3));
+  dynb__net *net =
+      small_net(ctx, DYNB_LAYER_DOUBLESYM, DYNB_NORM_TV, "rk4", DYNB_ACT_RELU, DYNB_F32, 3);
   ctx->conv_policy = DYNB__CONV_WIDE;
   size_t n_store, n_ckpt, n_moved, b_store, b_ckpt, b_moved;
   double *store = step_results(net, DYNB_MEMORY_STORE, DYNB__CONV_WIDE, &n_store, &b_store);
@@ -251,11 +256,8 @@ static void loaded_routes_keep_built_plans(void **state) {
   (void)state;
   dynb_ctx *ctx = tu_ctx();
   ctx->conv_policy = DYNB__CONV_AUTO;
-  dynb__net_spec s;
-  small_spec(&s, DYNB_LAYER_DOUBLESYM, DYNB_NORM_TV, "rk4");
-  dynb__net *net;
-  TU_OK(ctx, dynb__net_create(ctx, &s, DYNB_F32, &net));
-  TU_OK(ctx, dynb__net_init(net, 3));
+  dynb__net *net =
+      small_net(ctx, DYNB_LAYER_DOUBLESYM, DYNB_NORM_TV, "rk4", DYNB_ACT_TANH, DYNB_F32, 3);
   dynb__plan *plan;
   TU_OK(ctx, dynb__plan_build(net, 4, DYNB_MEMORY_CHECKPOINT, &plan));
   size_t n = ctx->nchoices;
@@ -304,11 +306,8 @@ static void folding_batch_norms_keeps_eval_logits(void **state) {
   (void)state;
   dynb_ctx *ctx = tu_ctx();
   tu_require_real(ctx, DYNB_F64);
-  dynb__net_spec s;
-  small_spec(&s, DYNB_LAYER_DOUBLE, DYNB_NORM_BATCH, "rk4");
-  dynb__net *net;
-  TU_OK(ctx, dynb__net_create(ctx, &s, DYNB_F64, &net));
-  TU_OK(ctx, dynb__net_init(net, 5));
+  dynb__net *net =
+      small_net(ctx, DYNB_LAYER_DOUBLE, DYNB_NORM_BATCH, "rk4", DYNB_ACT_TANH, DYNB_F64, 5);
   dynb__plan *plan;
   TU_OK(ctx, dynb__plan_build(net, 4, DYNB_MEMORY_STORE, &plan));
   tu_rng r = tu_rng_seed(21);
