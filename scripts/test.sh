@@ -26,7 +26,7 @@ if [ "${1:-}" != "--no-sanitize" ]; then
   # LeakSanitizer sometimes reads a stale dynamic-TLS record of the main
   # thread (logged as "DTLS 6 at 0x...ae0-0x0008...") and its exit-time scan
   # crashes ("Tracer caught signal 11 ... LeakSanitizer has encountered a
-  # fatal error"): 12 of 500 runs of `dynblocks predict` with 3 busy loops
+  # fatal error"): 8 of 400 runs of `dynblocks predict` with 3 busy loops
   # beside it, 0 of 220 with use_tls=0. Fewer roots can only add reports,
   # never hide a leak, and dynblocks keeps nothing in thread-local storage
   # (the one block glibc's __tls_get_addr then leaves unreached is covered by
