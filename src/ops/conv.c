@@ -499,8 +499,7 @@ static dynb_status run_route(dynb_ctx *ctx, const conv_geom *g, int kind, conv_r
   return tr ? conv_adjoint(ctx, g, src, w, b, dst, acc) : conv_apply(ctx, g, src, w, b, dst, acc);
 }
 
-/* Seconds per call of one direction and route: one untimed call (it builds
- * the kernels), then the best of three. */
+/* Seconds of one call of one direction and route, finished. */
 static dynb_status run_timed(dynb_ctx *ctx, const conv_geom *g, int kind, conv_route r,
                              const dynb__tensor *t, double *secs) {
   double t0 = dynb__now();
@@ -511,27 +510,23 @@ static dynb_status run_timed(dynb_ctx *ctx, const conv_geom *g, int kind, conv_r
 }
 
 /* Each route's best of TIMING_ROUNDS runs, the rounds interleaved (every
- * route once per round, after one untimed run of each): a burst of other
- * load on a shared machine then slows one run of every route, not every
- * run of one route, and cannot make the choice by itself. */
+ * route once per round, after an untimed round that builds the kernels): a
+ * burst of other load on a shared machine then slows one run of every
+ * route, not every run of one route, and cannot make the choice by itself.
+ * A route the shape lacks keeps 1e30. */
 enum { TIMING_ROUNDS = 5 };
 
 static dynb_status time_routes(dynb_ctx *ctx, const conv_geom *g, const dynb__tensor *t,
                                double secs[KINDS][ROUTES]) {
-  double warm;
   for (int kind = 0; kind < KINDS; kind++)
-    for (int r = 0; r < ROUTES; r++) {
-      secs[kind][r] = 1e30; /* stays so where the shape lacks the route */
-      if (route_exists(g->k, kind, (conv_route)r))
-        DYNB_TRY(run_timed(ctx, g, kind, (conv_route)r, t, &warm));
-    }
-  for (int round = 0; round < TIMING_ROUNDS; round++)
+    for (int r = 0; r < ROUTES; r++) secs[kind][r] = 1e30;
+  for (int round = -1; round < TIMING_ROUNDS; round++)
     for (int kind = 0; kind < KINDS; kind++)
       for (int r = 0; r < ROUTES; r++) {
         if (!route_exists(g->k, kind, (conv_route)r)) continue;
         double dt;
         DYNB_TRY(run_timed(ctx, g, kind, (conv_route)r, t, &dt));
-        if (dt < secs[kind][r]) secs[kind][r] = dt;
+        if (round >= 0 && dt < secs[kind][r]) secs[kind][r] = dt;
       }
   return DYNB_OK;
 }

@@ -265,22 +265,15 @@ static dynb__norm_args unit_norm(const dynb__conv_unit *cu, const unit_buffers *
   return a;
 }
 
+/* The unit's z, a and s. `again`: their recomputation in checkpoint
+ * mode's backward, where batch statistics come out as in the forward and
+ * the running ones are read (evaluation) but not updated a second time
+ * (training). */
 static dynb_status unit_forward(dynb__plan *p, const dynb__conv_unit *cu, unit_buffers *u,
-                                const dynb__tensor *x, bool train) {
+                                const dynb__tensor *x, bool train, bool again) {
   dynb_ctx *ctx = p->net->ctx;
   dynb__norm_args na = unit_norm(cu, u, train);
-  DYNB_TRY(dynb__conv2d_forward(ctx, x, &cu->w, &cu->b, &u->z, &u->work));
-  return dynb__norm_act_forward(ctx, na, cu->act, &u->z, &u->a, &u->s);
-}
-
-/* z, a and s again, for the backward of checkpoint mode. Batch statistics
- * come out as in the forward; the running ones are read (evaluation) but
- * not updated a second time (training). */
-static dynb_status unit_recompute(dynb__plan *p, const dynb__conv_unit *cu, unit_buffers *u,
-                                  const dynb__tensor *x, bool train) {
-  dynb_ctx *ctx = p->net->ctx;
-  dynb__norm_args na = unit_norm(cu, u, train);
-  if (train) na.running_mean = na.running_var = NULL;
+  if (again && train) na.running_mean = na.running_var = NULL;
   DYNB_TRY(dynb__conv2d_forward(ctx, x, &cu->w, &cu->b, &u->z, &u->work));
   return dynb__norm_act_forward(ctx, na, cu->act, &u->z, &u->a, &u->s);
 }
@@ -303,11 +296,11 @@ static dynb_status forward_passes(dynb__plan *p, bool train) {
   dynb__net *net = p->net;
   dynb_ctx *ctx = net->ctx;
   int nb = net->spec.nblocks;
-  DYNB_TRY(unit_forward(p, &net->open, &p->open, &p->x, train));
+  DYNB_TRY(unit_forward(p, &net->open, &p->open, &p->x, train, false));
   for (int b = 0; b < nb; b++) {
     level_buffers *lv = &p->level[b];
     DYNB_TRY(dynb__block_forward(net->blocks[b], &lv->in, &lv->out, train));
-    DYNB_TRY(unit_forward(p, &net->connect[b], &lv->conn, &lv->out, train));
+    DYNB_TRY(unit_forward(p, &net->connect[b], &lv->conn, &lv->out, train, false));
     if (b + 1 < nb)
       DYNB_TRY(dynb__avgpool2_forward(ctx, &lv->conn.s, &lv->pooled));
     else
@@ -330,7 +323,7 @@ static dynb_status backward_passes(dynb__plan *p, bool want_dx) {
   for (int b = nb - 1; b >= 0; b--) {
     level_buffers *lv = &p->level[b];
     if (unit_recomputes(p))
-      DYNB_TRY(unit_recompute(p, &net->connect[b], &lv->conn, &lv->out, train));
+      DYNB_TRY(unit_forward(p, &net->connect[b], &lv->conn, &lv->out, train, true));
     if (b + 1 < nb)
       DYNB_TRY(dynb__avgpool2_backward(ctx, &lv->gpooled, &lv->conn.gs, false));
     else
@@ -338,7 +331,7 @@ static dynb_status backward_passes(dynb__plan *p, bool want_dx) {
     DYNB_TRY(unit_backward(p, &net->connect[b], &lv->conn, &lv->out, &lv->gout, train));
     DYNB_TRY(dynb__block_backward(net->blocks[b], &lv->in, &lv->gout, &lv->gin));
   }
-  if (unit_recomputes(p)) DYNB_TRY(unit_recompute(p, &net->open, &p->open, &p->x, train));
+  if (unit_recomputes(p)) DYNB_TRY(unit_forward(p, &net->open, &p->open, &p->x, train, true));
   return unit_backward(p, &net->open, &p->open, &p->x, want_dx ? &p->gx : NULL, train);
 }
 
