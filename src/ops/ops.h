@@ -256,4 +256,29 @@ dynb_status dynb__timereg_backward(dynb_ctx *ctx, const dynb__tensor *controls,
                                    const dynb__tensor *h, double alpha,
                                    const dynb__tensor *dcontrols);
 
+
+/* ---- Peak FMA rate (peak.c, kernels/peak.cl) ----------------------------- */
+
+/* Independent FMA chains per work-item, and the vector widths the kernels
+ * come in (kernels/peak.cl says what they compute). */
+#define DYNB__PEAK_CHAINS 8
+#define DYNB__PEAK_NWIDTHS 4
+extern const int dynb__peak_widths[DYNB__PEAK_NWIDTHS];
+/* out[i] for i < n: the sum over DYNB__PEAK_CHAINS chains of `width` lanes
+ * of `iters` steps x ← fma(x, m, a) from the starts kernels/peak.cl gives;
+ * 2 · n · iters · DYNB__PEAK_CHAINS · width floating-point operations.
+ * width is 1, 4, 8 or 16; out holds at least n elements (f32 or f64). */
+dynb_status dynb__peak_fma(dynb_ctx *ctx, const dynb__tensor *out, int width, int n, int iters,
+                           double m, double a);
+/* The measured peak: the best rate over the widths, in GFLOP/s. */
+typedef struct dynb__peak {
+  double gflops;
+  int width;
+} dynb__peak;
+/* Times every width, each with a launch grown to about run_seconds, best of
+ * three; waits for the device (about 8 · DYNB__PEAK_NWIDTHS · run_seconds
+ * in all). */
+dynb_status dynb__peak_measure(dynb_ctx *ctx, dynb_dtype dt, double run_seconds,
+                               dynb__peak *out);
+
 #endif

@@ -126,4 +126,10 @@ void ref_block_forward(const struct dynb__layer *l, int n, int h, int w, int s, 
                        int ncontrols, const double *t_controls, const double *controls,
                        const double *x, int train, double *running, double *out);
 
+/* ---- peak (ref_peak.c) ---- */
+/* out[i] of kernels/peak.cl: `chains` chains of `width` lanes, lane l of
+ * chain j starting at 0.5 + ((i + j) & 15) / 32 + l / 512, each taken
+ * `iters` times through x ← fma(x, m, a), all summed. */
+double ref_peak_fma(int i, int width, int chains, int iters, double m, double a);
+
 #endif
