@@ -200,6 +200,15 @@ const dynb__tensor *dynb__block_running(const dynb__block *b) { return &b->runni
 size_t dynb__block_param_count(const dynb__block *b) { return b->P; }
 size_t dynb__block_buffer_bytes(const dynb__block *b) { return b->bytes; }
 
+void dynb__block_conv_flops(const dynb__block *b, double *forward, double *backward) {
+  double evals = (double)b->nsteps * (double)b->tab.stages;
+  double f = evals * dynb__layer_conv_flops(&b->layer, b->dims[0], b->dims[2], b->dims[3]);
+  *forward = f;
+  /* step_backward: every layer_backward (data and weight gradients of both
+   * convolutions), after step_stages again in checkpoint mode. */
+  *backward = 2 * f + (b->mode == DYNB_MEMORY_CHECKPOINT ? f : 0);
+}
+
 /* ---- prepare -------------------------------------------------------------------- */
 
 /* Lays the buffers out over two arenas, by lifetime: `keep` holds what

@@ -200,6 +200,13 @@ size_t dynb__layer_work_size(const dynb__layer *l, int64_t n, int64_t h, int64_t
   return 2 * (size_t)(n * c * h * w) + dynb__conv2d_workspace(n, c, c, h, w, l->kernel);
 }
 
+double dynb__layer_conv_flops(const dynb__layer *l, int64_t n, int64_t h, int64_t w) {
+  double c = (double)l->channels, k = (double)l->kernel;
+  /* Two convolutions, C -> C, k×k, for every kind (layer_layout: doublesym
+   * uses K twice, double and preact K₁ and K₂). */
+  return 2 * (2 * (double)n * c * c * k * k * (double)h * (double)w);
+}
+
 dynb_status dynb__layer_prepare(dynb_ctx *ctx, const dynb__layer *l, dynb_dtype dt, int64_t n,
                                 int64_t h, int64_t w, size_t *work) {
   int64_t c = l->channels;

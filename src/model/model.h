@@ -110,6 +110,12 @@ double dynb__layer_sign(const dynb__layer *l);
  * those take (the size a plan allocates). */
 size_t dynb__layer_cache_size(const dynb__layer *l, int64_t n, int64_t h, int64_t w);
 size_t dynb__layer_work_size(const dynb__layer *l, int64_t n, int64_t h, int64_t w);
+/* Floating-point operations of the convolutions of one evaluation f(y, θ)
+ * on n inputs of h×w: 2 per multiply-add, padded positions included (the
+ * usual convention: 2·N·C_out·C_in·k²·H·W per convolution). Every layer
+ * function convolves twice (doublesym with K, then Kᵀ), so its backward
+ * pass costs twice this: data and weight gradients of each. */
+double dynb__layer_conv_flops(const dynb__layer *l, int64_t n, int64_t h, int64_t w);
 dynb_status dynb__layer_prepare(dynb_ctx *ctx, const dynb__layer *l, dynb_dtype dt, int64_t n,
                                 int64_t h, int64_t w, size_t *work);
 
@@ -181,6 +187,11 @@ dynb_status dynb__block_prepare(dynb__block *b, int64_t n, int64_t h, int64_t w,
 /* Device bytes the block allocated for the prepared shape (its own arenas;
  * 0 when lent); not counting parameters. */
 size_t dynb__block_buffer_bytes(const dynb__block *b);
+/* Convolution FLOPs (dynb__layer_conv_flops' convention) of one forward and
+ * of one backward of the prepared shape and mode: every layer evaluation
+ * (steps × stages) forward; backward, their data and weight gradients and,
+ * in checkpoint mode, the forward evaluations recomputed. */
+void dynb__block_conv_flops(const dynb__block *b, double *forward, double *backward);
 
 /* out = the block's output for x (both [n, C, h, w] as prepared; out must
  * not alias x). In training mode batch norms use batch statistics and update

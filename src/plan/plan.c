@@ -256,6 +256,31 @@ const dynb__tensor *dynb__plan_loss(const dynb__plan *p) { return &p->loss; }
 const dynb__tensor *dynb__plan_input_grad(const dynb__plan *p) { return &p->gx; }
 size_t dynb__plan_bytes(const dynb__plan *p) { return p->bytes; }
 
+/* One convolution of a conv unit over the plan's batch at h×w. */
+static double unit_flops(const dynb__plan *p, const dynb__conv_unit *cu, int64_t h, int64_t w) {
+  return 2.0 * (double)p->n * cu->cout * cu->cin * cu->kernel * cu->kernel * (double)h * (double)w;
+}
+
+/* Mirrors forward_passes and backward_passes: the units' forward
+ * (unit_forward), weight and data gradients (unit_backward) and
+ * recomputation (unit_recomputes), the blocks' own count. */
+void dynb__plan_conv_flops(const dynb__plan *p, bool want_dx, double *forward, double *backward) {
+  const dynb__net *net = p->net;
+  const dynb__net_spec *sp = &net->spec;
+  int64_t h = sp->in_height, w = sp->in_width;
+  double again = unit_recomputes(p) ? 1 : 0;
+  double open = unit_flops(p, &net->open, h, w);
+  double fwd = open, bwd = open * (1 + (want_dx ? 1 : 0) + again);
+  for (int b = 0; b < sp->nblocks; b++, h /= 2, w /= 2) {
+    double bf, bb, conn = unit_flops(p, &net->connect[b], h, w);
+    dynb__block_conv_flops(net->blocks[b], &bf, &bb);
+    fwd += bf + conn;
+    bwd += bb + conn * (2 + again);
+  }
+  *forward = fwd;
+  *backward = bwd;
+}
+
 /* ---- passes ---------------------------------------------------------------------- */
 
 static dynb__norm_args unit_norm(const dynb__conv_unit *cu, const unit_buffers *u, bool train) {

@@ -31,6 +31,16 @@ const dynb__tensor *dynb__plan_input_grad(const dynb__plan *plan);
  * parameters). */
 size_t dynb__plan_bytes(const dynb__plan *plan);
 
+/* Convolution FLOPs (2 per multiply-add, padded positions included) of one
+ * forward and of one backward pass as this plan runs them: the opening
+ * unit, every block's layer evaluations and every connecting unit;
+ * backward takes data and weight gradients (the opening unit's data
+ * gradient only with want_dx) and, in checkpoint mode, the forward
+ * convolutions it recomputes. Counted from the network's structure; a
+ * training step is forward + backward(want_dx false). */
+void dynb__plan_conv_flops(const dynb__plan *plan, bool want_dx, double *forward,
+                           double *backward);
+
 /* Forward pass over the input; in training mode batch norms use batch
  * statistics and update their running statistics. Enqueued only. */
 dynb_status dynb__plan_forward(dynb__plan *plan, bool train);
