@@ -321,16 +321,20 @@ static dynb_status forward_passes(dynb__plan *p, bool train) {
   dynb__net *net = p->net;
   dynb_ctx *ctx = net->ctx;
   int nb = net->spec.nblocks;
+  dynb__profile_layer(ctx, "open", -1);
   DYNB_TRY(unit_forward(p, &net->open, &p->open, &p->x, train, false));
   for (int b = 0; b < nb; b++) {
     level_buffers *lv = &p->level[b];
+    dynb__profile_layer(ctx, "block", b);
     DYNB_TRY(dynb__block_forward(net->blocks[b], &lv->in, &lv->out, train));
+    dynb__profile_layer(ctx, "connect", b);
     DYNB_TRY(unit_forward(p, &net->connect[b], &lv->conn, &lv->out, train, false));
     if (b + 1 < nb)
       DYNB_TRY(dynb__avgpool2_forward(ctx, &lv->conn.s, &lv->pooled));
     else
       DYNB_TRY(dynb__global_avgpool_forward(ctx, &lv->conn.s, &p->feat));
   }
+  dynb__profile_layer(ctx, "head", -1);
   DYNB_TRY(dynb__linear_forward(ctx, &p->feat, &net->lin_w, &net->lin_b, &p->logits));
   DYNB_TRY(dynb__xent_forward(ctx, &p->logits, &p->labels, &p->loss, &p->xent_work));
   p->train_last = train;
@@ -342,11 +346,13 @@ static dynb_status backward_passes(dynb__plan *p, bool want_dx) {
   dynb_ctx *ctx = net->ctx;
   bool train = p->train_last;
   int nb = net->spec.nblocks;
+  dynb__profile_layer(ctx, "head", -1);
   DYNB_TRY(dynb__xent_backward(ctx, &p->logits, &p->labels, 1.0, &p->glogits, false));
   DYNB_TRY(dynb__linear_backward(ctx, &p->feat, &net->lin_w, &p->glogits, &p->gfeat, &net->lin_dw,
                                  &net->lin_db, false, true));
   for (int b = nb - 1; b >= 0; b--) {
     level_buffers *lv = &p->level[b];
+    dynb__profile_layer(ctx, "connect", b);
     if (unit_recomputes(p))
       DYNB_TRY(unit_forward(p, &net->connect[b], &lv->conn, &lv->out, train, true));
     if (b + 1 < nb)
@@ -354,8 +360,10 @@ static dynb_status backward_passes(dynb__plan *p, bool want_dx) {
     else
       DYNB_TRY(dynb__global_avgpool_backward(ctx, &p->gfeat, &lv->conn.gs, false));
     DYNB_TRY(unit_backward(p, &net->connect[b], &lv->conn, &lv->out, &lv->gout, train));
+    dynb__profile_layer(ctx, "block", b);
     DYNB_TRY(dynb__block_backward(net->blocks[b], &lv->in, &lv->gout, &lv->gin));
   }
+  dynb__profile_layer(ctx, "open", -1);
   if (unit_recomputes(p)) DYNB_TRY(unit_forward(p, &net->open, &p->open, &p->x, train, true));
   return unit_backward(p, &net->open, &p->open, &p->x, want_dx ? &p->gx : NULL, train);
 }
@@ -367,6 +375,7 @@ static dynb_status run_pinned(dynb__plan *p, bool backward, bool flag) {
   dynb_ctx *ctx = p->net->ctx;
   dynb__conv_policy now = ctx->conv_policy;
   ctx->conv_policy = p->policy;
+  dynb__profile_pass(ctx, backward ? "backward" : "forward");
   dynb_status st = backward ? backward_passes(p, flag) : forward_passes(p, flag);
   ctx->conv_policy = now;
   return st;

@@ -294,6 +294,7 @@ dynb_status dynb_ctx_create_cl(const dynb_ctx_desc *desc, cl_context context,
 
 void dynb_ctx_free(dynb_ctx *ctx) {
   if (!ctx) return;
+  dynb__profile_release(ctx);
   if (ctx->queue) clFinish(ctx->queue);
   if (ctx->programs) dynb__programs_release(ctx);
   if (ctx->queue) clReleaseCommandQueue(ctx->queue);

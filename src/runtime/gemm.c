@@ -5,6 +5,7 @@
  * device in gemm_config.c. */
 #include <clblast_c.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "runtime/runtime.h"
@@ -55,16 +56,33 @@ static dynb_status issue(dynb_ctx *ctx, const dynb__gemm_args *g, dynb__gemm_for
   const dynb__tensor *x = col ? g->b : g->a, *y = col ? g->a : g->b;
   size_t ldx = col ? g->ldb : g->lda, ldy = col ? g->lda : g->ldb;
   size_t m = col ? g->n : g->m, n = col ? g->m : g->n;
+  /* While profiling: a marker before the call, whose end opens its span,
+   * and the event of its last kernel (profile.c). */
+  cl_event mark = NULL, ev = NULL;
+  if (ctx->profile) {
+    cl_int e = clEnqueueMarkerWithWaitList(ctx->queue, 0, NULL, &mark);
+    if (e != CL_SUCCESS) return dynb__cl_fail(ctx, e, "clEnqueueMarkerWithWaitList");
+  }
+  cl_event *evp = ctx->profile ? &ev : NULL;
   CLBlastStatusCode s;
   if (g->a->dtype == DYNB_F32)
     s = CLBlastSgemm(layout, col ? tb : ta, col ? ta : tb, m, n, g->k, (float)g->alpha, x->mem,
                      x->offset, ldx, y->mem, y->offset, ldy, (float)g->beta, g->c->mem,
-                     g->c->offset, g->ldc, &ctx->queue, NULL);
+                     g->c->offset, g->ldc, &ctx->queue, evp);
   else
     s = CLBlastDgemm(layout, col ? tb : ta, col ? ta : tb, m, n, g->k, g->alpha, x->mem,
                      x->offset, ldx, y->mem, y->offset, ldy, g->beta, g->c->mem, g->c->offset,
-                     g->ldc, &ctx->queue, NULL);
-  return s == CLBlastSuccess ? DYNB_OK : clblast_fail(ctx, s, g);
+                     g->ldc, &ctx->queue, evp);
+  if (s != CLBlastSuccess) {
+    if (mark) clReleaseEvent(mark);
+    if (ev) clReleaseEvent(ev);
+    return clblast_fail(ctx, s, g);
+  }
+  if (!ev) return DYNB_OK;
+  char name[64];
+  snprintf(name, sizeof name, "gemm %zux%zux%zu %s%s", g->m, g->n, g->k, g->trans_a ? "T" : "N",
+           g->trans_b ? "T" : "N");
+  return dynb__profile_add(ctx, ev, mark, "clblast", name);
 }
 
 static bool same_product(const dynb__gemm_shape *s, dynb_dtype dt, const dynb__gemm_args *g) {

@@ -6,6 +6,7 @@
 dynb_status dynb__launch_begin(dynb__launch *l, dynb_ctx *ctx, const char *family,
                                const char *name, dynb_dtype real) {
   l->ctx = ctx;
+  l->family = family;
   l->name = name;
   l->real = real;
   l->nargs = 0;
@@ -60,13 +61,16 @@ dynb_status dynb__launch_run(dynb__launch *l, cl_uint dims, const size_t *global
     if (local && local[i] > 0) g[i] = (g[i] + local[i] - 1) / local[i] * local[i];
     if (g[i] == 0) return DYNB_OK; /* nothing to do; OpenCL rejects empty ranges */
   }
-  cl_int e = clEnqueueNDRangeKernel(l->ctx->queue, l->kernel, dims, NULL, g, local, 0, NULL, NULL);
+  /* An event only while profiling (profile.c). */
+  cl_event ev = NULL;
+  cl_int e = clEnqueueNDRangeKernel(l->ctx->queue, l->kernel, dims, NULL, g, local, 0, NULL,
+                                    l->ctx->profile ? &ev : NULL);
   if (e != CL_SUCCESS) {
     char what[160];
     snprintf(what, sizeof what, "enqueue of kernel %s", l->name);
     return dynb__cl_fail(l->ctx, e, what);
   }
-  return DYNB_OK;
+  return ev ? dynb__profile_add(l->ctx, ev, NULL, l->family, l->name) : DYNB_OK;
 }
 
 dynb_status dynb__launch_1d(dynb__launch *l, size_t n) {

@@ -98,6 +98,37 @@ typedef struct dynb__program {
   char **names;
 } dynb__program;
 
+/* ---- Profiling (profile.c) ------------------------------------------------ */
+
+/* One command enqueued while profiling: its event (for a CLBlast call, its
+ * last kernel's) and, for CLBlast, the marker enqueued before it; the
+ * family ("conv", "clblast", "buffer", ...), the kernel's name, and the
+ * layer label and pass in force (string literals). */
+typedef struct dynb__prof_rec {
+  cl_event ev, start;
+  const char *family, *layer, *pass;
+  int index;
+  char name[64];
+} dynb__prof_rec;
+
+typedef struct dynb__profile {
+  cl_command_queue plain; /* the context's own queue, back when profiling ends */
+  dynb__prof_rec *recs;
+  size_t n, cap;
+  const char *layer, *pass; /* labels of the commands enqueued next */
+  int index;
+} dynb__profile;
+
+/* What dynb__profile_end returns per command: device seconds from its
+ * start to its end (a CLBlast call: from the end of the commands before it
+ * to the end of its last kernel). */
+typedef struct dynb__prof_sample {
+  const char *family, *layer, *pass;
+  int index;
+  char name[64];
+  double seconds;
+} dynb__prof_sample;
+
 struct dynb_ctx {
   dynb_allocator allocator;
   dynb__faults faults;       /* test hook; all zero (off) unless armed */
@@ -124,6 +155,7 @@ struct dynb_ctx {
   size_t ngemm_rec, gemm_rec_cap;
   bool gemm_recording;
   char gemm_config[DYNB__REAL_KINDS][32]; /* CLBlast parameters in force, by name */
+  dynb__profile *profile;    /* NULL: not profiling (the usual case) */
   dynb_status last_status;
   char last_error[4096];
 };
@@ -296,6 +328,33 @@ dynb_status dynb__check_real(dynb_ctx *ctx, dynb_dtype real);
 /* Blocks until the queue is empty. */
 dynb_status dynb__finish(dynb_ctx *ctx);
 
+/* ---- Profiling (profile.c) ----------------------------------------------- */
+
+/* Starts recording every command the context enqueues, on a queue of its
+ * own with profiling enabled (after the context's queue has drained).
+ * dynb__profile_end waits for the device, returns one sample per command
+ * in enqueue order (*out from dynb__alloc, freed with dynb__free; NULL when
+ * none), and goes back to the context's queue. Costs nothing when off. */
+dynb_status dynb__profile_begin(dynb_ctx *ctx);
+dynb_status dynb__profile_end(dynb_ctx *ctx, dynb__prof_sample **out, size_t *count);
+/* Ends profiling without results (dynb_ctx_free). */
+void dynb__profile_release(dynb_ctx *ctx);
+/* Records a command's event (taken) under the current labels; `start`, a
+ * marker enqueued just before the command (taken; NULL for one kernel). */
+dynb_status dynb__profile_add(dynb_ctx *ctx, cl_event ev, cl_event start, const char *family,
+                              const char *name);
+void dynb__profile_set_layer(dynb_ctx *ctx, const char *layer, int index);
+void dynb__profile_set_pass(dynb_ctx *ctx, const char *pass);
+/* Labels the commands enqueued next with a layer ("open", "block" 2, ...;
+ * index -1 for none) or a pass ("forward", "backward"); string literals.
+ * No-ops unless profiling. */
+static inline void dynb__profile_layer(dynb_ctx *ctx, const char *layer, int index) {
+  if (ctx->profile) dynb__profile_set_layer(ctx, layer, index);
+}
+static inline void dynb__profile_pass(dynb_ctx *ctx, const char *pass) {
+  if (ctx->profile) dynb__profile_set_pass(ctx, pass);
+}
+
 /* ---- Launches (launch.c) ------------------------------------------------- */
 
 /* Collects a kernel's arguments in order, then enqueues it. Argument errors
@@ -303,6 +362,7 @@ dynb_status dynb__finish(dynb_ctx *ctx);
 typedef struct dynb__launch {
   dynb_ctx *ctx;
   cl_kernel kernel;
+  const char *family; /* a string literal: kernels/<family>.cl */
   const char *name;
   dynb_dtype real;
   cl_uint nargs;

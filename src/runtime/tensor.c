@@ -180,18 +180,23 @@ dynb_status dynb__tensor_copy(dynb_ctx *ctx, const dynb__tensor *src, const dynb
   DYNB_CHECK(ctx, src->dtype == dst->dtype && dynb__tensor_numel(src) == dynb__tensor_numel(dst),
              DYNB_STATUS_SHAPE_MISMATCH, "copy: tensors differ in dtype or size");
   size_t es = dynb__dtype_size(src->dtype);
+  cl_event ev = NULL;
   cl_int e = clEnqueueCopyBuffer(ctx->queue, src->mem, dst->mem, src->offset * es,
-                                 dst->offset * es, tensor_bytes(src), 0, NULL, NULL);
-  return e == CL_SUCCESS ? DYNB_OK : dynb__cl_fail(ctx, e, "clEnqueueCopyBuffer");
+                                 dst->offset * es, tensor_bytes(src), 0, NULL,
+                                 ctx->profile ? &ev : NULL);
+  if (e != CL_SUCCESS) return dynb__cl_fail(ctx, e, "clEnqueueCopyBuffer");
+  return ev ? dynb__profile_add(ctx, ev, NULL, "buffer", "copy") : DYNB_OK;
 }
 
 dynb_status dynb__tensor_zero(dynb_ctx *ctx, const dynb__tensor *t) {
   /* A one-byte zero pattern fills any element type and any offset. */
   const unsigned char zero = 0;
+  cl_event ev = NULL;
   cl_int e = clEnqueueFillBuffer(ctx->queue, t->mem, &zero, 1,
                                  t->offset * dynb__dtype_size(t->dtype), tensor_bytes(t), 0, NULL,
-                                 NULL);
-  return e == CL_SUCCESS ? DYNB_OK : dynb__cl_fail(ctx, e, "clEnqueueFillBuffer");
+                                 ctx->profile ? &ev : NULL);
+  if (e != CL_SUCCESS) return dynb__cl_fail(ctx, e, "clEnqueueFillBuffer");
+  return ev ? dynb__profile_add(ctx, ev, NULL, "buffer", "fill") : DYNB_OK;
 }
 
 dynb_status dynb__tensor_check(dynb_ctx *ctx, const dynb__tensor *t, const char *name,

@@ -34,6 +34,11 @@ int cmd_bench(int argc, char **argv);
 int cmd_fold(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
 
+/* Prints the profile tables (by family, layer and kernel) of n samples
+ * taken over `steps` training steps that took `wall` seconds; returns the
+ * samples' summed device seconds. */
+double cli_print_profile(const dynb__prof_sample *s, size_t n, long steps, double wall);
+
 /* Writes the per-epoch curves (loss and accuracy, train and validation) as
  * an SVG file. */
 bool cli_plot_svg(const char *path, const dynb__epoch_row *rows, int n);

@@ -237,6 +237,47 @@ static void restart_peak_rss(void) {
   if (f) fputs("5", f), fclose(f);
 }
 
+/* One training step as bench times it: zero gradients, forward, backward,
+ * optimiser, then wait for the device. Labelled for --profile. */
+static dynb_status train_step(dynb_ctx *ctx, dynb__net *net, dynb__plan *plan,
+                              dynb__optimizer *opt) {
+  dynb__profile_pass(ctx, "");
+  dynb__profile_layer(ctx, "zero grads", -1);
+  dynb_status st = dynb__net_zero_grads(net);
+  if (st == DYNB_OK) st = dynb__plan_forward(plan, true);
+  if (st == DYNB_OK) st = dynb__plan_backward(plan, false);
+  dynb__profile_pass(ctx, "");
+  dynb__profile_layer(ctx, "optimizer", -1);
+  if (st == DYNB_OK) st = dynb__optimizer_step(opt, 0.0);
+  if (st == DYNB_OK) st = dynb__finish(ctx);
+  return st;
+}
+
+/* --profile: `steps` more training steps with every command's device time
+ * recorded, then the tables. Each step waits for the device, as the timed
+ * ones do, so that the measured wall time is comparable. */
+static dynb_status profile_steps(dynb_ctx *ctx, dynb__net *net, dynb__plan *plan,
+                                 dynb__optimizer *opt, long steps) {
+  DYNB_TRY(dynb__profile_begin(ctx));
+  double wall = 0;
+  dynb_status st = DYNB_OK;
+  for (long i = 0; st == DYNB_OK && i < steps; i++) {
+    double t0 = now_seconds();
+    st = train_step(ctx, net, plan, opt);
+    wall += now_seconds() - t0;
+  }
+  dynb__prof_sample *s = NULL;
+  size_t n = 0;
+  if (st != DYNB_OK) {
+    dynb__profile_release(ctx);
+    return st;
+  }
+  DYNB_TRY(dynb__profile_end(ctx, &s, &n));
+  cli_print_profile(s, n, steps, wall);
+  dynb__free(ctx, s);
+  return DYNB_OK;
+}
+
 int cmd_bench(int argc, char **argv) {
   const char *cmd = "bench";
   bench_opts o;
@@ -277,11 +318,7 @@ int cmd_bench(int argc, char **argv) {
     for (long i = 0; st == DYNB_OK && i < iters + 2; i++) {
       if (i == 2) restart_peak_rss();
       double t0 = now_seconds();
-      st = dynb__net_zero_grads(net);
-      if (st == DYNB_OK) st = dynb__plan_forward(plan, true);
-      if (st == DYNB_OK) st = dynb__plan_backward(plan, false);
-      if (st == DYNB_OK) st = dynb__optimizer_step(opt, 0.0);
-      if (st == DYNB_OK) st = dynb__finish(ctx);
+      st = train_step(ctx, net, plan, opt);
       if (i >= 2) t_train += now_seconds() - t0;
     }
     for (long i = 0; st == DYNB_OK && i < iters + 2; i++) {
@@ -289,6 +326,15 @@ int cmd_bench(int argc, char **argv) {
       st = dynb__plan_forward(plan, false);
       if (st == DYNB_OK) st = dynb__finish(ctx);
       if (i >= 2) t_infer += now_seconds() - t0;
+    }
+    /* Roofline figures: the convolution work of a step, counted from the
+     * plan, against the device's FMA rate measured by a microkernel (each
+     * width timed at about 20 ms a launch, best of 3). */
+    double conv_fwd = 0, conv_bwd = 0;
+    dynb__peak peak = {0};
+    if (st == DYNB_OK) {
+      dynb__plan_conv_flops(plan, false, &conv_fwd, &conv_bwd);
+      st = dynb__peak_measure(ctx, net->real, 0.02, &peak);
     }
     if (st == DYNB_OK) {
       size_t params = 0;
@@ -300,15 +346,31 @@ int cmd_bench(int argc, char **argv) {
         const dynb__tensor *t = &dynb__optimizer_state_at(opt, i)->value;
         state += dynb__tensor_numel(t) * dynb__dtype_size(t->dtype);
       }
-      size_t peak = dynb__plan_bytes(plan) + params + state;
+      size_t peak_bytes = dynb__plan_bytes(plan) + params + state;
       double tr = (double)batch * (double)iters / t_train, inf = (double)batch * (double)iters / t_infer;
+      double step_flops = conv_fwd + conv_bwd;
+      double conv_gflops = step_flops * tr / (double)batch / 1e9;
+      double infer_gflops = conv_fwd * inf / (double)batch / 1e9;
+      double fraction = peak.gflops > 0 ? conv_gflops / peak.gflops : 0;
       printf("device          %s\nbatch           %ld\ntrain img/s     %.1f\ninfer img/s     %.1f\n"
              "peak bytes      %zu (plan %zu, parameters and gradients %zu, optimiser state %zu)\n",
-             ctx->info.device_name, batch, tr, inf, peak, dynb__plan_bytes(plan), params, state);
-      printf("{\"train_img_per_s\": %.3f, \"infer_img_per_s\": %.3f, \"peak_bytes\": %zu, "
-             "\"rss_base_bytes\": %zu, \"rss_build_peak_bytes\": %zu, \"rss_peak_bytes\": %zu}\n",
-             tr, inf, peak, rss_base, rss_build, proc_status_bytes("VmHWM"));
-      rc = 0;
+             ctx->info.device_name, batch, tr, inf, peak_bytes, dynb__plan_bytes(plan), params, state);
+      printf("conv FLOP/step  %.4g (forward %.4g, backward %.4g; 2 per multiply-add)\n"
+             "conv GFLOP/s    %.1f training, %.1f inference\n"
+             "peak GFLOP/s    %.1f (FMA microkernel, vectors of %d)\n"
+             "of peak         %.1f%% training, %.1f%% inference\n",
+             step_flops, conv_fwd, conv_bwd, conv_gflops, infer_gflops, peak.gflops, peak.width,
+             100 * fraction, peak.gflops > 0 ? 100 * infer_gflops / peak.gflops : 0);
+      if (o.profile) st = profile_steps(ctx, net, plan, opt, iters);
+      if (st == DYNB_OK) {
+        printf("{\"train_img_per_s\": %.3f, \"infer_img_per_s\": %.3f, \"peak_bytes\": %zu, "
+               "\"rss_base_bytes\": %zu, \"rss_build_peak_bytes\": %zu, \"rss_peak_bytes\": %zu, "
+               "\"conv_flops_per_step\": %.0f, \"conv_gflops\": %.3f, \"infer_conv_gflops\": %.3f, "
+               "\"peak_gflops\": %.3f, \"fraction_of_peak\": %.4f}\n",
+               tr, inf, peak_bytes, rss_base, rss_build, proc_status_bytes("VmHWM"), step_flops,
+               conv_gflops, infer_gflops, peak.gflops, fraction);
+        rc = 0;
+      }
     }
   }
   if (rc) cli_fail(cmd, ctx);

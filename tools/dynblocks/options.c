@@ -265,9 +265,11 @@ static const cli_flag bench_flags[] = {
     LONG(bench_opts, "--batch", batch, 1, 1 << 20, 64, "batch size (default 64)"),
     STR(bench_opts, "--memory", memory_name, "store (default) or checkpoint"),
     LONG(bench_opts, "--iters", iters, 1, 100000, 5, "timed iterations after 2 warm-up ones (default 5)"),
+    SWITCH(bench_opts, "--profile", profile,
+           "then --iters more training steps with OpenCL event profiling: device time per kernel family, layer and kernel"),
     STR(bench_opts, "--device", device, DEVICE_HELP),
 };
-const cli_command cli_bench_command = {"bench", "--spec FILE --batch N [--memory store|checkpoint]",
+const cli_command cli_bench_command = {"bench", "--spec FILE --batch N [--memory store|checkpoint] [--profile]",
                                        bench_flags, COUNT(bench_flags)};
 
 cli_result cli_bench_options(int argc, char **argv, bench_opts *o, char *err, size_t errlen) {

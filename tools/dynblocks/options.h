@@ -60,6 +60,7 @@ typedef struct model_opts {
 typedef struct bench_opts {
   const char *spec, *memory_name, *device;
   long batch, iters;
+  bool profile; /* --profile */
   dynb_memory_mode memory;
 } bench_opts;
 
