@@ -276,8 +276,8 @@ typedef struct dynb__peak {
   int width;
 } dynb__peak;
 /* Times every width, each with a launch grown to about run_seconds, best of
- * three; waits for the device (about 8 · DYNB__PEAK_NWIDTHS · run_seconds
- * in all). */
+ * three; waits for the device (about 5 · DYNB__PEAK_NWIDTHS · run_seconds
+ * in all on a quiet device: the growing launches, then two more). */
 dynb_status dynb__peak_measure(dynb_ctx *ctx, dynb_dtype dt, double run_seconds,
                                dynb__peak *out);
 
