@@ -274,6 +274,12 @@ const dynb__tensor *dynb__plan_loss(const dynb__plan *p) { return &p->loss; }
 const dynb__tensor *dynb__plan_input_grad(const dynb__plan *p) { return &p->gx; }
 size_t dynb__plan_bytes(const dynb__plan *p) { return p->bytes; }
 
+size_t dynb__plan_buffers(const dynb__plan *p) {
+  size_t n = (size_t)p->nowned + (size_t)p->scratch.npages;
+  for (int b = 0; b < p->net->spec.nblocks; b++) n += (size_t)p->level[b].keep.npages;
+  return n;
+}
+
 /* ---- passes ---------------------------------------------------------------------- */
 
 static dynb__norm_args unit_norm(const dynb__conv_unit *cu, const unit_buffers *u, bool train) {
