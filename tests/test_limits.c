@@ -69,6 +69,27 @@ static void clamps_reach_the_reduction_sizes(void **state) {
   dynb_ctx_free(plain);
 }
 
+/* CLBlast parameter sets whose work-groups exceed the device's are not
+ * offered to the tuner: with groups of at most 2 items, only those of
+ * at most 2 threads (and CLBlast's own) remain of the CPU candidates. */
+static void gemm_candidates_fit_the_limits(void **state) {
+  (void)state;
+  dynb_ctx *plain = tu_ctx(), *ctx = limited_ctx(2, 0, 0);
+  const char *all[32], *some[32];
+  size_t n_all = dynb__gemm_candidates(plain, all, 32), n_some = dynb__gemm_candidates(ctx, some, 32);
+  assert_true(n_some >= 1 && n_some <= n_all);
+  assert_string_equal(some[0], "clblast");
+  for (size_t i = 0; i < n_some; i++) {
+    dynb__gemm_config c;
+    TU_OK(ctx, dynb__gemm_config_find(ctx, some[i], &c));
+    if (c.has_xgemm) assert_true(c.xgemm[5] * c.xgemm[8] <= 2);  /* MDIMC·NDIMC */
+    if (c.has_direct) assert_true(c.direct[2] * c.direct[4] <= 2); /* MDIMCD·NDIMCD */
+  }
+  /* PoCL's list has 4-thread sets (i_m64n32: MDIMC 4 × NDIMC 2 = 8). */
+  if (!plain->info.is_gpu && strstr(plain->info.platform_name, "Portable")) assert_true(n_some < n_all);
+  dynb_ctx_free(ctx), dynb_ctx_free(plain);
+}
+
 /* ---- every reduction under the clamps ----------------------------------------------------- */
 
 enum { RN = 3, RC = 5, RH = 13, RW = 11, RS = RH * RW, RK = 7, RJ = 4, RP = 300 };
@@ -486,6 +507,7 @@ static void plan_names_a_tensor_too_large(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(clamps_reach_the_reduction_sizes),
+      cmocka_unit_test(gemm_candidates_fit_the_limits),
       cmocka_unit_test(reductions_match_under_clamps),
       cmocka_unit_test(beyond_a_limit_fails_clearly),
       cmocka_unit_test(conv_routes_fit_the_allocation_cap),

@@ -492,8 +492,9 @@ typedef struct dynb__gemm_config {
   size_t min_indirect; /* XGEMM_MIN_INDIRECT_SIZE */
 } dynb__gemm_config;
 
-/* The curated candidates for the context's device type, "clblast" (no
- * override) first; returns how many there are and fills up to cap names. */
+/* The curated candidates for the context's device type whose work-groups
+ * and local memory fit the device, "clblast" (no override) first; returns
+ * how many there are and fills up to cap names. */
 size_t dynb__gemm_candidates(const dynb_ctx *ctx, const char **names, size_t cap);
 /* The name of the built-in configuration for the device type and real
  * ("i_m32n32" for single precision on PoCL CPU devices, else "clblast"). */
