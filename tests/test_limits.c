@@ -466,6 +466,59 @@ static void split_plan_trains_bitwise(void **state) {
   dynb_ctx_free(plain), dynb_ctx_free(split);
 }
 
+/* A block that allocates its own arenas splits them too: the first block
+ * of the network, prepared alone in store mode for a batch of 8 at 12×12
+ * (keep arena over 290000 elements, cap 65536), runs forward and backward
+ * to the same bits as in one buffer each, and holds more buffers. */
+static double *block_run(dynb_ctx *ctx, dynb_dtype dt, size_t *count, size_t *bytes) {
+  static dynb__net_spec spec;
+  limits_spec(&spec, 8, 0);
+  dynb__net *net;
+  TU_OK(ctx, dynb__net_create(ctx, &spec, dt, &net));
+  TU_OK(ctx, dynb__net_init(net, 7));
+  dynb__block *b = net->blocks[0];
+  TU_OK(ctx, dynb__block_prepare(b, BATCH, 12, 12, DYNB_MEMORY_STORE, NULL, NULL));
+  *bytes = dynb__block_buffer_bytes(b);
+  const int64_t d[4] = {BATCH, 8, 12, 12};
+  size_t n = (size_t)BATCH * 8 * 144;
+  tu_rng r = tu_rng_seed(23);
+  double *x = tu_random(&r, n, -1, 1), *dout = tu_random(&r, n, -1, 1);
+  dynb__tensor tx = tu_upload(ctx, dt, 4, d, x), ty = tu_upload(ctx, dt, 4, d, NULL);
+  dynb__tensor tdo = tu_upload(ctx, dt, 4, d, dout), tdx = tu_upload(ctx, dt, 4, d, NULL);
+  TU_OK(ctx, dynb__block_forward(b, &tx, &ty, true));
+  TU_OK(ctx, dynb__block_backward(b, &tx, &tdo, &tdx));
+  size_t np = dynb__tensor_numel(dynb__block_grads(b));
+  double *out = malloc((2 * n + np) * sizeof *out);
+  tu_download(ctx, &ty, out);
+  tu_download(ctx, &tdx, out + n);
+  tu_download(ctx, dynb__block_grads(b), out + 2 * n);
+  *count = 2 * n + np;
+  dynb__tensor_release(&tx), dynb__tensor_release(&ty);
+  dynb__tensor_release(&tdo), dynb__tensor_release(&tdx);
+  free(x), free(dout);
+  dynb__net_free(net);
+  return out;
+}
+
+static void block_own_arenas_split_bitwise(void **state) {
+  (void)state;
+  dynb_ctx *plain = tu_ctx();
+  dynb_dtype dt = test_real(plain);
+  dynb_ctx *split = limited_ctx(0, 0, 64 * KIB * dynb__dtype_size(dt));
+  dynb__ctx_inject_fault(split, DYNB__FAULT_BUFFER, 0); /* counts live buffers, fails none */
+  plain->conv_policy = split->conv_policy = DYNB__CONV_WIDE;
+  size_t n0, n1, bytes0, bytes1;
+  double *base = block_run(plain, dt, &n0, &bytes0);
+  double *got = block_run(split, dt, &n1, &bytes1);
+  assert_int_equal(n0, n1);
+  assert_memory_equal(got, base, n0 * sizeof *got);
+  /* Each page is at most the cap; the keep arena alone is several caps. */
+  assert_true(bytes1 > 4 * 64 * KIB * dynb__dtype_size(dt));
+  assert_int_equal(tu_live_buffers_settled(split), 0);
+  free(base), free(got);
+  dynb_ctx_free(plain), dynb_ctx_free(split);
+}
+
 /* A tensor larger than the largest allocation cannot be split: the plan
  * fails naming it, with both sizes. At a 128 KiB cap every activation of
  * the network (72 KiB in double, 36 KiB in float) fits, but a block's stage
@@ -513,6 +566,7 @@ int main(void) {
       cmocka_unit_test(conv_routes_fit_the_allocation_cap),
       cmocka_unit_test(training_matches_under_clamps),
       cmocka_unit_test(split_plan_trains_bitwise),
+      cmocka_unit_test(block_own_arenas_split_bitwise),
       cmocka_unit_test(plan_names_a_tensor_too_large),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -218,7 +218,8 @@ static dynb_status ctx_new(const dynb_ctx_desc *desc, bool plain, dynb_ctx **out
 static void ctx_describe(dynb_ctx *ctx) {
   dynb__device_describe(ctx->platform, ctx->device, &ctx->info);
   dynb__limits *lim = &ctx->limits;
-  /* The minimum values OpenCL 1.2 guarantees stand in where a query fails. */
+  /* The smallest values OpenCL 1.2 allows a device (the embedded profile's
+   * for local memory) stand in where a query fails. */
   size_t wg = 1, items[3] = {1, 1, 1};
   cl_ulong local = 1024, alloc = 128u << 20;
   clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
