@@ -109,17 +109,16 @@ dynb__run dynb__arena_run(dynb__arena_cursor *c, size_t count, size_t size, cons
 }
 
 dynb__tensor dynb__run_at(const dynb__run *r, size_t i, int ndim, const int64_t *dims) {
+  const dynb__tensor none = {0};
   int page = r->page;
   size_t off = r->off + i * r->size;
   if (i >= r->first) {
+    if (r->per_page == 0) return none; /* a run that was never placed */
     size_t j = i - r->first;
     page += 1 + (int)(j / r->per_page);
     off = (j % r->per_page) * r->size;
   }
-  if (page >= DYNB__ARENA_PAGES) {
-    dynb__tensor none = {0};
-    return none;
-  }
+  if (page >= DYNB__ARENA_PAGES) return none;
   return dynb__tensor_sub(&r->arena->page[page], off, ndim, dims);
 }
 
