@@ -76,7 +76,8 @@ static void gemm_candidates_fit_the_limits(void **state) {
   (void)state;
   dynb_ctx *plain = tu_ctx(), *ctx = limited_ctx(2, 0, 0);
   const char *all[32], *some[32];
-  size_t n_all = dynb__gemm_candidates(plain, all, 32), n_some = dynb__gemm_candidates(ctx, some, 32);
+  size_t n_all = dynb__gemm_candidates(plain, all, 32);
+  size_t n_some = dynb__gemm_candidates(ctx, some, 32);
   assert_true(n_some >= 1 && n_some <= n_all);
   assert_string_equal(some[0], "clblast");
   for (size_t i = 0; i < n_some; i++) {
@@ -86,7 +87,8 @@ static void gemm_candidates_fit_the_limits(void **state) {
     if (c.has_direct) assert_true(c.direct[2] * c.direct[4] <= 2); /* MDIMCD·NDIMCD */
   }
   /* PoCL's list has 4-thread sets (i_m64n32: MDIMC 4 × NDIMC 2 = 8). */
-  if (!plain->info.is_gpu && strstr(plain->info.platform_name, "Portable")) assert_true(n_some < n_all);
+  if (!plain->info.is_gpu && strstr(plain->info.platform_name, "Portable"))
+    assert_true(n_some < n_all);
   dynb_ctx_free(ctx), dynb_ctx_free(plain);
 }
 
@@ -271,7 +273,8 @@ static void beyond_a_limit_fails_clearly(void **state) {
   (void)state;
   dynb_ctx *ctx = gpu_like_ctx();
   const int64_t d4[4] = {2, 3, 5, 7}, c1 = 3;
-  dynb__tensor x = tu_upload(ctx, DYNB_F32, 4, d4, NULL), out = tu_upload(ctx, DYNB_F32, 1, &c1, NULL);
+  dynb__tensor x = tu_upload(ctx, DYNB_F32, 4, d4, NULL);
+  dynb__tensor out = tu_upload(ctx, DYNB_F32, 1, &c1, NULL);
   dynb__launch l;
   TU_OK(ctx, dynb__launch_begin(&l, ctx, "channel", "dynb_channel_sum", DYNB_F32));
   dynb__arg_int(&l, 2), dynb__arg_int(&l, 3), dynb__arg_int(&l, 35);

@@ -137,8 +137,8 @@ dynb_status dynb__arena_alloc(dynb_ctx *ctx, dynb__arena *a, const char *what) {
 }
 
 dynb_status dynb__arena_check(dynb_ctx *ctx, const dynb__arena *a, const char *what) {
-  DYNB_CHECK(ctx, !a->error[0], a->allocated ? DYNB_STATUS_BUFFER_TOO_SMALL : DYNB_STATUS_OUT_OF_DEVICE_MEMORY,
-             "%s: %s", what, a->error);
+  dynb_status st = a->allocated ? DYNB_STATUS_BUFFER_TOO_SMALL : DYNB_STATUS_OUT_OF_DEVICE_MEMORY;
+  DYNB_CHECK(ctx, !a->error[0], st, "%s: %s", what, a->error);
   return DYNB_OK;
 }
 
