@@ -31,6 +31,9 @@ typedef struct dynb_device_info {
   char device_name[128];       /**< CL_DEVICE_NAME */
   char device_version[128];    /**< CL_DEVICE_VERSION */
   char driver_version[64];     /**< CL_DRIVER_VERSION */
+  uint64_t max_alloc_bytes;    /**< CL_DEVICE_MAX_MEM_ALLOC_SIZE: the largest single buffer */
+  uint64_t local_mem_bytes;    /**< CL_DEVICE_LOCAL_MEM_SIZE */
+  uint32_t max_work_group;     /**< CL_DEVICE_MAX_WORK_GROUP_SIZE */
 } dynb_device_info;
 
 /** Lists the OpenCL devices of every platform.

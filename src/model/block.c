@@ -43,13 +43,14 @@ struct dynb__block {
    * y_k itself): input_index[i] numbers them, ninputs counts them. */
   int ninputs, input_index[DYNB_MAX_STAGES];
   /* Views of two arenas (see carve): own_keep and own_scratch hold them
-   * unless the caller lent the arenas. */
-  dynb__tensor own_keep, own_scratch;
+   * unless the caller lent the arenas. The runs are of items that each
+   * fit one allocation, though all of them together may not. */
+  dynb__arena own_keep, own_scratch;
   dynb__tensor coef;   /* keep: [K][2s+2][s+1] rows, see coef_row() */
-  dynb__tensor theta;  /* keep: [K][nunique][P] */
-  dynb__tensor states; /* keep: [K-1][NCHW]: y_k for k >= 1 (y_0 is the caller's x) */
-  dynb__tensor inputs; /* keep (store mode) or scratch: [K or 1][ninputs][NCHW] */
-  dynb__tensor caches; /* keep (store mode) or scratch: [K or 1][s][cache] */
+  dynb__run theta;     /* keep: [K][nunique] items of P */
+  dynb__run states;    /* keep: K-1 items of NCHW: y_k for k >= 1 (y_0 is the caller's x) */
+  dynb__run inputs;    /* keep (store mode) or scratch: [K or 1][ninputs] items of NCHW */
+  dynb__run caches;    /* keep (store mode) or scratch: [K or 1][s] items of cache */
   dynb__tensor adj;    /* scratch: [s+1][NCHW]: Ȳ_0..Ȳ_{s-1}, then ȳ */
   dynb__tensor gstage; /* adj's first s rows: g_i of the step being computed */
   dynb__tensor gbar;   /* scratch: [NCHW]: ḡ_i */
@@ -176,8 +177,8 @@ dynb_status dynb__block_create(dynb_ctx *ctx, const dynb__block_desc *desc, dynb
 }
 
 static void release_buffers(dynb__block *b) {
-  dynb__tensor_release(&b->own_keep);
-  dynb__tensor_release(&b->own_scratch);
+  dynb__arena_release(&b->own_keep);
+  dynb__arena_release(&b->own_scratch);
   b->prepared = false;
   b->forward_done = false;
   b->bytes = 0;
@@ -219,25 +220,26 @@ void dynb__block_conv_flops(const dynb__block *b, double *forward, double *backw
  * writes g_i only into rows that adjoint has yet to write, and the
  * combinations skip zero coefficients), and, in checkpoint mode, the one
  * step's stage inputs and caches). A plan lends every block the same
- * scratch. With arenas holding no buffer it only counts. */
-static void carve(dynb__block *b, const dynb__tensor *keep, const dynb__tensor *scratch,
-                  size_t *keep_n, size_t *scratch_n) {
+ * scratch. In arenas not yet allocated it only sizes them. Each state,
+ * stage input, stage cache and θ is placed whole, so a device whose
+ * largest allocation holds the biggest of these (adj: s + 1 states, the
+ * layer's work: two states and its convolutions') runs the block however
+ * many steps it keeps. */
+static void carve(dynb__block *b, dynb__arena *keep, dynb__arena *scratch) {
   size_t s = (size_t)b->tab.stages, K = (size_t)b->nsteps;
   size_t kept = b->mode == DYNB_MEMORY_STORE ? K : 1;
-  dynb__cursor k = {keep, 0}, t = {scratch, 0};
-  dynb__cursor *evals = b->mode == DYNB_MEMORY_STORE ? &k : &t;
-  b->coef = dynb__cursor_flat(&k, coef_row(b, b->nsteps, 0));
-  b->theta = dynb__cursor_flat(&k, K * (size_t)b->nunique * b->P);
-  b->states = dynb__cursor_flat(&k, (K - 1) * b->nchw);
-  b->inputs = dynb__cursor_flat(evals, kept * (size_t)b->ninputs * b->nchw);
-  b->caches = dynb__cursor_flat(evals, kept * s * b->cache_elems);
-  b->adj = dynb__cursor_flat(&t, (s + 1) * b->nchw);
+  dynb__arena_cursor k = dynb__arena_begin(keep), t = dynb__arena_begin(scratch);
+  dynb__arena_cursor *evals = b->mode == DYNB_MEMORY_STORE ? &k : &t;
+  b->coef = dynb__arena_flat(&k, coef_row(b, b->nsteps, 0), "block coefficients");
+  b->theta = dynb__arena_run(&k, K * (size_t)b->nunique, b->P, "block parameters at a stage time");
+  b->states = dynb__arena_run(&k, K - 1, b->nchw, "block state");
+  b->inputs = dynb__arena_run(evals, kept * (size_t)b->ninputs, b->nchw, "block stage input");
+  b->caches = dynb__arena_run(evals, kept * s, b->cache_elems, "block stage cache");
+  b->adj = dynb__arena_flat(&t, (s + 1) * b->nchw, "block adjoints (stages + 1 states)");
   b->gstage = b->adj;
-  b->gbar = dynb__cursor_flat(&t, b->nchw);
-  b->dtheta = dynb__cursor_flat(&t, (size_t)b->nunique * b->P);
-  b->work = dynb__cursor_flat(&t, b->work_elems);
-  *keep_n = k.at;
-  *scratch_n = t.at;
+  b->gbar = dynb__arena_flat(&t, b->nchw, "block stage gradient");
+  b->dtheta = dynb__arena_flat(&t, (size_t)b->nunique * b->P, "block parameter gradients");
+  b->work = dynb__arena_flat(&t, b->work_elems, "block layer work");
 }
 
 static bool row_is_zero(const dynb__tableau *t, int i) {
@@ -269,10 +271,13 @@ static dynb_status shape(dynb__block *b, int64_t n, int64_t h, int64_t w, dynb_m
 }
 
 dynb_status dynb__block_sizes(dynb__block *b, int64_t n, int64_t h, int64_t w,
-                              dynb_memory_mode mode, size_t *keep, size_t *scratch) {
+                              dynb_memory_mode mode, dynb__arena *keep, dynb__arena *scratch) {
+  DYNB_CHECK(b->ctx, keep && scratch && !keep->allocated && !scratch->allocated &&
+                         keep->dtype == b->real && scratch->dtype == b->real,
+             DYNB_STATUS_INVALID_ARGUMENT, "block: sizing needs two arenas of %s not yet allocated",
+             dynb__dtype_name(b->real));
   DYNB_TRY(shape(b, n, h, w, mode));
-  dynb__tensor none = {0};
-  carve(b, &none, &none, keep, scratch);
+  carve(b, keep, scratch);
   /* The views of the prepared shape, if any, were overwritten: prepare again. */
   release_buffers(b);
   return DYNB_OK;
@@ -300,45 +305,39 @@ static dynb_status upload_coefficients(dynb__block *b) {
   return st;
 }
 
-/* An arena the caller lends: of the block's real type and big enough. */
-static dynb_status check_arena(dynb__block *b, const dynb__tensor *t, const char *name,
-                               size_t need) {
-  DYNB_TRY(dynb__tensor_check(b->ctx, t, name, b->real, -1));
-  DYNB_CHECK(b->ctx, dynb__tensor_numel(t) >= need, DYNB_STATUS_BUFFER_TOO_SMALL,
-             "%s holds %zu elements, the block needs %zu", name, dynb__tensor_numel(t), need);
-  return DYNB_OK;
-}
-
-static dynb_status own_arena(dynb__block *b, dynb__tensor *t, size_t count) {
-  int64_t n = (int64_t)(count ? count : 1);
-  DYNB_TRY(dynb__tensor_alloc(b->ctx, b->real, 1, &n, t));
-  b->bytes += t->cap_bytes;
+/* Sizes and allocates the block's own two arenas. */
+static dynb_status own_arenas(dynb__block *b) {
+  dynb__arena_init(b->ctx, &b->own_keep, b->real);
+  dynb__arena_init(b->ctx, &b->own_scratch, b->real);
+  carve(b, &b->own_keep, &b->own_scratch);
+  DYNB_TRY(dynb__arena_alloc(b->ctx, &b->own_keep, "block: keep arena"));
+  DYNB_TRY(dynb__arena_alloc(b->ctx, &b->own_scratch, "block: scratch arena"));
+  b->bytes = dynb__arena_bytes(&b->own_keep) + dynb__arena_bytes(&b->own_scratch);
   return DYNB_OK;
 }
 
 dynb_status dynb__block_prepare(dynb__block *b, int64_t n, int64_t h, int64_t w,
-                                dynb_memory_mode mode, const dynb__tensor *keep,
-                                const dynb__tensor *scratch) {
+                                dynb_memory_mode mode, dynb__arena *keep,
+                                dynb__arena *scratch) {
   dynb_ctx *ctx = b->ctx;
   DYNB_CHECK(ctx, (keep == NULL) == (scratch == NULL), DYNB_STATUS_INVALID_ARGUMENT,
              "block: lend both arenas or neither");
+  DYNB_CHECK(ctx, !keep || (keep->allocated && scratch->allocated && keep->dtype == b->real &&
+                            scratch->dtype == b->real),
+             DYNB_STATUS_INVALID_ARGUMENT, "block: lent arenas must be allocated, of %s",
+             dynb__dtype_name(b->real));
   release_buffers(b);
   DYNB_TRY(shape(b, n, h, w, mode));
-  size_t keep_n = 0, scratch_n = 0;
-  dynb__tensor none = {0};
-  carve(b, &none, &none, &keep_n, &scratch_n);
   dynb_status st = DYNB_OK;
-  if (keep) {
-    st = check_arena(b, keep, "block: keep arena", keep_n);
-    if (st == DYNB_OK) st = check_arena(b, scratch, "block: scratch arena", scratch_n);
-  } else {
-    st = own_arena(b, &b->own_keep, keep_n);
-    if (st == DYNB_OK) st = own_arena(b, &b->own_scratch, scratch_n);
+  if (!keep) {
+    st = own_arenas(b);
     keep = &b->own_keep, scratch = &b->own_scratch;
   }
   if (st == DYNB_OK) {
-    carve(b, keep, scratch, &keep_n, &scratch_n);
-    st = upload_coefficients(b);
+    carve(b, keep, scratch);
+    st = dynb__arena_check(ctx, keep, "block: keep arena");
+    if (st == DYNB_OK) st = dynb__arena_check(ctx, scratch, "block: scratch arena");
+    if (st == DYNB_OK) st = upload_coefficients(b);
   }
   if (st != DYNB_OK) {
     release_buffers(b);
@@ -359,6 +358,11 @@ static dynb__tensor coef_view(const dynb__block *b, int k, int row, int len) {
   return dynb__tensor_sub(&b->coef, coef_row(b, k, row), 1, &d);
 }
 
+static dynb__tensor theta_slot(const dynb__block *b, size_t slot) {
+  int64_t p = (int64_t)b->P;
+  return dynb__run_at(&b->theta, slot, 1, &p);
+}
+
 static dynb__tensor stages_view(const dynb__block *b, const dynb__tensor *base, int count) {
   int64_t d[2] = {count, (int64_t)b->nchw};
   return dynb__tensor_sub(base, 0, 2, d);
@@ -371,7 +375,7 @@ static dynb__tensor theta_at(const dynb__block *b, const dynb__tensor *base, siz
 
 /* y_k: the caller's x for k = 0, else the stored state. */
 static dynb__tensor state_at(const dynb__block *b, const dynb__tensor *x, int k) {
-  return k == 0 ? *x : nchw_at(b, &b->states, (size_t)k - 1);
+  return k == 0 ? *x : dynb__run_at(&b->states, (size_t)k - 1, 4, b->dims);
 }
 
 /* Where stage i of step k keeps its cache: per step in store mode, one
@@ -384,12 +388,13 @@ static size_t eval_slot(const dynb__block *b, int k, int i) {
 static dynb__tensor stage_input(const dynb__block *b, const dynb__tensor *x, int k, int i) {
   if (b->input_index[i] < 0) return state_at(b, x, k);
   size_t step = b->mode == DYNB_MEMORY_STORE ? (size_t)k : 0;
-  return nchw_at(b, &b->inputs, step * (size_t)b->ninputs + (size_t)b->input_index[i]);
+  return dynb__run_at(&b->inputs, step * (size_t)b->ninputs + (size_t)b->input_index[i], 4,
+                      b->dims);
 }
 
 static dynb__tensor cache_at(const dynb__block *b, int k, int i) {
   int64_t n = (int64_t)b->cache_elems;
-  return dynb__tensor_sub(&b->caches, eval_slot(b, k, i) * b->cache_elems, 1, &n);
+  return dynb__run_at(&b->caches, eval_slot(b, k, i), 1, &n);
 }
 
 static dynb__tensor running_at(const dynb__block *b, int k, int i) {
@@ -411,7 +416,7 @@ static dynb_status interpolate_step(dynb__block *b, int k) {
     int j0;
     double w;
     dynb__interp_weights(b->t_controls, b->ncontrols, stage_time(b, k, b->unique_c[u]), &j0, &w);
-    dynb__tensor th = theta_at(b, &b->theta, (size_t)k * (size_t)b->nunique + (size_t)u);
+    dynb__tensor th = theta_slot(b, (size_t)k * (size_t)b->nunique + (size_t)u);
     DYNB_TRY(dynb__interp_forward(b->ctx, &b->controls, j0, w, &th));
   }
   return DYNB_OK;
@@ -430,7 +435,7 @@ static dynb_status step_stages(dynb__block *b, const dynb__tensor *x, int k, boo
       dynb__tensor g = stages_view(b, &b->gstage, s), c = coef_view(b, k, i, s);
       DYNB_TRY(dynb__rk_combine(b->ctx, &y, &g, &c, &in));
     }
-    dynb__tensor th = theta_at(b, &b->theta, (size_t)k * (size_t)b->nunique + (size_t)b->stage_slot[i]);
+    dynb__tensor th = theta_slot(b, (size_t)k * (size_t)b->nunique + (size_t)b->stage_slot[i]);
     dynb__tensor cache = cache_at(b, k, i), run = b->running.mem ? running_at(b, k, i) : b->running;
     dynb__layer_eval e = {&th, &in, &cache, NULL, train};
     if (b->running.mem && (!train || update_running)) e.running = &run;
@@ -497,7 +502,7 @@ static dynb_status step_backward(dynb__block *b, const dynb__tensor *x, int k,
     dynb__tensor c = coef_view(b, k, s + 1 + i, s + 1);
     DYNB_TRY(dynb__rk_combine(b->ctx, NULL, &adj, &c, &gbar));
     dynb__tensor in = stage_input(b, x, k, i), cache = cache_at(b, k, i);
-    dynb__tensor th = theta_at(b, &b->theta, (size_t)k * (size_t)b->nunique + (size_t)b->stage_slot[i]);
+    dynb__tensor th = theta_slot(b, (size_t)k * (size_t)b->nunique + (size_t)b->stage_slot[i]);
     dynb__tensor run = b->running.mem ? running_at(b, k, i) : b->running;
     dynb__layer_eval e = {&th, &in, &cache, NULL, b->train_last};
     if (b->running.mem && !b->train_last) e.running = &run;

@@ -169,21 +169,25 @@ dynb_status dynb__block_create(dynb_ctx *ctx, const dynb__block_desc *desc, dynb
                                dynb__block **out, char *err, size_t errlen);
 void dynb__block_free(dynb__block *b);
 
-/* Elements of the two arenas a block prepared for inputs [n, C, h, w] and a
- * memory mode works in: `keep`, live from a forward to its backward (the
- * states, and the stage caches in store mode), and `scratch`, live only
- * within one forward or backward call. Chooses the routes of the layer's
- * convolutions; leaves the block unprepared. */
+/* Sizes the two arenas (dynb__arena, not yet allocated, of the block's
+ * real type) a block prepared for inputs [n, C, h, w] and a memory mode
+ * works in: `keep`, live from a forward to its backward (the states, and
+ * the stage caches in store mode), and `scratch`, live only within one
+ * forward or backward call (others may size it too: it holds the most any
+ * of them needs). A state, stage cache or the like larger than the
+ * device's largest allocation is recorded in the arena, whose allocation
+ * then fails naming it. Chooses the routes of the layer's convolutions;
+ * leaves the block unprepared. */
 dynb_status dynb__block_sizes(dynb__block *b, int64_t n, int64_t h, int64_t w,
-                              dynb_memory_mode mode, size_t *keep, size_t *scratch);
+                              dynb_memory_mode mode, dynb__arena *keep, dynb__arena *scratch);
 /* Lays the block out for inputs [n, C, h, w] and a memory mode, in the
- * caller's arenas (views of the block's real type, at least the sizes
- * above; nothing else may use `keep`, and `scratch` only between block
- * calls) or, with both NULL, in two it allocates; frees the previous ones.
- * Must precede forward/backward. */
+ * caller's arenas (sized as above, then allocated; nothing else may use
+ * `keep`, and `scratch` only between block calls; borrowed for as long as
+ * the block stays prepared) or, with both NULL, in two it allocates; frees
+ * the previous ones. Must precede forward/backward. */
 dynb_status dynb__block_prepare(dynb__block *b, int64_t n, int64_t h, int64_t w,
-                                dynb_memory_mode mode, const dynb__tensor *keep,
-                                const dynb__tensor *scratch);
+                                dynb_memory_mode mode, dynb__arena *keep,
+                                dynb__arena *scratch);
 /* Device bytes the block allocated for the prepared shape (its own arenas;
  * 0 when lent); not counting parameters. */
 size_t dynb__block_buffer_bytes(const dynb__block *b);

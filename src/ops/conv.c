@@ -120,6 +120,19 @@ size_t dynb__conv2d_workspace(int64_t n, int64_t cin, int64_t cout, int64_t h, i
   return need;
 }
 
+/* The most work one buffer of the device holds, in elements: a route
+ * needing more (im2col's col matrix grows with the batch) is not taken
+ * while one that fits exists. */
+static size_t work_cap(const dynb_ctx *ctx, dynb_dtype dt) {
+  uint64_t cap = ctx->limits.max_alloc / dynb__dtype_size(dt);
+  return cap < (uint64_t)SIZE_MAX ? (size_t)cap : SIZE_MAX;
+}
+
+/* Whether the route exists for the shape and its work fits one buffer. */
+static bool route_usable(const dynb_ctx *ctx, const conv_geom *g, int kind, conv_route r) {
+  return route_exists(g->k, kind, r) && route_workspace(g, kind, r) <= work_cap(ctx, g->dt);
+}
+
 /* ---- Argument checks ----------------------------------------------------- */
 
 static dynb_status check_named(dynb_ctx *ctx, const char *op, const char *name,
@@ -523,7 +536,7 @@ static dynb_status time_routes(dynb_ctx *ctx, const conv_geom *g, const dynb__te
   for (int round = -1; round < TIMING_ROUNDS; round++)
     for (int kind = 0; kind < KINDS; kind++)
       for (int r = 0; r < ROUTES; r++) {
-        if (!route_exists(g->k, kind, (conv_route)r)) continue;
+        if (!route_usable(ctx, g, kind, (conv_route)r)) continue;
         double dt;
         DYNB_TRY(run_timed(ctx, g, kind, (conv_route)r, t, &dt));
         if (round >= 0 && dt < secs[kind][r]) secs[kind][r] = dt;
@@ -531,13 +544,27 @@ static dynb_status time_routes(dynb_ctx *ctx, const conv_geom *g, const dynb__te
   return DYNB_OK;
 }
 
-/* Times every route of every direction on zero-filled scratch tensors of
- * the shape (allocated here, once per shape and context: the plan calls
- * this through dynb__conv2d_prepare before any step). */
+/* The most work any usable route of any direction takes (at least 1). */
+static size_t usable_workspace(const dynb_ctx *ctx, const conv_geom *g) {
+  size_t need = 1;
+  for (int kind = 0; kind < KINDS; kind++)
+    for (int r = 0; r < ROUTES; r++)
+      if (route_usable(ctx, g, kind, (conv_route)r)) {
+        size_t rw = route_workspace(g, kind, (conv_route)r);
+        need = rw > need ? rw : need;
+      }
+  return need;
+}
+
+/* Times every usable route of every direction on zero-filled scratch
+ * tensors of the shape (allocated here, once per shape and context: the
+ * plan calls this through dynb__conv2d_prepare before any step). Where no
+ * route of a direction fits the device's largest allocation, the GEMM one
+ * stays chosen, and laying out its work fails naming it. */
 static dynb_status measure(dynb_ctx *ctx, conv_geom *g, int *choice) {
   const int64_t din[4] = {g->n, g->cin, g->h, g->w}, dout[4] = {g->n, g->cout, g->h, g->w};
   const int64_t dw[4] = {g->cout, g->cin, g->k, g->k};
-  const int64_t dwork = (int64_t)dynb__conv2d_workspace(g->n, g->cin, g->cout, g->h, g->w, g->k);
+  const int64_t dwork = (int64_t)usable_workspace(ctx, g);
   dynb__tensor t[4] = {{0}};
   dynb_status st = dynb__tensor_alloc(ctx, g->dt, 4, din, &t[0]);
   if (st == DYNB_OK) st = dynb__tensor_alloc(ctx, g->dt, 4, dout, &t[1]);
@@ -566,14 +593,15 @@ static dynb_status measure(dynb_ctx *ctx, conv_geom *g, int *choice) {
   return st;
 }
 
-/* Whether every direction of `choice` is a route this shape has. Choices
- * can come from a file (a checkpoint's routes), so they are checked before
- * use; one that does not fit is timed afresh. */
-static bool choice_fits(const conv_geom *g, int choice) {
+/* Whether every direction of `choice` is a route this shape has, with
+ * work that fits one buffer. Choices can come from a file (a checkpoint's
+ * routes, a tuning cache written under other limits), so they are checked
+ * before use; one that does not fit is timed afresh. */
+static bool choice_fits(const dynb_ctx *ctx, const conv_geom *g, int choice) {
   if (choice < 0 || choice >= 1 << (2 * KINDS)) return false;
   for (int kind = 0; kind < KINDS; kind++) {
     conv_route r = route_of(choice, kind);
-    if (!route_exists(g->k, kind, r)) return false;
+    if (!route_usable(ctx, g, kind, r)) return false;
   }
   return true;
 }
@@ -604,7 +632,7 @@ static bool cached_choice(const dynb_ctx *ctx, const conv_geom *g, const char *n
     c |= r << (2 * kind);
     if (end) tok = end + 1;
   }
-  if (!choice_fits(g, c)) return false;
+  if (!choice_fits(ctx, g, c)) return false;
   *choice = c;
   return true;
 }
@@ -644,7 +672,7 @@ static dynb_status choose(dynb_ctx *ctx, const conv_geom *g, int *choice) {
   }
   uint64_t key = shape_key(g);
   int known = dynb__choice_get(ctx, key);
-  if (known >= 0 && choice_fits(g, known)) {
+  if (known >= 0 && choice_fits(ctx, g, known)) {
     *choice = known;
     return DYNB_OK;
   }

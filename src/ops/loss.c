@@ -50,8 +50,8 @@ dynb_status dynb__xent_forward(dynb_ctx *ctx, const dynb__tensor *logits,
   dynb__arg_tensor(&l, labels);
   dynb__arg_tensor(&l, work);
   DYNB_TRY(dynb__launch_1d(&l, (size_t)n));
-  size_t wg = dynb__reduce_wg(ctx);
   DYNB_TRY(dynb__launch_begin(&l, ctx, "loss", "dynb_xent_reduce", dt));
+  size_t wg = dynb__launch_reduce_wg(&l, dynb__dtype_size(dt));
   dynb__arg_int(&l, (int)n);
   dynb__arg_tensor(&l, work);
   dynb__arg_tensor(&l, out);

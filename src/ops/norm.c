@@ -55,10 +55,10 @@ static dynb_status check_eps(dynb_ctx *ctx, const char *op, double eps) {
   return DYNB_OK;
 }
 
-/* Enqueues a kernel with one work-group of dynb__reduce_wg per channel and
- * its scratch memory as the last argument. */
-static dynb_status run_per_channel(dynb_ctx *ctx, dynb__launch *l, const nchw *d) {
-  size_t wg = dynb__reduce_wg(ctx);
+/* Enqueues a kernel with one work-group of dynb__launch_reduce_wg per
+ * channel and its scratch memory as the last argument. */
+static dynb_status run_per_channel(dynb__launch *l, const nchw *d) {
+  size_t wg = dynb__launch_reduce_wg(l, dynb__dtype_size(l->real));
   dynb__arg_local(l, wg * dynb__dtype_size(l->real));
   size_t global = (size_t)d->c * wg;
   return dynb__launch_run(l, 1, &global, &wg);
@@ -180,7 +180,7 @@ dynb_status dynb__bn_train_forward(dynb_ctx *ctx, const dynb__tensor *x, const d
   dynb__arg_real(&l, momentum);
   dynb__arg_real(&l, eps);
   arg_act(&l, act);
-  return run_per_channel(ctx, &l, &d);
+  return run_per_channel(&l, &d);
 }
 
 dynb_status dynb__bn_train_backward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *dy,
@@ -213,7 +213,7 @@ dynb_status dynb__bn_train_backward(dynb_ctx *ctx, const dynb__tensor *x, const 
   dynb__arg_tensor(&l, dbeta);
   dynb__arg_int(&l, acc_dx);
   dynb__arg_int(&l, acc_params);
-  return run_per_channel(ctx, &l, &d);
+  return run_per_channel(&l, &d);
 }
 
 /* ---- Batch norm, evaluation ---------------------------------------------- */
@@ -286,5 +286,5 @@ dynb_status dynb__bn_eval_backward(dynb_ctx *ctx, const dynb__tensor *x, const d
   dynb__arg_real(&l, eps);
   dynb__arg_int(&l, acc_dx);
   dynb__arg_int(&l, acc_params);
-  return run_per_channel(ctx, &l, &d);
+  return run_per_channel(&l, &d);
 }

@@ -5,10 +5,6 @@
 
 const int dynb__peak_widths[DYNB__PEAK_NWIDTHS] = {1, 4, 8, 16};
 
-static size_t peak_local(const dynb_ctx *ctx) {
-  return ctx->max_work_group < 64 ? ctx->max_work_group : 64;
-}
-
 dynb_status dynb__peak_fma(dynb_ctx *ctx, const dynb__tensor *out, int width, int n, int iters,
                            double m, double a) {
   DYNB_CHECK(ctx, out != NULL, DYNB_STATUS_INVALID_ARGUMENT, "peak: out is NULL");
@@ -35,7 +31,9 @@ dynb_status dynb__peak_fma(dynb_ctx *ctx, const dynb__tensor *out, int width, in
   dynb__arg_int(&l, iters);
   dynb__arg_real(&l, m);
   dynb__arg_real(&l, a);
-  size_t g = (size_t)n, local = peak_local(ctx);
+  /* Groups of 64, or fewer where the kernel or device allows fewer. */
+  size_t g = (size_t)n, local = dynb__launch_reduce_wg(&l, 0);
+  if (local > 64) local = 64;
   return dynb__launch_run(&l, 1, &g, &local);
 }
 
@@ -60,7 +58,7 @@ dynb_status dynb__peak_measure(dynb_ctx *ctx, dynb_dtype dt, double run_seconds,
   /* Eight work-groups per compute unit: enough to keep every core or SM
    * busy, with the chains inside each work-item supplying the rest. */
   size_t cu = ctx->info.compute_units ? ctx->info.compute_units : 1;
-  size_t items = cu * 8 * peak_local(ctx);
+  size_t items = cu * 8 * 64;
   int n = items > (1u << 20) ? 1 << 20 : (int)items;
   int64_t dims = n;
   dynb__tensor buf;

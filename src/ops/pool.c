@@ -100,8 +100,8 @@ dynb_status dynb__avgpool2_backward(dynb_ctx *ctx, const dynb__tensor *dy, const
  * the smallest power of two covering one plane, so that the 8x8 planes of
  * a network head do not idle 256-item groups. It depends only on the plane
  * size and the device, so the summation tree stays fixed. */
-static size_t plane_wg(dynb_ctx *ctx, size_t s) {
-  size_t wg = dynb__reduce_wg(ctx);
+static size_t plane_wg(const dynb__launch *l, size_t s) {
+  size_t wg = dynb__launch_reduce_wg(l, dynb__dtype_size(l->real));
   while (wg > 1 && wg / 2 >= s) wg /= 2;
   return wg;
 }
@@ -117,9 +117,9 @@ dynb_status dynb__global_avgpool_forward(dynb_ctx *ctx, const dynb__tensor *x,
   DYNB_TRY(dynb__tensor_check(ctx, y, "global_avgpool_forward: y", dt, 2));
   DYNB_TRY(check_dims(ctx, op, y, "y", 2, x->dims));
   size_t planes = (size_t)(x->dims[0] * x->dims[1]), s = (size_t)(x->dims[2] * x->dims[3]);
-  size_t wg = plane_wg(ctx, s), global = planes * wg;
   dynb__launch l;
   DYNB_TRY(dynb__launch_begin(&l, ctx, "pool", "dynb_global_avgpool_forward", dt));
+  size_t wg = plane_wg(&l, s), global = planes * wg;
   dynb__arg_int(&l, (int)s);
   dynb__arg_tensor(&l, x);
   dynb__arg_tensor(&l, y);

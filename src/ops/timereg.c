@@ -25,16 +25,16 @@ static dynb_status check_real_arg(dynb_ctx *ctx, const char *what, dynb_dtype dt
 }
 
 /* Work-groups of the first pass: one column per work-item where possible,
- * at most 256 groups so that the partials stay small. Depends only on P and
- * the device, which fixes the reduction order. */
-static size_t partial_groups(dynb_ctx *ctx, size_t p) {
-  size_t wg = dynb__reduce_wg(ctx);
-  size_t g = (p + wg - 1) / wg;
+ * at most 256 groups so that the partials stay small. Depends only on P
+ * (not on the kernel's work-group size, which the workspace must not wait
+ * for), which fixes the reduction order. */
+static size_t partial_groups(size_t p) {
+  size_t g = (p + DYNB__REDUCE_MAX - 1) / DYNB__REDUCE_MAX;
   return g < 1 ? 1 : g > 256 ? 256 : g;
 }
 
 size_t dynb__timereg_workspace(dynb_ctx *ctx, int64_t p) {
-  size_t g = partial_groups(ctx, p < 1 ? 1 : (size_t)p);
+  size_t g = partial_groups(p < 1 ? 1 : (size_t)p);
   return g + dynb__sum_workspace(ctx, g);
 }
 
@@ -94,11 +94,12 @@ dynb_status dynb__timereg_forward(dynb_ctx *ctx, const dynb__tensor *controls,
              need);
   dynb__tensor out0 = sub_view(out, 0, 1);
   if (J == 1) return acc ? DYNB_OK : dynb__tensor_zero(ctx, &out0);
-  size_t groups = partial_groups(ctx, p), wg = dynb__reduce_wg(ctx);
+  size_t groups = partial_groups(p);
   dynb__tensor partial = sub_view(work, 0, groups);
   dynb__tensor rest = sub_view(work, groups, need - groups);
   dynb__launch l;
   DYNB_TRY(dynb__launch_begin(&l, ctx, "param", "dynb_timereg_partial", dt));
+  size_t wg = dynb__launch_reduce_wg(&l, dynb__dtype_size(dt));
   dynb__arg_int(&l, J);
   dynb__arg_int(&l, (int)p);
   dynb__arg_tensor(&l, controls);

@@ -1,5 +1,6 @@
 /* The network plan: fixed buffers for one batch shape, and the passes over
  * them. Nothing here allocates after dynb__plan_build. */
+#include <stdio.h>
 #include <string.h>
 
 #include "plan/plan.h"
@@ -19,8 +20,7 @@ typedef struct level_buffers {
   dynb__tensor in, out, pooled;
   dynb__tensor gin, gout, gpooled;
   unit_buffers conn;
-  size_t block_keep, block_scratch; /* the block's arenas, in elements */
-  dynb__tensor block_keep_buf;
+  dynb__arena keep; /* the block's */
 } level_buffers;
 
 /* Buffers by lifetime. What a later pass reads (activations, their
@@ -31,7 +31,10 @@ typedef struct level_buffers {
  * scratch buffer: no two such calls overlap, so the plan holds the largest
  * of them, not their sum. Separate buffers rather than one arena: a GPU
  * caps single allocations (CL_DEVICE_MAX_MEM_ALLOC_SIZE, often a quarter of
- * its memory). */
+ * its memory); for the same reason the scratch and each block's keep arena
+ * are dynb__arenas, split over several buffers where one would exceed that
+ * cap (each tensor in them must fit one; the error names the one that
+ * does not). */
 struct dynb__plan {
   dynb__net *net;
   int64_t n;
@@ -43,29 +46,44 @@ struct dynb__plan {
   level_buffers level[DYNB_MAX_BLOCKS];
   dynb__tensor feat, gfeat, logits, glogits, loss, xent_work;
   dynb__tensor gouts, gins; /* every level's gout, and its gin (see grads_alloc) */
-  dynb__tensor scratch;
+  dynb__arena scratch;
   size_t bytes;
   /* Every buffer above, for release. */
   dynb__tensor *owned[16 + 16 * DYNB_MAX_BLOCKS];
   int nowned;
 };
 
+/* `what` names the tensor when the device cannot hold it in one buffer. */
 static dynb_status alloc(dynb__plan *p, dynb__tensor *t, dynb_dtype dt, int ndim,
-                         const int64_t *dims) {
-  DYNB_TRY(dynb__tensor_alloc(p->net->ctx, dt, ndim, dims, t));
+                         const int64_t *dims, const char *what) {
+  dynb_status st = dynb__tensor_alloc(p->net->ctx, dt, ndim, dims, t);
+  if (st != DYNB_OK) {
+    char where[96];
+    snprintf(where, sizeof where, "plan (batch %lld): %s", (long long)p->n, what);
+    return dynb__fail_prefixed(p->net->ctx, st, where);
+  }
   p->owned[p->nowned++] = t;
   p->bytes += t->cap_bytes;
   return DYNB_OK;
 }
 
-static dynb_status alloc4(dynb__plan *p, dynb__tensor *t, int64_t c, int64_t h, int64_t w) {
+static dynb_status alloc4(dynb__plan *p, dynb__tensor *t, int64_t c, int64_t h, int64_t w,
+                          const char *what) {
   int64_t d[4] = {p->n, c, h, w};
-  return alloc(p, t, p->net->real, 4, d);
+  return alloc(p, t, p->net->real, 4, d, what);
 }
 
-static dynb_status alloc_flat(dynb__plan *p, dynb__tensor *t, size_t count) {
+static dynb_status alloc_flat(dynb__plan *p, dynb__tensor *t, size_t count, const char *what) {
   int64_t n = (int64_t)(count ? count : 1);
-  return alloc(p, t, p->net->real, 1, &n);
+  return alloc(p, t, p->net->real, 1, &n, what);
+}
+
+/* Fails naming `what` (a unit or block) if laying it out found a tensor
+ * too large for one buffer of the device. */
+static dynb_status arena_ok(dynb__plan *p, const dynb__arena *a, const char *what, int index) {
+  if (!a->error[0]) return DYNB_OK;
+  return dynb__fail(p->net->ctx, DYNB_STATUS_OUT_OF_DEVICE_MEMORY, "plan (batch %lld): %s %d: %s",
+                    (long long)p->n, what, index, a->error);
 }
 
 /* In checkpoint mode a unit's z, a and s live in the scratch too, and its
@@ -88,13 +106,13 @@ static dynb_status unit_alloc(dynb__plan *p, unit_buffers *u, const dynb__conv_u
                               int64_t h, int64_t w, bool open) {
   int64_t c = cu->cout;
   if (!unit_recomputes(p)) {
-    DYNB_TRY(alloc4(p, &u->z, c, h, w));
-    if (keeps_a(cu)) DYNB_TRY(alloc4(p, &u->a, c, h, w));
+    DYNB_TRY(alloc4(p, &u->z, c, h, w, "convolution output z"));
+    if (keeps_a(cu)) DYNB_TRY(alloc4(p, &u->a, c, h, w, "normalised output a"));
   }
-  if (!unit_recomputes(p) || open) DYNB_TRY(alloc4(p, &u->s, c, h, w));
+  if (!unit_recomputes(p) || open) DYNB_TRY(alloc4(p, &u->s, c, h, w, "activation s"));
   if (cu->norm == DYNB_NORM_BATCH) {
-    DYNB_TRY(alloc(p, &u->mean, p->net->real, 1, &c));
-    DYNB_TRY(alloc(p, &u->invstd, p->net->real, 1, &c));
+    DYNB_TRY(alloc(p, &u->mean, p->net->real, 1, &c, "batch mean"));
+    DYNB_TRY(alloc(p, &u->invstd, p->net->real, 1, &c, "batch 1/std"));
   }
   return DYNB_OK;
 }
@@ -103,26 +121,25 @@ static dynb_status unit_alloc(dynb__plan *p, unit_buffers *u, const dynb__conv_u
  * unit_alloc left out, ∂L/∂s unless `gs` is given (the opening unit's,
  * which block 0's backward writes), ∂L/∂z (in s itself when s is
  * recomputed: σ's backward is its last reader) and the work of the
- * convolution's routes, chosen here. With a scratch holding no buffer it
- * only counts. */
+ * convolution's routes, chosen here. With the scratch not yet allocated it
+ * only sizes it. */
 static dynb_status unit_carve(dynb__plan *p, unit_buffers *u, const dynb__conv_unit *cu,
-                              int64_t h, int64_t w, const dynb__tensor *gs, size_t *elems) {
-  dynb__cursor cur = {&p->scratch, 0};
+                              int64_t h, int64_t w, const dynb__tensor *gs) {
+  dynb__arena_cursor cur = dynb__arena_begin(&p->scratch);
   int64_t d[4] = {p->n, cu->cout, h, w};
   size_t work = 0;
   DYNB_TRY(dynb__conv2d_prepare(p->net->ctx, p->net->real, p->n, cu->cin, cu->cout, h, w,
                                 cu->kernel, &work));
   bool open = gs != NULL, recompute = unit_recomputes(p);
   if (recompute) {
-    u->z = dynb__cursor_take(&cur, 4, d);
-    if (keeps_a(cu)) u->a = dynb__cursor_take(&cur, 4, d);
-    if (!open) u->s = dynb__cursor_take(&cur, 4, d);
+    u->z = dynb__arena_take(&cur, 4, d, "convolution output z");
+    if (keeps_a(cu)) u->a = dynb__arena_take(&cur, 4, d, "normalised output a");
+    if (!open) u->s = dynb__arena_take(&cur, 4, d, "activation s");
   }
   alias_a(u, cu);
-  u->gs = open ? *gs : dynb__cursor_take(&cur, 4, d);
-  u->ga = recompute && !open ? u->s : dynb__cursor_take(&cur, 4, d);
-  u->work = dynb__cursor_flat(&cur, work);
-  *elems = cur.at;
+  u->gs = open ? *gs : dynb__arena_take(&cur, 4, d, "gradient of s");
+  u->ga = recompute && !open ? u->s : dynb__arena_take(&cur, 4, d, "gradient of a");
+  u->work = dynb__arena_flat(&cur, work, "convolution work");
   return DYNB_OK;
 }
 
@@ -132,12 +149,14 @@ static dynb_status level_alloc(dynb__plan *p, int b, int64_t h, int64_t w) {
   level_buffers *lv = &p->level[b];
   int64_t c = net->spec.blocks[b].width;
   lv->in = b == 0 ? p->open.s : p->level[b - 1].pooled;
-  DYNB_TRY(alloc4(p, &lv->out, c, h, w));
+  DYNB_TRY(alloc4(p, &lv->out, c, h, w, "block output"));
   DYNB_TRY(unit_alloc(p, &lv->conn, &net->connect[b], h, w, false));
   if (b + 1 < net->spec.nblocks)
-    DYNB_TRY(alloc4(p, &lv->pooled, net->connect[b].cout, h / 2, w / 2));
-  return dynb__block_sizes(net->blocks[b], p->n, h, w, p->mode, &lv->block_keep,
-                           &lv->block_scratch);
+    DYNB_TRY(alloc4(p, &lv->pooled, net->connect[b].cout, h / 2, w / 2, "pooled activation"));
+  dynb__arena_init(net->ctx, &lv->keep, net->real);
+  DYNB_TRY(dynb__block_sizes(net->blocks[b], p->n, h, w, p->mode, &lv->keep, &p->scratch));
+  DYNB_TRY(arena_ok(p, &lv->keep, "block", b));
+  return arena_ok(p, &p->scratch, "block", b);
 }
 
 /* The gradients between levels, by lifetime too: block b's backward reads
@@ -158,8 +177,8 @@ static dynb_status grads_alloc(dynb__plan *p) {
     nout = so > nout ? so : nout;
     nin = si > nin ? si : nin;
   }
-  DYNB_TRY(alloc_flat(p, &p->gouts, nout));
-  DYNB_TRY(alloc_flat(p, &p->gins, nin));
+  DYNB_TRY(alloc_flat(p, &p->gouts, nout, "gradient of a block output"));
+  DYNB_TRY(alloc_flat(p, &p->gins, nin, "gradient of a block input"));
   for (int b = 0; b < sp->nblocks; b++) {
     p->level[b].gout = dynb__tensor_sub(&p->gouts, 0, 4, dout[b]);
     p->level[b].gin = dynb__tensor_sub(&p->gins, 0, 4, din[b]);
@@ -168,20 +187,17 @@ static dynb_status grads_alloc(dynb__plan *p) {
   return DYNB_OK;
 }
 
-/* Lays out (or, with p->scratch not yet allocated, sizes) every view of
- * the shared scratch; *elems is the largest need. */
-static dynb_status scratch_carve(dynb__plan *p, size_t *elems) {
+/* Lays out (or, with the scratch not yet allocated, sizes) the units'
+ * views of the shared scratch. */
+static dynb_status scratch_carve(dynb__plan *p) {
   const dynb__net_spec *sp = &p->net->spec;
   int64_t h = sp->in_height, w = sp->in_width;
-  size_t need = 0, e = 0;
-  DYNB_TRY(unit_carve(p, &p->open, &p->net->open, h, w, &p->level[0].gin, &need));
+  DYNB_TRY(unit_carve(p, &p->open, &p->net->open, h, w, &p->level[0].gin));
+  DYNB_TRY(arena_ok(p, &p->scratch, "opening unit", 0));
   for (int b = 0; b < sp->nblocks; b++, h /= 2, w /= 2) {
-    level_buffers *lv = &p->level[b];
-    DYNB_TRY(unit_carve(p, &lv->conn, &p->net->connect[b], h, w, NULL, &e));
-    need = e > need ? e : need;
-    need = lv->block_scratch > need ? lv->block_scratch : need;
+    DYNB_TRY(unit_carve(p, &p->level[b].conn, &p->net->connect[b], h, w, NULL));
+    DYNB_TRY(arena_ok(p, &p->scratch, "connecting unit", b));
   }
-  *elems = need;
   return DYNB_OK;
 }
 
@@ -189,34 +205,34 @@ static dynb_status plan_alloc(dynb__plan *p) {
   dynb__net *net = p->net;
   const dynb__net_spec *sp = &net->spec;
   int64_t h = sp->in_height, w = sp->in_width, n = p->n;
-  DYNB_TRY(alloc4(p, &p->x, sp->in_channels, h, w));
-  DYNB_TRY(alloc4(p, &p->gx, sp->in_channels, h, w));
-  DYNB_TRY(alloc(p, &p->labels, DYNB_I32, 1, &n));
+  dynb__arena_init(net->ctx, &p->scratch, net->real);
+  DYNB_TRY(alloc4(p, &p->x, sp->in_channels, h, w, "input"));
+  DYNB_TRY(alloc4(p, &p->gx, sp->in_channels, h, w, "input gradient"));
+  DYNB_TRY(alloc(p, &p->labels, DYNB_I32, 1, &n, "labels"));
   DYNB_TRY(unit_alloc(p, &p->open, &net->open, h, w, true));
   for (int b = 0; b < sp->nblocks; b++, h /= 2, w /= 2) DYNB_TRY(level_alloc(p, b, h, w));
   /* Block 0 writes ∂L/∂(its input) where the opening unit reads ∂L/∂s. */
   DYNB_TRY(grads_alloc(p));
   int64_t fd[2] = {n, sp->head_width}, ld[2] = {n, sp->classes}, two = 2;
   int64_t xw = (int64_t)dynb__xent_workspace(n);
-  DYNB_TRY(alloc(p, &p->feat, net->real, 2, fd));
-  DYNB_TRY(alloc(p, &p->gfeat, net->real, 2, fd));
-  DYNB_TRY(alloc(p, &p->logits, net->real, 2, ld));
-  DYNB_TRY(alloc(p, &p->glogits, net->real, 2, ld));
-  DYNB_TRY(alloc(p, &p->loss, net->real, 1, &two));
-  DYNB_TRY(alloc(p, &p->xent_work, net->real, 1, &xw));
-  size_t scratch = 0;
-  DYNB_TRY(scratch_carve(p, &scratch));
-  DYNB_CHECK(net->ctx, scratch < (size_t)INT32_MAX, DYNB_STATUS_SIZE_OVERFLOW,
-             "plan: a batch of %lld needs %zu elements of scratch, over 2^31", (long long)n,
-             scratch);
-  DYNB_TRY(alloc_flat(p, &p->scratch, scratch));
-  DYNB_TRY(scratch_carve(p, &scratch));
+  DYNB_TRY(alloc(p, &p->feat, net->real, 2, fd, "features"));
+  DYNB_TRY(alloc(p, &p->gfeat, net->real, 2, fd, "feature gradient"));
+  DYNB_TRY(alloc(p, &p->logits, net->real, 2, ld, "logits"));
+  DYNB_TRY(alloc(p, &p->glogits, net->real, 2, ld, "logit gradient"));
+  DYNB_TRY(alloc(p, &p->loss, net->real, 1, &two, "loss"));
+  DYNB_TRY(alloc(p, &p->xent_work, net->real, 1, &xw, "loss work"));
+  /* Sized by the units' layouts and the blocks' (level_alloc), then laid
+   * out for real. */
+  DYNB_TRY(scratch_carve(p));
+  DYNB_TRY(dynb__arena_alloc(net->ctx, &p->scratch, "plan: scratch"));
+  p->bytes += dynb__arena_bytes(&p->scratch);
+  DYNB_TRY(scratch_carve(p));
   h = sp->in_height, w = sp->in_width;
   for (int b = 0; b < sp->nblocks; b++, h /= 2, w /= 2) {
     level_buffers *lv = &p->level[b];
-    dynb__tensor *keep = &lv->block_keep_buf;
-    DYNB_TRY(alloc_flat(p, keep, lv->block_keep));
-    DYNB_TRY(dynb__block_prepare(net->blocks[b], n, h, w, p->mode, keep, &p->scratch));
+    DYNB_TRY(dynb__arena_alloc(net->ctx, &lv->keep, "plan: block keep arena"));
+    p->bytes += dynb__arena_bytes(&lv->keep);
+    DYNB_TRY(dynb__block_prepare(net->blocks[b], n, h, w, p->mode, &lv->keep, &p->scratch));
   }
   return DYNB_OK;
 }
@@ -244,6 +260,8 @@ dynb_status dynb__plan_build(dynb__net *net, int64_t batch, dynb_memory_mode mod
 void dynb__plan_free(dynb__plan *p) {
   if (!p) return;
   for (int i = 0; i < p->nowned; i++) dynb__tensor_release(p->owned[i]);
+  dynb__arena_release(&p->scratch);
+  for (int b = 0; b < DYNB_MAX_BLOCKS; b++) dynb__arena_release(&p->level[b].keep);
   dynb__free(p->net->ctx, p);
 }
 
@@ -279,6 +297,12 @@ void dynb__plan_conv_flops(const dynb__plan *p, bool want_dx, double *forward, d
   }
   *forward = fwd;
   *backward = bwd;
+}
+
+size_t dynb__plan_buffers(const dynb__plan *p) {
+  size_t n = (size_t)p->nowned + (size_t)p->scratch.npages;
+  for (int b = 0; b < p->net->spec.nblocks; b++) n += (size_t)p->level[b].keep.npages;
+  return n;
 }
 
 /* ---- passes ---------------------------------------------------------------------- */

@@ -30,6 +30,9 @@ const dynb__tensor *dynb__plan_input_grad(const dynb__plan *plan);
 /* Device bytes of the plan's own buffers plus its blocks' buffers (not the
  * parameters). */
 size_t dynb__plan_bytes(const dynb__plan *plan);
+/* Device buffers those bytes are in: more than one per arena where an
+ * arena exceeds the device's largest allocation. */
+size_t dynb__plan_buffers(const dynb__plan *plan);
 
 /* Convolution FLOPs (2 per multiply-add, padded positions included) of one
  * forward and of one backward pass as this plan runs them: the opening

@@ -217,9 +217,29 @@ static dynb_status ctx_new(const dynb_ctx_desc *desc, bool plain, dynb_ctx **out
 /* Fills what both creation paths learn from the device. */
 static void ctx_describe(dynb_ctx *ctx) {
   dynb__device_describe(ctx->platform, ctx->device, &ctx->info);
-  size_t wg = 1;
+  dynb__limits *lim = &ctx->limits;
+  /* The smallest values OpenCL 1.2 allows a device (the embedded profile's
+   * for local memory) stand in where a query fails. */
+  size_t wg = 1, items[3] = {1, 1, 1};
+  cl_ulong local = 1024, alloc = 128u << 20;
   clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
-  ctx->max_work_group = wg ? wg : 1;
+  clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_ITEM_SIZES, sizeof items, items, NULL);
+  clGetDeviceInfo(ctx->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local, &local, NULL);
+  clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof alloc, &alloc, NULL);
+  lim->max_work_group = wg ? wg : 1;
+  for (int i = 0; i < 3; i++) lim->max_items[i] = items[i] ? items[i] : 1;
+  lim->local_mem = (size_t)local;
+  lim->max_alloc = alloc;
+}
+
+static size_t lower(size_t have, size_t cap) { return cap && cap < have ? cap : have; }
+
+void dynb__ctx_clamp_limits(dynb_ctx *ctx, const dynb__limits *cap) {
+  dynb__limits *lim = &ctx->limits;
+  lim->max_work_group = lower(lim->max_work_group, cap->max_work_group);
+  for (int i = 0; i < 3; i++) lim->max_items[i] = lower(lim->max_items[i], cap->max_items[i]);
+  lim->local_mem = lower(lim->local_mem, cap->local_mem);
+  if (cap->max_alloc && cap->max_alloc < lim->max_alloc) lim->max_alloc = cap->max_alloc;
 }
 
 /* The tuning cache, then the CLBlast parameters it (or the built-in

@@ -99,6 +99,14 @@ void dynb__device_describe(cl_platform_id platform, cl_device_id device, dynb_de
   cl_ulong mem = 0;
   clGetDeviceInfo(device, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof mem, &mem, NULL);
   info->global_mem_bytes = mem;
+  cl_ulong alloc = 0, local = 0;
+  size_t wg = 0;
+  clGetDeviceInfo(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof alloc, &alloc, NULL);
+  clGetDeviceInfo(device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local, &local, NULL);
+  clGetDeviceInfo(device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
+  info->max_alloc_bytes = alloc;
+  info->local_mem_bytes = local;
+  info->max_work_group = wg > UINT32_MAX ? UINT32_MAX : (uint32_t)wg;
 }
 
 /* PoCL 3.1 (Debian 12) sets its platform up on the first OpenCL call, and

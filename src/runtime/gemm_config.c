@@ -75,10 +75,38 @@ static bool is_pocl_cpu(const dynb_ctx *ctx) {
 
 static unsigned device_kind(const dynb_ctx *ctx) { return ctx->info.is_gpu ? ON_GPU : ON_CPU; }
 
+static const char *from_family(const family_entry *f, dynb__gemm_config *c);
+
+/* Whether a candidate's kernels fit the device: work-groups of MDIMC·NDIMC
+ * (direct: MDIMCD·NDIMCD) items, each dimension within the item limits,
+ * and the local memory its tiles take in single precision (KWG·MWG and
+ * KWG·NWG where SA, SB; direct: WGD·(WGD + PADA) and WGD·(WGD + PADB)).
+ * CLBlast would refuse the launch of one that does not, in every shape. */
+static bool fits_device(const dynb_ctx *ctx, const family_entry *f) {
+  dynb__gemm_config c;
+  if (from_family(f, &c)) return false;
+  const dynb__limits *lim = &ctx->limits;
+  size_t threads[2] = {1, 1}, local = 0;
+  if (c.has_xgemm) {
+    const size_t *x = c.xgemm; /* in xgemm_names order */
+    threads[0] = x[5], threads[1] = x[8];
+    local = 4 * (x[10] * x[2] * x[6] + x[11] * x[2] * x[9]);
+  }
+  if (c.has_direct) {
+    const size_t *d = c.direct; /* in direct_names order */
+    size_t t0 = d[2], t1 = d[4], l = 4 * (d[9] * (d[9] + d[5]) + d[9] * (d[9] + d[6]));
+    threads[0] = t0 > threads[0] ? t0 : threads[0];
+    threads[1] = t1 > threads[1] ? t1 : threads[1];
+    local = l > local ? l : local;
+  }
+  return threads[0] <= lim->max_items[0] && threads[1] <= lim->max_items[1] &&
+         threads[0] * threads[1] <= lim->max_work_group && local <= lim->local_mem;
+}
+
 size_t dynb__gemm_candidates(const dynb_ctx *ctx, const char **names, size_t cap) {
   size_t n = 0;
   for (size_t i = 0; i < FAMILY_SIZE; i++) {
-    if (!(family[i].devices & device_kind(ctx))) continue;
+    if (!(family[i].devices & device_kind(ctx)) || !fits_device(ctx, &family[i])) continue;
     if (n < cap) names[n] = family[i].name;
     n++;
   }

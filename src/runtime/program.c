@@ -214,6 +214,7 @@ static void program_clear(dynb_ctx *ctx, dynb__program *pr) {
   }
   dynb__free(ctx, pr->kernels);
   dynb__free(ctx, pr->names);
+  dynb__free(ctx, pr->limits);
   if (pr->program) clReleaseProgram(pr->program);
   memset(pr, 0, sizeof *pr);
 }
@@ -226,7 +227,9 @@ static dynb_status program_kernels(dynb_ctx *ctx, dynb__program *pr) {
   if (e != CL_SUCCESS) return dynb__cl_fail(ctx, e, "clCreateKernelsInProgram");
   pr->kernels = dynb__calloc(ctx, n, sizeof *pr->kernels);
   pr->names = dynb__calloc(ctx, n, sizeof *pr->names);
-  if (!pr->kernels || !pr->names) return dynb__fail(ctx, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no memory");
+  pr->limits = dynb__calloc(ctx, n, sizeof *pr->limits);
+  if (!pr->kernels || !pr->names || !pr->limits)
+    return dynb__fail(ctx, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no memory");
   e = clCreateKernelsInProgram(pr->program, n, pr->kernels, NULL);
   if (e != CL_SUCCESS) return dynb__cl_fail(ctx, e, "clCreateKernelsInProgram");
   pr->nkernels = n;
@@ -238,12 +241,28 @@ static dynb_status program_kernels(dynb_ctx *ctx, dynb__program *pr) {
     name[sizeof name - 1] = 0;
     pr->names[i] = dynb__strdup(ctx, name);
     if (!pr->names[i]) return dynb__fail(ctx, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no memory");
+    /* Queried now, before any argument is set, so that the local memory
+     * is the kernel's own. A failed query leaves the safe answer: one
+     * work-item, and no local memory of its own. */
+    size_t wg = 1;
+    cl_ulong local = 0;
+    clGetKernelWorkGroupInfo(pr->kernels[i], ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg,
+                             &wg, NULL);
+    clGetKernelWorkGroupInfo(pr->kernels[i], ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local,
+                             &local, NULL);
+    pr->limits[i].work_group = wg ? wg : 1;
+    pr->limits[i].local_bytes = (size_t)local;
   }
   return DYNB_OK;
 }
 
 dynb_status dynb__kernel(dynb_ctx *ctx, const char *family, const char *name, dynb_dtype real,
                          cl_kernel *out) {
+  return dynb__kernel_with_limits(ctx, family, name, real, out, NULL);
+}
+
+dynb_status dynb__kernel_with_limits(dynb_ctx *ctx, const char *family, const char *name,
+                                     dynb_dtype real, cl_kernel *out, dynb__kernel_limits *lim) {
   DYNB_TRY(dynb__check_real(ctx, real));
   int fam = family_index(family);
   DYNB_CHECK(ctx, fam >= 0, DYNB_STATUS_INVALID_ARGUMENT, "no kernel family '%s'", family);
@@ -260,6 +279,7 @@ dynb_status dynb__kernel(dynb_ctx *ctx, const char *family, const char *name, dy
   for (cl_uint i = 0; i < pr->nkernels; i++)
     if (strcmp(pr->names[i], name) == 0) {
       *out = pr->kernels[i];
+      if (lim) *lim = pr->limits[i];
       return DYNB_OK;
     }
   return dynb__fail(ctx, DYNB_STATUS_INVALID_ARGUMENT, "kernels/%s.cl has no kernel '%s'", family,

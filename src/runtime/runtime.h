@@ -90,12 +90,22 @@ typedef struct dynb__gemm_shape {
   dynb__gemm_form form;
 } dynb__gemm_shape;
 
+/* What a kernel allows, queried once when its program is built: the most
+ * work-items per group (CL_KERNEL_WORK_GROUP_SIZE, which a device may set
+ * below its own maximum for a kernel with many registers) and the local
+ * memory it takes before any __local argument (CL_KERNEL_LOCAL_MEM_SIZE). */
+typedef struct dynb__kernel_limits {
+  size_t work_group;
+  size_t local_bytes;
+} dynb__kernel_limits;
+
 /* One built program per kernel family and real type, with its kernels. */
 typedef struct dynb__program {
   cl_program program;
   cl_uint nkernels;
   cl_kernel *kernels;
   char **names;
+  dynb__kernel_limits *limits;
 } dynb__program;
 
 /* ---- Profiling (profile.c) ------------------------------------------------ */
@@ -129,6 +139,17 @@ typedef struct dynb__prof_sample {
   double seconds;
 } dynb__prof_sample;
 
+/* The device limits the library reads, once, at context creation. GPUs
+ * enforce them where PoCL is lenient (4096-item groups, megabytes of local
+ * memory, allocations up to all of memory); the test hook
+ * dynb__ctx_clamp_limits lowers them to prove the paths that respect them. */
+typedef struct dynb__limits {
+  size_t max_work_group;    /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
+  size_t max_items[3];      /* CL_DEVICE_MAX_WORK_ITEM_SIZES, per dimension */
+  size_t local_mem;         /* CL_DEVICE_LOCAL_MEM_SIZE, bytes */
+  uint64_t max_alloc;       /* CL_DEVICE_MAX_MEM_ALLOC_SIZE, bytes */
+} dynb__limits;
+
 struct dynb_ctx {
   dynb_allocator allocator;
   dynb__faults faults;       /* test hook; all zero (off) unless armed */
@@ -140,7 +161,7 @@ struct dynb_ctx {
   cl_command_queue queue;
   dynb_device_info info;
   char *cache_dir;          /* NULL: no program-binary cache */
-  size_t max_work_group;
+  dynb__limits limits;
   dynb__program *programs;  /* [family][real kind], built on first use */
   dynb__conv_policy conv_policy;
   dynb__choice *choices;    /* decisions made so far (dynb__choice_get/put) */
@@ -213,6 +234,10 @@ char *dynb__strdup(dynb_ctx *ctx, const char *s);
  * DYNB_STATUS_OUT_OF_DEVICE_MEMORY, a failed build DYNB_STATUS_BUILD_FAILED,
  * each with a message saying the fault was injected. */
 void dynb__ctx_inject_fault(dynb_ctx *ctx, dynb__fault_kind kind, uint64_t k);
+/* Test hook: lowers the limits the library reads to those of `cap` (a
+ * zero field leaves that limit alone; none is ever raised). Kernels built
+ * afterwards and plans built afterwards see them. */
+void dynb__ctx_clamp_limits(dynb_ctx *ctx, const dynb__limits *cap);
 /* Whether the armed fault of `kind` has fired. */
 bool dynb__ctx_fault_fired(const dynb_ctx *ctx, dynb__fault_kind kind);
 /* Device buffers created by dynb__tensor_alloc and not yet destroyed, since
@@ -257,6 +282,9 @@ void dynb__device_describe(cl_platform_id platform, cl_device_id device, dynb_de
  * (from the binary cache when possible) and kept for the context's life. */
 dynb_status dynb__kernel(dynb_ctx *ctx, const char *family, const char *name, dynb_dtype real,
                          cl_kernel *out);
+/* The same with what the kernel allows (see dynb__kernel_limits). */
+dynb_status dynb__kernel_with_limits(dynb_ctx *ctx, const char *family, const char *name,
+                                     dynb_dtype real, cl_kernel *out, dynb__kernel_limits *lim);
 void dynb__programs_release(dynb_ctx *ctx);
 /* Builds `source` (after the prelude) for `real` through the binary cache;
  * `label` names it in cache files and error messages. The caller releases
@@ -274,7 +302,10 @@ uint64_t dynb__fnv1a(uint64_t h, const void *data, size_t n);
 size_t dynb__dtype_size(dynb_dtype dtype);
 const char *dynb__dtype_name(dynb_dtype dtype);
 size_t dynb__tensor_numel(const dynb__tensor *t);
-/* Allocates a buffer of exactly the tensor's size and returns a view of it. */
+/* Allocates a buffer of exactly the tensor's size and returns a view of it.
+ * A tensor larger than the device's largest allocation
+ * (CL_DEVICE_MAX_MEM_ALLOC_SIZE) fails with OUT_OF_DEVICE_MEMORY saying
+ * both sizes; callers that know the tensor's name prefix it. */
 dynb_status dynb__tensor_alloc(dynb_ctx *ctx, dynb_dtype dtype, int ndim, const int64_t *dims,
                                dynb__tensor *out);
 /* Releases a buffer obtained from dynb__tensor_alloc and clears the view. */
@@ -304,6 +335,75 @@ typedef struct dynb__cursor {
 } dynb__cursor;
 dynb__tensor dynb__cursor_take(dynb__cursor *c, int ndim, const int64_t *dims);
 dynb__tensor dynb__cursor_flat(dynb__cursor *c, size_t count);
+/* ---- Arenas (arena.c) ---------------------------------------------------- */
+
+/* Views laid out over several buffers ("pages") where one would exceed the
+ * device's largest allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE, often a
+ * quarter of a GPU's memory): a plan's shared scratch, a block's arenas.
+ * Each layout walks the pages with a cursor from the start; a view that
+ * does not fit in what is left of its page starts the next one, so a view
+ * never straddles two buffers. Sizing comes first: with no page allocated,
+ * layouts only record how much of each page they reach (several layouts
+ * sharing the arena, each from the start, record the most of any);
+ * dynb__arena_alloc then allocates each page that size, and the same
+ * layouts again hand out views of the pages. A layout fits in one page
+ * when it can, so on a device that allows it the arena is one buffer laid
+ * out as a single cursor would. A view larger than a page cannot be
+ * placed: the arena records the first such view (by the name its layout
+ * gives) and the error surfaces from dynb__arena_alloc or
+ * dynb__arena_check. */
+#define DYNB__ARENA_PAGES 64
+typedef struct dynb__arena {
+  dynb_dtype dtype;
+  size_t page_cap;                      /* elements one page may hold */
+  int npages;                           /* pages the layouts reach */
+  size_t need[DYNB__ARENA_PAGES];       /* elements each page must hold */
+  dynb__tensor page[DYNB__ARENA_PAGES]; /* the buffers, once allocated */
+  bool allocated;
+  char error[256];                      /* the first view that could not be placed */
+} dynb__arena;
+
+/* An empty arena of `dtype` whose pages hold at most the device's largest
+ * allocation (and 2^31 - 1 elements, the kernels' index range). */
+void dynb__arena_init(dynb_ctx *ctx, dynb__arena *a, dynb_dtype dtype);
+/* Allocates every page at its recorded size; fails (OUT_OF_DEVICE_MEMORY)
+ * with the recorded placement error prefixed by `what`, if any. */
+dynb_status dynb__arena_alloc(dynb_ctx *ctx, dynb__arena *a, const char *what);
+/* After laying views out in an allocated arena: fails with the placement
+ * error, if any (BUFFER_TOO_SMALL: a layout reached past what was sized). */
+dynb_status dynb__arena_check(dynb_ctx *ctx, const dynb__arena *a, const char *what);
+/* Releases the pages and empties the arena (init again before reuse). */
+void dynb__arena_release(dynb__arena *a);
+size_t dynb__arena_bytes(const dynb__arena *a);
+
+typedef struct dynb__arena_cursor {
+  dynb__arena *arena;
+  int page;
+  size_t at;
+} dynb__arena_cursor;
+dynb__arena_cursor dynb__arena_begin(dynb__arena *a);
+/* A view of `dims`, 32-element aligned like dynb__cursor_take (empty views
+ * take one element); `what` names it in a placement error. */
+dynb__tensor dynb__arena_take(dynb__arena_cursor *c, int ndim, const int64_t *dims,
+                              const char *what);
+dynb__tensor dynb__arena_flat(dynb__arena_cursor *c, size_t count, const char *what);
+
+/* `count` items of `size` elements, consecutive where they share a page
+ * (item i + 1 right after item i, as in one tensor), never straddling two:
+ * the states or stage caches of a block, which together may exceed an
+ * allocation that each one fits. */
+typedef struct dynb__run {
+  const dynb__arena *arena;
+  int page;        /* of item 0 */
+  size_t off;      /* of item 0, in elements */
+  size_t first;    /* items in that page */
+  size_t per_page; /* items in each later page */
+  size_t size;     /* elements per item */
+} dynb__run;
+dynb__run dynb__arena_run(dynb__arena_cursor *c, size_t count, size_t size, const char *what);
+/* Item i of a run as a view of `dims` (numel at most the item size). */
+dynb__tensor dynb__run_at(const dynb__run *r, size_t i, int ndim, const int64_t *dims);
+
 /* Blocking copies between host memory and the whole tensor. */
 dynb_status dynb__tensor_write(dynb_ctx *ctx, const dynb__tensor *t, const void *host);
 dynb_status dynb__tensor_read(dynb_ctx *ctx, const dynb__tensor *t, void *host);
@@ -367,6 +467,8 @@ typedef struct dynb__launch {
   dynb_dtype real;
   cl_uint nargs;
   cl_int err;
+  dynb__kernel_limits limits; /* the kernel's */
+  size_t local_bytes;         /* __local arguments so far */
 } dynb__launch;
 
 dynb_status dynb__launch_begin(dynb__launch *l, dynb_ctx *ctx, const char *family,
@@ -377,16 +479,34 @@ void dynb__arg_int(dynb__launch *l, int v);
 void dynb__arg_ulong(dynb__launch *l, uint64_t v);
 /* A scalar of the kernel's `real` type. */
 void dynb__arg_real(dynb__launch *l, double v);
-/* Local memory of `bytes`. */
+/* Local memory of `bytes`; dynb__launch_run checks that the kernel's own
+ * and every __local argument fit in the device's local memory. */
 void dynb__arg_local(dynb__launch *l, size_t bytes);
-/* Enqueues over `global` (rounded up to a multiple of `local` where given). */
+/* Enqueues over `global` (rounded up to a multiple of `local` where given).
+ * An explicit local size must respect the kernel's and the device's
+ * work-group limits and the per-dimension item limits; a launch that
+ * does not fails with UNSUPPORTED naming the kernel and the limit, before
+ * anything is enqueued. */
 dynb_status dynb__launch_run(dynb__launch *l, cl_uint dims, const size_t *global,
                              const size_t *local);
 /* Enqueues a 1-D launch of at least n work-items, local size left to the
  * driver (fastest on PoCL; see notes). Kernels guard with `if (i >= n)`. */
 dynb_status dynb__launch_1d(dynb__launch *l, size_t n);
-/* The work-group size reductions use: a power of two no larger than the
- * device allows, at most 256. */
+/* Reductions (dynb_group_sum) use power-of-two work-groups of at most
+ * DYNB__REDUCE_MAX items; their first passes split the input into a number
+ * of groups that depends on this constant only, so that workspaces do not
+ * depend on the kernel. */
+#define DYNB__REDUCE_MAX 256
+/* The work-group size of the reduction kernel begun in l, whose __local
+ * scratch takes `per_item` bytes per work-item: the largest power of two no
+ * larger than DYNB__REDUCE_MAX, the device's work-group and first-dimension
+ * limits, the kernel's CL_KERNEL_WORK_GROUP_SIZE, and what the device's
+ * local memory holds besides the kernel's own. At least 1 (a launch whose
+ * one item does not fit fails in dynb__launch_run). A property of the
+ * device, driver and kernel, so the reduction tree is fixed for them. */
+size_t dynb__launch_reduce_wg(const dynb__launch *l, size_t per_item);
+/* The same bound from the device limits alone (any kernel's is at most
+ * this): tests derive their error bounds from it. */
 size_t dynb__reduce_wg(dynb_ctx *ctx);
 
 /* ---- GEMM through CLBlast (gemm.c) --------------------------------------- */
@@ -432,8 +552,9 @@ typedef struct dynb__gemm_config {
   size_t min_indirect; /* XGEMM_MIN_INDIRECT_SIZE */
 } dynb__gemm_config;
 
-/* The curated candidates for the context's device type, "clblast" (no
- * override) first; returns how many there are and fills up to cap names. */
+/* The curated candidates for the context's device type whose work-groups
+ * and local memory fit the device, "clblast" (no override) first; returns
+ * how many there are and fills up to cap names. */
 size_t dynb__gemm_candidates(const dynb_ctx *ctx, const char **names, size_t cap);
 /* The name of the built-in configuration for the device type and real
  * ("i_m32n32" for single precision on PoCL CPU devices, else "clblast"). */

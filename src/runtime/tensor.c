@@ -113,6 +113,10 @@ dynb_status dynb__tensor_alloc(dynb_ctx *ctx, dynb_dtype dtype, int ndim, const 
   DYNB_TRY(shape_numel(ctx, ndim, dims, &n));
   cl_int e;
   size_t bytes = n * dynb__dtype_size(dtype);
+  DYNB_CHECK(ctx, bytes <= ctx->limits.max_alloc, DYNB_STATUS_OUT_OF_DEVICE_MEMORY,
+             "a tensor of %zu bytes exceeds the device's largest allocation, %llu bytes "
+             "(CL_DEVICE_MAX_MEM_ALLOC_SIZE)",
+             bytes, (unsigned long long)ctx->limits.max_alloc);
   if (dynb__fault_hit(ctx, DYNB__FAULT_BUFFER))
     return dynb__cl_fail(ctx, CL_MEM_OBJECT_ALLOCATION_FAILURE, "clCreateBuffer (injected fault)");
   cl_mem mem = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &e);

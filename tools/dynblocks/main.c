@@ -187,11 +187,14 @@ static int cmd_devices(int argc, char **argv) {
   dynb_status fst = dynb_device_find(sel, &chosen);
   for (size_t i = 0; st == DYNB_OK && i < n; i++) {
     const dynb_device_info *d = &info[i];
-    printf("%c %u  %-44s  %s  [%s]  %s, driver %s, %u CUs, %.1f GiB%s\n",
+    const double gib = 1024.0 * 1024 * 1024;
+    printf("%c %u  %-44s  %s  [%s]  %s, driver %s, %u CUs, %.1f GiB (buffers up to %.1f GiB), "
+           "work-groups up to %u, %.0f KiB local%s\n",
            fst == DYNB_OK && chosen == d->index ? '*' : ' ', (unsigned)d->index, d->device_name,
            d->is_gpu ? "GPU" : "   ", d->platform_name, d->device_version, d->driver_version,
-           (unsigned)d->compute_units, (double)d->global_mem_bytes / (1024.0 * 1024 * 1024),
-           d->has_fp64 ? ", fp64" : "");
+           (unsigned)d->compute_units, (double)d->global_mem_bytes / gib,
+           (double)d->max_alloc_bytes / gib, (unsigned)d->max_work_group,
+           (double)d->local_mem_bytes / 1024.0, d->has_fp64 ? ", fp64" : "");
   }
   free(info);
   if (fst != DYNB_OK) {
