@@ -416,12 +416,14 @@ provenance() {
     echo "ldd $bin:"
     ldd "$bin" | sed 's/^/  /'
   done
-  local pair
+  local pair libs
   for pair in dynblocks:libclblast.so dynblocks:libcjson.so dynblocks:libOpenCL.so \
               tests/test_gemm:libclblast.so tests/test_gemm:libcmocka.so; do
     bin=$build/${pair%%:*} v=${pair#*:}
-    ldd "$bin" 2>/dev/null | grep -q "$v.*=> $prefix/" ||
-      { echo "  $v NOT FROM THE PREFIX ($bin)"; bad=1; }
+    # Not `ldd | grep -q`: grep's early exit can kill ldd (SIGPIPE), which
+    # pipefail turns into a false "not from the prefix".
+    libs=$(ldd "$bin" 2>/dev/null)
+    grep -q "$v.*=> $prefix/" <<<"$libs" || { echo "  $v NOT FROM THE PREFIX ($bin)"; bad=1; }
   done
   ((bad == 0)) && echo "every dependency checked came from the prefix"
   return "$bad"
@@ -510,7 +512,8 @@ EOF
   opencl_vendors "$prefix/etc/OpenCL/vendors" >"$vlog" 2>&1
   nvdir=$(sed -n 's/^NVLIBDIR=//p' "$vlog")
   step_no=$((step_no + 1))
-  record "OpenCL vendors" 0 0 "recorded" "ls /etc/OpenCL/vendors; ldconfig -p | grep libnvidia-opencl; ls /opt/rocm*" "$vlog"
+  record "OpenCL vendors" 0 0 "recorded" \
+    "(by the script: /etc/OpenCL/vendors/*.icd, libnvidia-opencl.so.1 in ldconfig's cache or the driver folders, ROCm's libamdocl64.so under /opt)" "$vlog"
   local libdirs
   libdirs=$(prefix_libdirs "$prefix")
   export LD_LIBRARY_PATH="$libdirs${nvdir:+:$nvdir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
