@@ -30,6 +30,11 @@ struct dynb__group {
   int n;
   int64_t batch;
   size_t ngrad; /* trainable elements */
+  /* Devices that may round differently (another platform, device or
+   * driver than replica 0's): after each step they take replica 0's
+   * parameters and optimiser state, so that the replicas stay one model.
+   * Identical devices compute the same bits and skip that transfer. */
+  bool resync;
   dynb__transport *transport;
   replica r[DYNB_MAX_REPLICAS];
 };
@@ -234,6 +239,12 @@ dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64
   }
   free(v);
   g->batch = offset;
+  for (int r = 1; r < replicas; r++) {
+    const dynb_device_info *a = &nets[0]->ctx->info, *b = &nets[r]->ctx->info;
+    if (strcmp(a->platform_name, b->platform_name) || strcmp(a->device_name, b->device_name) ||
+        strcmp(a->driver_version, b->driver_version))
+      g->resync = true;
+  }
   if (st == DYNB_OK) {
     for (int r = 0; r < replicas; r++) {
       replica *rep = &g->r[r];
@@ -327,6 +338,35 @@ static dynb_status sum_grads(replica *rep, double *loss_out) {
   return DYNB_OK;
 }
 
+/* Replica 0's trainable tensors and optimiser state, on every replica. */
+static dynb_status take_replica0(replica *rep) {
+  dynb__net *net = rep->net;
+  dynb_ctx *ctx = net->ctx;
+  size_t nstate = dynb__optimizer_state_count(rep->opt), total = 0;
+  for (size_t i = 0; i < net->ntensors; i++)
+    if (net->tensors[i].trainable) total += dynb__tensor_numel(&net->tensors[i].value);
+  for (size_t i = 0; i < nstate; i++)
+    total += dynb__tensor_numel(&dynb__optimizer_state_at(rep->opt, i)->value);
+  double *v = malloc((total ? total : 1) * sizeof *v);
+  DYNB_CHECK(ctx, v, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory for the parameters");
+  dynb_status st = DYNB_OK;
+  for (int pass = 0; pass < 2 && st == DYNB_OK; pass++) {
+    /* pass 0: replica 0 reads; then the broadcast; pass 1: the others write. */
+    if (pass == 1) st = rep->g->transport->broadcast(rep->g->transport, rep->index, 0, ctx, v, total);
+    if (st != DYNB_OK || (pass == 0) != (rep->index == 0)) continue;
+    size_t at = 0;
+    for (size_t i = 0; st == DYNB_OK && i < net->ntensors + nstate; i++) {
+      const dynb__tensor *t = i < net->ntensors ? &net->tensors[i].value
+                                                : &dynb__optimizer_state_at(rep->opt, i - net->ntensors)->value;
+      if (i < net->ntensors && !net->tensors[i].trainable) continue;
+      st = pass == 0 ? dynb__tensor_read_f64(ctx, t, v + at) : dynb__tensor_write_f64(ctx, t, v + at);
+      at += dynb__tensor_numel(t);
+    }
+  }
+  free(v);
+  return st;
+}
+
 static dynb_status replica_step(replica *rep, void *arg) {
   step_args *a = arg;
   dynb_ctx *ctx = rep->net->ctx;
@@ -348,6 +388,7 @@ static dynb_status replica_step(replica *rep, void *arg) {
   double local[2];
   DYNB_TRY(dynb__health_check(rep->health, a->epoch, a->step, local));
   DYNB_TRY(dynb__optimizer_step(rep->opt, a->lr));
+  if (rep->g->resync) DYNB_TRY(take_replica0(rep));
   DYNB_TRY(dynb__finish(ctx));
   rep->compute_s += t1 - t0;
   rep->step_s += now_seconds() - t0;

@@ -12,7 +12,7 @@
  * itself in the same fixed order (so all get the same bits, whatever the
  * transport). The in-process transport (transport_local.c) serves replicas
  * on threads of one process; an MPI transport (phase 2, not built yet)
- * would implement the same three functions over a communicator. */
+ * would implement the same functions over a communicator. */
 typedef struct dynb__transport dynb__transport;
 struct dynb__transport {
   int replicas;
@@ -22,6 +22,10 @@ struct dynb__transport {
    * aborted or contributed another n. */
   dynb_status (*allgather)(dynb__transport *t, int replica, dynb_ctx *ctx, const double *mine,
                            size_t n, double *all);
+  /* Replica `root`'s buf[n] into every replica's buf[n]; blocks and fails
+   * as allgather (every replica passes the same root and n). */
+  dynb_status (*broadcast)(dynb__transport *t, int replica, int root, dynb_ctx *ctx,
+                           double *buf, size_t n);
   /* Replica `replica` gives up (its status and message): every replica
    * blocked in or later entering allgather fails with that status and a
    * message naming the replica, so that one failure ends the step

@@ -63,9 +63,11 @@ static void local_abort(dynb__transport *base, int replica, dynb_status status,
   pthread_mutex_unlock(&t->lock);
 }
 
-static dynb_status local_allgather(dynb__transport *base, int replica, dynb_ctx *ctx,
-                                   const double *mine, size_t n, double *all) {
-  local *t = (local *)base;
+/* The shape of both collectives: post, first barrier, check that every
+ * replica posted n values, copy (root < 0: everyone's into out in replica
+ * order; else root's into out), second barrier. */
+static dynb_status exchange(local *t, int replica, int root, dynb_ctx *ctx, const double *mine,
+                            size_t n, double *out) {
   const int r = t->base.replicas;
   pthread_mutex_lock(&t->lock);
   t->posted[replica] = mine;
@@ -79,12 +81,25 @@ static dynb_status local_allgather(dynb__transport *base, int replica, dynb_ctx 
       snprintf(why, sizeof why,
                "replicas disagree on a collective: replica %d sends %zu values, replica %d %zu",
                replica, n, k, t->sizes[k]);
-      local_abort(base, replica, DYNB_STATUS_INVALID_ARGUMENT, why);
+      local_abort(&t->base, replica, DYNB_STATUS_INVALID_ARGUMENT, why);
       return dynb__fail(ctx, DYNB_STATUS_INVALID_ARGUMENT, "%s", why);
     }
-  for (int k = 0; k < r; k++) memcpy(all + (size_t)k * n, t->posted[k], n * sizeof *all);
+  if (root < 0)
+    for (int k = 0; k < r; k++) memcpy(out + (size_t)k * n, t->posted[k], n * sizeof *out);
+  else if (root != replica)
+    memcpy(out, t->posted[root], n * sizeof *out);
   if (!barrier(t)) return aborted(t, ctx);
   return DYNB_OK;
+}
+
+static dynb_status local_allgather(dynb__transport *base, int replica, dynb_ctx *ctx,
+                                   const double *mine, size_t n, double *all) {
+  return exchange((local *)base, replica, -1, ctx, mine, n, all);
+}
+
+static dynb_status local_broadcast(dynb__transport *base, int replica, int root, dynb_ctx *ctx,
+                                   double *buf, size_t n) {
+  return exchange((local *)base, replica, root, ctx, buf, n, buf);
 }
 
 static void local_destroy(dynb__transport *base) {
@@ -112,6 +127,7 @@ dynb_status dynb__transport_local_create(int replicas, dynb__transport **out) {
   t->failed = -1;
   t->base.replicas = replicas;
   t->base.allgather = local_allgather;
+  t->base.broadcast = local_broadcast;
   t->base.abort = local_abort;
   t->base.destroy = local_destroy;
   *out = &t->base;
