@@ -235,7 +235,7 @@ int cmd_train(int argc, char **argv) {
     return 1;
   }
   int64_t shard[DYNB_MAX_REPLICAS];
-  if (ndev > 1 &&
+  if (ndev > 0 &&
       dynb__split_parse(o.split, ndev, o.batch, shard, err, sizeof err) != DYNB_OK) {
     fprintf(stderr, "dynblocks %s: %s\n", cmd, err);
     return 1;
