@@ -202,6 +202,9 @@ dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64
                r);
     DYNB_CHECK(c0, nets[r]->ctx->link == NULL, DYNB_STATUS_MISUSE,
                "replica %d: its context is already in a group", r);
+    for (int k = 1; k < r; k++)
+      DYNB_CHECK(c0, nets[k]->ctx != nets[r]->ctx, DYNB_STATUS_INVALID_ARGUMENT,
+                 "replicas %d and %d share a context; each needs its own", k, r);
   }
   dynb__group *g = calloc(1, sizeof *g);
   DYNB_CHECK(c0, g, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory for a replica group");
@@ -444,6 +447,41 @@ dynb_status dynb__group_evaluate(dynb__group *g, const dynb__dataset *d, double 
   *loss = sl / (double)d->n;
   *acc = sa / (double)d->n;
   return DYNB_OK;
+}
+
+dynb_status dynb__evaluate_split(dynb__net *const *nets, int replicas, const int64_t *shard,
+                                 const dynb__dataset *d, double *loss, double *acc) {
+  dynb_ctx *c0 = nets[0]->ctx;
+  DYNB_CHECK(c0, replicas >= 2 && replicas <= DYNB_MAX_REPLICAS, DYNB_STATUS_INVALID_ARGUMENT,
+             "a split evaluation needs 2 to %d replicas, not %d", DYNB_MAX_REPLICAS, replicas);
+  dynb__group *g = calloc(1, sizeof *g);
+  DYNB_CHECK(c0, g, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
+  g->n = replicas;
+  dynb_status st = dynb__transport_local_create(replicas, &g->transport);
+  if (st != DYNB_OK) st = dynb__fail(c0, st, "no host memory for the transport");
+  size_t total = all_numel(nets[0]);
+  double *v = malloc(total * sizeof *v);
+  if (st == DYNB_OK && !v) st = dynb__fail(c0, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
+  if (st == DYNB_OK) st = read_all(nets[0], v);
+  for (int r = 0; st == DYNB_OK && r < replicas; r++) {
+    replica *rep = &g->r[r];
+    rep->g = g, rep->index = r, rep->net = nets[r];
+    rep->offset = g->batch, rep->shard = shard[r];
+    g->batch += shard[r];
+    if (r > 0) st = write_all(nets[r], v);
+    if (st == DYNB_OK) st = dynb__plan_build(nets[r], shard[r], DYNB_MEMORY_STORE, &rep->plan);
+    if (st != DYNB_OK && r > 0)
+      st = dynb__fail(c0, st, "replica %d (%s): %s", r, nets[r]->ctx->info.device_name,
+                      dynb_ctx_last_error(nets[r]->ctx));
+  }
+  free(v);
+  if (st == DYNB_OK) st = dynb__group_evaluate(g, d, loss, acc);
+  /* Not dynb__group_free: these replicas own plans only, and the nets
+   * keep whatever link they had. */
+  for (int r = 0; r < replicas; r++) dynb__plan_free(g->r[r].plan);
+  if (g->transport) g->transport->destroy(g->transport);
+  free(g);
+  return st;
 }
 
 /* ---- equality ---------------------------------------------------------------- */

@@ -53,6 +53,11 @@ dynb_status dynb__group_step(dynb__group *g, const void *x, const int32_t *y, do
  * a contiguous part of d; loss and accuracy summed over all samples. */
 dynb_status dynb__group_evaluate(dynb__group *g, const dynb__dataset *d, double *loss,
                                  double *acc);
+/* The same split evaluation outside a group (the test set after
+ * training): nets[1..] take nets[0]'s tensors, each gets a plan of shard[r]
+ * samples for the call. */
+dynb_status dynb__evaluate_split(dynb__net *const *nets, int replicas, const int64_t *shard,
+                                 const dynb__dataset *d, double *loss, double *acc);
 /* Every tensor of every replica compared bit for bit with replica 0's; a
  * difference is an error naming the tensor, the replica and the epoch. */
 dynb_status dynb__group_check_equal(dynb__group *g, int epoch);

@@ -308,9 +308,17 @@ int cmd_train(int argc, char **argv) {
   dynb__net *best = NULL;
   dynb__plan *plan = NULL;
   double loss, acc;
-  if (dynb__model_load(ctx, r.out_path, DYNB_F32, &best, NULL) != DYNB_OK ||
-      dynb__plan_build(best, o.batch, DYNB_MEMORY_STORE, &plan) != DYNB_OK ||
-      dynb__evaluate(plan, &test, &loss, &acc) != DYNB_OK) {
+  dynb_status est = dynb__model_load(ctx, r.out_path, DYNB_F32, &best, NULL);
+  if (est == DYNB_OK && ndev > 1) {
+    /* Split over the devices as validation was (SPEC §2.1). */
+    nets[0] = best;
+    est = dynb__evaluate_split(nets, ndev, shard, &test, &loss, &acc);
+    nets[0] = r.net;
+  } else if (est == DYNB_OK) {
+    est = dynb__plan_build(best, o.batch, DYNB_MEMORY_STORE, &plan);
+    if (est == DYNB_OK) est = dynb__evaluate(plan, &test, &loss, &acc);
+  }
+  if (est != DYNB_OK) {
     cli_fail(cmd, ctx);
   } else {
     printf("test loss %.4f, test accuracy %.4f (%lld samples, best model %s)\n", loss, acc,
