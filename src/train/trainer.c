@@ -258,6 +258,15 @@ static dynb_status session_open(session *s, dynb__net *net, const dynb__dataset 
   if (d->replicas > 1) {
     DYNB_CHECK(s->ctx, d->nets && d->nets[0] == net && d->shard, DYNB_STATUS_INVALID_ARGUMENT,
                "a data-parallel run needs its networks and shards, the first being the one trained");
+    int64_t sum = 0;
+    for (int r = 0; r < d->replicas && r < DYNB_MAX_REPLICAS; r++) {
+      DYNB_CHECK(s->ctx, d->shard[r] >= 1, DYNB_STATUS_INVALID_ARGUMENT,
+                 "replica %d has an empty shard (%lld samples)", r, (long long)d->shard[r]);
+      sum += d->shard[r];
+    }
+    DYNB_CHECK(s->ctx, sum == d->batch, DYNB_STATUS_INVALID_ARGUMENT,
+               "the shards sum to %lld samples, not the batch %lld", (long long)sum,
+               (long long)d->batch);
     DYNB_TRY(dynb__group_create(d->nets, d->replicas, d->shard, d->memory, &d->optim, &s->group));
     s->opt = dynb__group_optimizer(s->group, 0);
   } else {
