@@ -149,6 +149,10 @@ dynb_status dynb__bn_train_forward(dynb_ctx *ctx, const dynb__tensor *x, const d
   DYNB_TRY(check_like_x(ctx, op, "y", y, x));
   DYNB_TRY(check_chan(ctx, op, "save_mean", save_mean, x, d.c));
   DYNB_TRY(check_chan(ctx, op, "save_invstd", save_invstd, x, d.c));
+  /* One replica of several: the global batch's statistics (norm_sync.c). */
+  if (ctx->link)
+    return dynb__bn_sync_forward(ctx, x, gamma, beta, y, save_mean, save_invstd, running_mean,
+                                 running_var, momentum, eps, act);
   bool update = running_mean != NULL;
   if (update) {
     DYNB_TRY(check_chan(ctx, op, "running_mean", running_mean, x, d.c));
@@ -200,6 +204,9 @@ dynb_status dynb__bn_train_backward(dynb_ctx *ctx, const dynb__tensor *x, const 
   DYNB_TRY(check_like_x(ctx, op, "dx", dx, x));
   DYNB_TRY(check_chan(ctx, op, "dgamma", dgamma, x, d.c));
   DYNB_TRY(check_chan(ctx, op, "dbeta", dbeta, x, d.c));
+  if (ctx->link)
+    return dynb__bn_sync_backward(ctx, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
+                                  acc_dx, acc_params);
   dynb__launch l;
   DYNB_TRY(dynb__launch_begin(&l, ctx, "norm", "dynb_bn_train_backward", x->dtype));
   arg_sizes(&l, &d);

@@ -141,6 +141,28 @@ dynb_status dynb__bn_train_backward(dynb_ctx *ctx, const dynb__tensor *x, const 
                                     const dynb__tensor *save_invstd, const dynb__tensor *dx,
                                     const dynb__tensor *dgamma, const dynb__tensor *dbeta,
                                     bool acc_dx, bool acc_params);
+/* The two training ops on a context that is one replica of a data-parallel
+ * group (ctx->link set; norm_sync.c): statistics, running-statistics update
+ * and backward sums of the global batch, merged over the replicas; dgamma
+ * and dbeta get this replica's share only (the group sums gradients). They
+ * wait for the queue. dynb__bn_train_forward/backward call them after their
+ * argument checks. */
+dynb_status dynb__bn_sync_forward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *gamma,
+                                  const dynb__tensor *beta, const dynb__tensor *y,
+                                  const dynb__tensor *save_mean, const dynb__tensor *save_invstd,
+                                  const dynb__tensor *running_mean,
+                                  const dynb__tensor *running_var, double momentum, double eps,
+                                  dynb_act act);
+dynb_status dynb__bn_sync_backward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *dy,
+                                   const dynb__tensor *gamma, const dynb__tensor *save_mean,
+                                   const dynb__tensor *save_invstd, const dynb__tensor *dx,
+                                   const dynb__tensor *dgamma, const dynb__tensor *dbeta,
+                                   bool acc_dx, bool acc_params);
+/* Merges per-replica (mean[C], M2[C], count) blocks, laid out one after
+ * another in `all`, in replica order (Chan et al.'s pairwise update): the
+ * global mean, M2 = Σ(x - mean)² and count. */
+void dynb__bn_merge_moments(int replicas, int c, const double *all, double *mean, double *m2,
+                            double *count);
 /* Evaluation: y = (x - running_mean) / sqrt(running_var + eps) · gamma + beta. */
 dynb_status dynb__bn_eval_forward(dynb_ctx *ctx, const dynb__tensor *x, const dynb__tensor *gamma,
                                   const dynb__tensor *beta, const dynb__tensor *running_mean,

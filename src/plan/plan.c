@@ -41,6 +41,7 @@ struct dynb__plan {
   dynb_memory_mode mode;
   dynb__conv_policy policy; /* the routes the scratch was sized for */
   bool train_last;
+  double loss_scale; /* weight of this plan's mean loss in the trained loss */
   dynb__tensor x, labels, gx;
   unit_buffers open;
   level_buffers level[DYNB_MAX_BLOCKS];
@@ -245,6 +246,7 @@ dynb_status dynb__plan_build(dynb__net *net, int64_t batch, dynb_memory_mode mod
   dynb__plan *p = dynb__calloc(ctx, 1, sizeof *p);
   DYNB_CHECK(ctx, p, DYNB_STATUS_OUT_OF_HOST_MEMORY, "plan: no memory");
   p->net = net;
+  p->loss_scale = 1;
   p->n = batch;
   p->mode = mode;
   p->policy = ctx->conv_policy;
@@ -371,7 +373,7 @@ static dynb_status backward_passes(dynb__plan *p, bool want_dx) {
   bool train = p->train_last;
   int nb = net->spec.nblocks;
   dynb__profile_layer(ctx, "head", -1);
-  DYNB_TRY(dynb__xent_backward(ctx, &p->logits, &p->labels, 1.0, &p->glogits, false));
+  DYNB_TRY(dynb__xent_backward(ctx, &p->logits, &p->labels, p->loss_scale, &p->glogits, false));
   DYNB_TRY(dynb__linear_backward(ctx, &p->feat, &net->lin_w, &p->glogits, &p->gfeat, &net->lin_dw,
                                  &net->lin_db, false, true));
   for (int b = nb - 1; b >= 0; b--) {
@@ -410,3 +412,5 @@ dynb_status dynb__plan_forward(dynb__plan *p, bool train) { return run_pinned(p,
 dynb_status dynb__plan_backward(dynb__plan *p, bool want_dx) {
   return run_pinned(p, true, want_dx);
 }
+
+void dynb__plan_set_loss_scale(dynb__plan *p, double scale) { p->loss_scale = scale; }

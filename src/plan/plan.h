@@ -44,6 +44,12 @@ size_t dynb__plan_buffers(const dynb__plan *plan);
 void dynb__plan_conv_flops(const dynb__plan *plan, bool want_dx, double *forward,
                            double *backward);
 
+/* Scales the gradients of the next backward passes: they become those of
+ * scale · (mean loss). 1 by default; a replica of a data-parallel group
+ * holding b of the global batch's B samples uses b / B, so that the summed
+ * gradients are those of Σ loss / B (SPEC §2.1). */
+void dynb__plan_set_loss_scale(dynb__plan *plan, double scale);
+
 /* Forward pass over the input; in training mode batch norms use batch
  * statistics and update their running statistics. Enqueued only. */
 dynb_status dynb__plan_forward(dynb__plan *plan, bool train);

@@ -179,7 +179,27 @@ struct dynb_ctx {
   dynb__profile *profile;    /* NULL: not profiling (the usual case) */
   dynb_status last_status;
   char last_error[4096];
+  /* Set while the context is one replica of a data-parallel group
+   * (src/parallel); NULL: it trains alone, and no op waits for others. */
+  struct dynb__replica_link *link;
 };
+
+/* ---- Replicas (set by src/parallel, read by the ops) --------------------- */
+
+/* What an op needs from the other replicas of a data-parallel group: batch
+ * norm in training merges its per-channel statistics over the global batch.
+ * Owned by the group; the ops only call it. */
+typedef struct dynb__replica_link {
+  int replicas; /* in the whole group, > 1 */
+  int index;    /* this replica's place in the fixed replica order */
+  /* Gathers n doubles from every replica into all[replicas * n], replica
+   * k's at all + k·n, every replica with the same n; blocks until all have
+   * contributed. A failure (another replica failed, n differs) is recorded
+   * on ctx and returned. */
+  dynb_status (*allgather)(struct dynb__replica_link *link, dynb_ctx *ctx, const double *mine,
+                           size_t n, double *all);
+  void *user;
+} dynb__replica_link;
 
 /* ---- Errors and logging (ctx.c) ----------------------------------------- */
 

@@ -58,8 +58,6 @@ void dynb__timereg_free(dynb__timereg *tr);
 /* value = R (out: [1]), and gradients += ∂R/∂controls. */
 dynb_status dynb__timereg_apply(dynb__timereg *tr, const dynb__tensor *value);
 
-#endif
-
 /* ---- Data sets in host memory (dataset.c) --------------------------------------- */
 
 /* Images as float NCHW, normalised per channel, and int32 labels. */
@@ -83,6 +81,9 @@ void dynb__dataset_release(dynb__dataset *d);
 struct dynb__train_state;
 /* ---- The training loop (trainer.c) ------------------------------------------------ */
 
+/* At most this many replicas (devices) in one data-parallel run. */
+#define DYNB_MAX_REPLICAS 16
+
 /* One epoch's row of SPEC §2. */
 typedef struct dynb__epoch_row {
   int epoch;
@@ -92,6 +93,11 @@ typedef struct dynb__epoch_row {
   double d_params;                      /* RMS change of trainable tensors */
   double train_loss, train_acc, val_loss, val_acc;
   double time_reg;                      /* regularisation term (last batch) */
+  /* Data-parallel runs (replicas > 1): each replica's shard, and its
+   * forward+backward seconds and whole-step seconds over the epoch. */
+  int replicas;
+  int64_t shard[DYNB_MAX_REPLICAS];
+  double compute_seconds[DYNB_MAX_REPLICAS], step_seconds[DYNB_MAX_REPLICAS];
 } dynb__epoch_row;
 
 typedef void (*dynb__row_fn)(void *user, const dynb__epoch_row *row);
@@ -118,6 +124,14 @@ typedef struct dynb__train_desc {
    * state and epoch count from *state (as loaded by dynb__model_load). */
   const char *resume_path;
   struct dynb__train_state *state;
+  /* Data-parallel training on several devices (SPEC §2.1, src/parallel):
+   * with replicas > 1, nets[0] is the network given to dynb__train and
+   * nets[1..] the same network built on the other devices' contexts;
+   * shard[r] samples of each global batch go to replica r (Σ = batch).
+   * The model, log and checkpoints come from nets[0]. 0 or 1: one device. */
+  int replicas;
+  dynb__net *const *nets;
+  const int64_t *shard;
 } dynb__train_desc;
 
 /* Loss and accuracy of `net` on a data set in evaluation mode, through
@@ -180,3 +194,5 @@ dynb_status dynb__model_save(dynb__net *net, const char *path, dynb__optimizer *
 dynb_status dynb__model_load(dynb_ctx *ctx, const char *path, dynb_dtype real, dynb__net **out,
                              dynb__train_state *ts);
 dynb_status dynb__model_load_optimizer(dynb__net *net, const char *path, dynb__optimizer *opt);
+
+#endif

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "parallel/group.h"
 #include "train/train.h"
 
 static double now_seconds(void) {
@@ -71,14 +72,15 @@ static void gather(batch *b, const dynb__dataset *d, int64_t row, int64_t src, b
       }
 }
 
+/* The batch's images in the network's real type. */
+static const void *batch_real(batch *b) {
+  if (!b->xd) return b->x;
+  for (size_t i = 0; i < (size_t)b->n * b->per; i++) b->xd[i] = b->x[i];
+  return b->xd;
+}
+
 static dynb_status batch_upload(dynb__plan *plan, dynb_ctx *ctx, batch *b) {
-  const dynb__tensor *in = dynb__plan_input(plan);
-  if (b->xd) {
-    for (size_t i = 0; i < (size_t)b->n * b->per; i++) b->xd[i] = b->x[i];
-    DYNB_TRY(dynb__tensor_write(ctx, in, b->xd));
-  } else {
-    DYNB_TRY(dynb__tensor_write(ctx, in, b->x));
-  }
+  DYNB_TRY(dynb__tensor_write(ctx, dynb__plan_input(plan), batch_real(b)));
   return dynb__tensor_write(ctx, dynb__plan_labels(plan), b->y);
 }
 
@@ -177,7 +179,8 @@ typedef struct session {
   dynb__net *net;
   dynb_ctx *ctx;
   const dynb__train_desc *desc;
-  dynb__plan *plan;
+  dynb__plan *plan;   /* one device; NULL with a group */
+  dynb__group *group; /* several devices (desc->replicas > 1) */
   dynb__optimizer *opt;
   dynb__timereg *reg;
   dynb__tensor reg_value;
@@ -200,8 +203,20 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
   }
   double lr = dynb__schedule_lr(&d->lr, epoch), sum = 0, correct = 0, reg = 0;
   for (int64_t bi = 0; bi < nb; bi++) {
+    /* The whole global batch is drawn here, in its sample order, so that
+     * each sample's shift and flip do not depend on the split. */
     for (int64_t r = 0; r < B; r++)
       gather(&s->b, train, r, s->perm[bi * B + r], d->augment, &s->rng);
+    double out[2];
+    if (s->group) {
+      DYNB_TRY(dynb__group_step(s->group, batch_real(&s->b), s->b.y, lr, s->reg, &s->reg_value,
+                                epoch, bi, out));
+      sum += out[0], correct += out[1];
+      if (d->on_progress)
+        d->on_progress(d->user, epoch, bi + 1, nb, sum / (double)(bi + 1),
+                       correct / (double)((bi + 1) * B));
+      continue;
+    }
     DYNB_TRY(batch_upload(s->plan, s->ctx, &s->b));
     DYNB_TRY(dynb__net_zero_grads(s->net));
     DYNB_TRY(dynb__plan_forward(s->plan, true));
@@ -209,7 +224,6 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
     DYNB_TRY(dynb__plan_backward(s->plan, false));
     /* The step's one wait: loss and gradients checked before they move the
      * parameters, so a diverged step never reaches them. */
-    double out[2];
     DYNB_TRY(dynb__health_check(s->health, epoch, bi, out));
     DYNB_TRY(dynb__optimizer_step(s->opt, lr));
     sum += out[0], correct += out[1];
@@ -241,15 +255,33 @@ static dynb_status session_open(session *s, dynb__net *net, const dynb__dataset 
              DYNB_STATUS_SHAPE_MISMATCH,
              "data of %dx%dx%d does not fit the network's input %dx%dx%d", train->c, train->h,
              train->w, net->spec.in_channels, net->spec.in_height, net->spec.in_width);
-  DYNB_TRY(dynb__plan_build(net, d->batch, d->memory, &s->plan));
-  DYNB_TRY(dynb__optimizer_create(net, &d->optim, &s->opt));
-  DYNB_TRY(dynb__health_create(net, dynb__plan_loss(s->plan), &s->health));
+  if (d->replicas > 1) {
+    DYNB_CHECK(s->ctx, d->nets && d->nets[0] == net && d->shard, DYNB_STATUS_INVALID_ARGUMENT,
+               "a data-parallel run needs its networks and shards, the first being the one trained");
+    int64_t sum = 0;
+    for (int r = 0; r < d->replicas && r < DYNB_MAX_REPLICAS; r++) {
+      DYNB_CHECK(s->ctx, d->shard[r] >= 1, DYNB_STATUS_INVALID_ARGUMENT,
+                 "replica %d has an empty shard (%lld samples)", r, (long long)d->shard[r]);
+      sum += d->shard[r];
+    }
+    DYNB_CHECK(s->ctx, sum == d->batch, DYNB_STATUS_INVALID_ARGUMENT,
+               "the shards sum to %lld samples, not the batch %lld", (long long)sum,
+               (long long)d->batch);
+    DYNB_TRY(dynb__group_create(d->nets, d->replicas, d->shard, d->memory, &d->optim, &s->group));
+    s->opt = dynb__group_optimizer(s->group, 0);
+  } else {
+    DYNB_TRY(dynb__plan_build(net, d->batch, d->memory, &s->plan));
+    DYNB_TRY(dynb__optimizer_create(net, &d->optim, &s->opt));
+    DYNB_TRY(dynb__health_create(net, dynb__plan_loss(s->plan), &s->health));
+  }
   if (net->spec.time_reg > 0) {
     int64_t one = 1;
     DYNB_TRY(dynb__timereg_create(net, &s->reg));
     DYNB_TRY(dynb__tensor_alloc(s->ctx, net->real, 1, &one, &s->reg_value));
   }
-  if (d->resume_path) DYNB_TRY(dynb__model_load_optimizer(net, d->resume_path, s->opt));
+  if (d->resume_path)
+    DYNB_TRY(s->group ? dynb__group_load_optimizer(s->group, d->resume_path)
+                      : dynb__model_load_optimizer(net, d->resume_path, s->opt));
   if (d->state && d->resume_path) s->rng = d->state->rng;
   DYNB_TRY(batch_init(s->ctx, &s->b, train, d->batch, net->real));
   s->perm = malloc((size_t)train->n * sizeof *s->perm);
@@ -265,7 +297,8 @@ static void session_close(session *s) {
   dynb__tensor_release(&s->reg_value);
   dynb__timereg_free(s->reg);
   dynb__health_free(s->health);
-  dynb__optimizer_free(s->opt);
+  if (!s->group) dynb__optimizer_free(s->opt);
+  dynb__group_free(s->group);
   dynb__plan_free(s->plan);
 }
 
@@ -282,7 +315,19 @@ dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__datase
     row.epoch = e;
     double t0 = now_seconds();
     st = run_epoch(&s, train, e, &row);
-    if (st == DYNB_OK) st = dynb__evaluate(s.plan, val, &row.val_loss, &row.val_acc);
+    if (st == DYNB_OK)
+      st = s.group ? dynb__group_evaluate(s.group, val, &row.val_loss, &row.val_acc)
+                   : dynb__evaluate(s.plan, val, &row.val_loss, &row.val_acc);
+    /* The replicas must still be one model (SPEC §2.1). */
+    if (st == DYNB_OK && s.group) st = dynb__group_check_equal(s.group, e);
+    for (int r = 0; s.group && r < d->replicas; r++) {
+      dynb__replica_stats rs;
+      dynb__group_stats(s.group, r, &rs, true);
+      row.shard[r] = rs.shard;
+      row.compute_seconds[r] = rs.compute_seconds;
+      row.step_seconds[r] = rs.step_seconds;
+    }
+    row.replicas = s.group ? d->replicas : 1;
     if (st == DYNB_OK) st = snapshot_take(net, &s.after);
     if (st != DYNB_OK) break;
     snapshot_diff(net, &s.after, &s.before, &row.d_params, &row.d_running_mean,

@@ -128,6 +128,8 @@ static const cli_flag train_flags[] = {
     STR(train_opts, "--checkpoint", checkpoint, "checkpoint written after every epoch (default <out>.ckpt)"),
     STR(train_opts, "--resume", resume, "resume from a checkpoint file"),
     STR(train_opts, "--device", device, DEVICE_HELP),
+    STR(train_opts, "--devices", devices, "data-parallel on several devices: indices or name substrings, comma-separated, or all (or DYNBLOCKS_DEVICES)"),
+    STR(train_opts, "--split", split, "shards of each batch over --devices: equal (default) or N,N,... summing to --batch"),
     SWITCH(train_opts, "--augment", augment, "random 2-pixel shifts and horizontal flips"),
     STR(train_opts, "--memory", memory_name, "store (default) or checkpoint: what blocks keep for backward"),
 };
@@ -158,6 +160,7 @@ cli_result cli_train_options(int argc, char **argv, train_opts *o, char *err, si
   o->optim.weight_decay = o->weight_decay;
   if (o->nesterov && o->momentum == 0) return error(err, errlen, "--nesterov needs momentum > 0");
   if (memory_mode(o->memory_name, &o->memory, err, errlen) != CLI_OK) return CLI_ERROR;
+  if (o->device && o->devices) return error(err, errlen, "give --device or --devices, not both");
   char why[512];
   if (dynb__schedule_parse(o->lr_text ? o->lr_text : "0.05@0,0.01@2", &o->lr, why, sizeof why) !=
       DYNB_OK)

@@ -78,7 +78,7 @@ typedef struct fold_opts {
 typedef struct train_opts {
   const char *spec, *scheme, *layer, *norm, *widths, *head_width, *t_states, *t_controls;
   const char *data, *data_dir, *lr_text, *optim_name, *memory_name;
-  const char *out, *log, *checkpoint, *resume, *device;
+  const char *out, *log, *checkpoint, *resume, *device, *devices, *split;
   long steps, epochs, batch, seed, train_size;
   double val_size, momentum, weight_decay;
   bool nesterov, augment;

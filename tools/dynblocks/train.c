@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "parallel/group.h"
 
 typedef struct run {
   FILE *csv;
@@ -19,6 +20,7 @@ typedef struct run {
   dynb__train_state ts;
   bool failed;
   bool tty;
+  const char *devices[DYNB_MAX_REPLICAS]; /* device names, data-parallel runs */
 } run;
 
 static void on_progress(void *user, int epoch, int64_t done, int64_t total, double loss,
@@ -42,6 +44,12 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
          row.train_acc, row.val_loss, row.val_acc);
   if (r->net->spec.time_reg > 0) printf(" %10.4g", row.time_reg);
   printf("\n");
+  /* Several devices: each one's shard and time, on stderr beside the
+   * progress lines, so that stdout keeps one table row per epoch. */
+  for (int k = 0; row.replicas > 1 && k < row.replicas; k++)
+    fprintf(stderr, "  device %d (%s): shard %lld, forward+backward %.2f s, steps %.2f s\n", k,
+            r->devices[k], (long long)row.shard[k], row.compute_seconds[k],
+            row.step_seconds[k]);
   fflush(stdout);
   fprintf(r->csv, "%d,%.3f,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g\n", row.epoch, row.seconds,
           row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
@@ -127,6 +135,82 @@ static bool new_network(const char *cmd, const train_opts *o, dynb_ctx *ctx,
   return true;
 }
 
+/* --devices (or DYNBLOCKS_DEVICES): indices, name substrings or `all`, as
+ * device indices; 0 when neither is given (one device, --device). */
+static int device_list(const char *cmd, const train_opts *o, uint32_t *idx) {
+  const char *list = o->devices;
+  if (!list && !o->device) {
+    const char *env = getenv("DYNBLOCKS_DEVICES");
+    list = env && env[0] ? env : NULL;
+  }
+  if (!list) return 0;
+  size_t count = 0;
+  if (dynb_device_list(NULL, 0, &count) != DYNB_OK || count == 0) {
+    fprintf(stderr, "dynblocks %s: --devices: no OpenCL device\n", cmd);
+    return -1;
+  }
+  if (strcmp(list, "all") == 0) {
+    if (count > DYNB_MAX_REPLICAS) count = DYNB_MAX_REPLICAS;
+    for (size_t i = 0; i < count; i++) idx[i] = (uint32_t)i;
+    return (int)count;
+  }
+  int n = 0;
+  char item[256];
+  for (const char *p = list;; p++) {
+    size_t len = strcspn(p, ",");
+    if (len == 0 || len >= sizeof item) {
+      fprintf(stderr, "dynblocks %s: --devices '%s': an empty or too long entry\n", cmd, list);
+      return -1;
+    }
+    if (n == DYNB_MAX_REPLICAS) {
+      fprintf(stderr, "dynblocks %s: --devices '%s': at most %d devices\n", cmd, list,
+              DYNB_MAX_REPLICAS);
+      return -1;
+    }
+    memcpy(item, p, len);
+    item[len] = '\0';
+    if (dynb_device_find(item, &idx[n]) != DYNB_OK) {
+      fprintf(stderr, "dynblocks %s: --devices: no device matches '%s' (see dynblocks devices)\n",
+              cmd, item);
+      return -1;
+    }
+    n++;
+    p += len;
+    if (*p == '\0') break;
+  }
+  return n;
+}
+
+/* The other replicas of a data-parallel run: a context per device (one
+ * cannot span platforms) and the same network on it; parameters come from
+ * nets[0] when the group starts. */
+static bool replica_networks(const char *cmd, const uint32_t *idx, int n, dynb__net **nets,
+                             run *r) {
+  r->devices[0] = nets[0]->ctx->info.device_name;
+  for (int k = 1; k < n; k++) {
+    char sel[16];
+    snprintf(sel, sizeof sel, "%u", idx[k]);
+    dynb_ctx *ctx = cli_context(cmd, sel);
+    if (!ctx) return false;
+    if (dynb__net_create(ctx, &nets[0]->spec, nets[0]->real, &nets[k]) != DYNB_OK) {
+      cli_fail(cmd, ctx);
+      dynb_ctx_free(ctx);
+      return false;
+    }
+    r->devices[k] = ctx->info.device_name;
+  }
+  return true;
+}
+
+static void free_replicas(dynb__net **nets, int n) {
+  for (int k = 1; k < n; k++) {
+    if (!nets[k]) continue;
+    dynb_ctx *ctx = nets[k]->ctx;
+    dynb__net_free(nets[k]);
+    dynb_ctx_free(ctx);
+  }
+}
+
 int cmd_train(int argc, char **argv) {
   const char *cmd = "train";
   static train_opts o;
@@ -143,7 +227,23 @@ int cmd_train(int argc, char **argv) {
   r.ckpt_path = o.checkpoint;
   r.best_val = INFINITY;
   r.tty = isatty(2);
-  dynb_ctx *ctx = cli_context(cmd, o.device);
+  uint32_t idx[DYNB_MAX_REPLICAS];
+  int ndev = device_list(cmd, &o, idx);
+  if (ndev < 0) return 1;
+  if (o.split && ndev == 0) {
+    fprintf(stderr, "dynblocks %s: --split needs --devices (or DYNBLOCKS_DEVICES)\n", cmd);
+    return 1;
+  }
+  int64_t shard[DYNB_MAX_REPLICAS];
+  if (ndev > 0 &&
+      dynb__split_parse(o.split, ndev, o.batch, shard, err, sizeof err) != DYNB_OK) {
+    fprintf(stderr, "dynblocks %s: %s\n", cmd, err);
+    return 1;
+  }
+  char sel0[16];
+  snprintf(sel0, sizeof sel0, "%u", idx[0]);
+  dynb__net *nets[DYNB_MAX_REPLICAS] = {NULL};
+  dynb_ctx *ctx = cli_context(cmd, ndev > 0 ? sel0 : o.device);
   if (!ctx) return 1;
   dynb__dataset train = {0}, val = {0}, test = {0};
   if (o.resume && dynb__model_load(ctx, o.resume, DYNB_F32, &r.net, &r.ts) != DYNB_OK) {
@@ -157,6 +257,8 @@ int cmd_train(int argc, char **argv) {
     r.ts.best = INFINITY;
   if (!load_data(cmd, &o, &train, &val, &test, &r.ts)) goto done;
   if (!r.net && !new_network(cmd, &o, ctx, &train, &r.net)) goto done;
+  nets[0] = r.net;
+  if (ndev > 1 && !replica_networks(cmd, idx, ndev, nets, &r)) goto done;
   r.csv = fopen(r.log_path, o.resume ? "a" : "w");
   if (!r.csv) {
     fprintf(stderr, "dynblocks %s: cannot write %s\n", cmd, r.log_path);
@@ -184,6 +286,14 @@ int cmd_train(int argc, char **argv) {
   d.checkpoint_path = r.ckpt_path;
   d.resume_path = o.resume;
   d.state = &r.ts;
+  if (ndev > 1) {
+    d.replicas = ndev;
+    d.nets = nets;
+    d.shard = shard;
+    for (int k = 0; k < ndev; k++)
+      fprintf(stderr, "dynblocks train: device %d: %s, shard %lld of %lld\n", k, r.devices[k],
+              (long long)shard[k], (long long)o.batch);
+  }
   if (dynb__train(r.net, &train, &val, &d) != DYNB_OK || r.failed) {
     cli_fail(cmd, ctx);
     goto done;
@@ -198,9 +308,17 @@ int cmd_train(int argc, char **argv) {
   dynb__net *best = NULL;
   dynb__plan *plan = NULL;
   double loss, acc;
-  if (dynb__model_load(ctx, r.out_path, DYNB_F32, &best, NULL) != DYNB_OK ||
-      dynb__plan_build(best, o.batch, DYNB_MEMORY_STORE, &plan) != DYNB_OK ||
-      dynb__evaluate(plan, &test, &loss, &acc) != DYNB_OK) {
+  dynb_status est = dynb__model_load(ctx, r.out_path, DYNB_F32, &best, NULL);
+  if (est == DYNB_OK && ndev > 1) {
+    /* Split over the devices as validation was (SPEC §2.1). */
+    nets[0] = best;
+    est = dynb__evaluate_split(nets, ndev, shard, &test, &loss, &acc);
+    nets[0] = r.net;
+  } else if (est == DYNB_OK) {
+    est = dynb__plan_build(best, o.batch, DYNB_MEMORY_STORE, &plan);
+    if (est == DYNB_OK) est = dynb__evaluate(plan, &test, &loss, &acc);
+  }
+  if (est != DYNB_OK) {
     cli_fail(cmd, ctx);
   } else {
     printf("test loss %.4f, test accuracy %.4f (%lld samples, best model %s)\n", loss, acc,
@@ -211,6 +329,7 @@ int cmd_train(int argc, char **argv) {
   dynb__net_free(best);
 done:
   if (r.csv) fclose(r.csv);
+  free_replicas(nets, ndev);
   dynb__net_free(r.net);
   dynb__dataset_release(&train), dynb__dataset_release(&val), dynb__dataset_release(&test);
   dynb_ctx_free(ctx);

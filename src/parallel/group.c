@@ -1,0 +1,530 @@
+/* A replica group (SPEC §2.1): one plan per replica on its shard of the
+ * global batch, run concurrently (one thread each), with batch norm merged
+ * over the global batch through each context's replica link, gradients
+ * summed on the host in replica order, and the same optimiser step on every
+ * replica. The arithmetic that couples replicas happens on the host from
+ * values every replica gathers in the same order, so the replicas stay
+ * bitwise equal and two runs give the same bits. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "parallel/group.h"
+
+typedef struct replica {
+  dynb__group *g;
+  int index;
+  dynb__net *net;
+  dynb__plan *plan;
+  dynb__optimizer *opt;
+  dynb__health *health;
+  dynb__replica_link link;
+  int64_t offset, shard;
+  double *grads; /* [2 · (ngrad + 2)]: this replica's, then the sums */
+  double compute_s, step_s;
+} replica;
+
+struct dynb__group {
+  int n;
+  int64_t batch;
+  size_t ngrad; /* trainable elements */
+  /* Devices that may round differently (another platform, device or
+   * driver than replica 0's): after each step they take replica 0's
+   * parameters and optimiser state, so that the replicas stay one model.
+   * Identical devices compute the same bits and skip that transfer. */
+  bool resync;
+  dynb__transport *transport;
+  replica r[DYNB_MAX_REPLICAS];
+};
+
+static double now_seconds(void) {
+  struct timespec ts;
+  timespec_get(&ts, TIME_UTC);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- shards ---------------------------------------------------------------- */
+
+dynb_status dynb__split_parse(const char *text, int replicas, int64_t batch, int64_t *shard,
+                              char *err, size_t errlen) {
+  if (!text || strcmp(text, "equal") == 0) {
+    if (batch < replicas) {
+      snprintf(err, errlen, "--batch %lld is smaller than the %d devices", (long long)batch,
+               replicas);
+      return DYNB_STATUS_INVALID_ARGUMENT;
+    }
+    for (int r = 0; r < replicas; r++) shard[r] = batch / replicas + (r < batch % replicas);
+    return DYNB_OK;
+  }
+  if (strcmp(text, "auto") == 0) {
+    snprintf(err, errlen, "--split auto (load balancing) is not implemented yet; use equal or N,N,...");
+    return DYNB_STATUS_UNSUPPORTED;
+  }
+  const char *p = text;
+  int64_t sum = 0;
+  for (int r = 0; r < replicas; r++) {
+    char *end;
+    long long v = strtoll(p, &end, 10);
+    if (end == p || v < 1 || (*end != ',' && *end != '\0') || (*end == '\0') != (r == replicas - 1)) {
+      snprintf(err, errlen,
+               "--split '%s': expected equal or %d positive sizes separated by commas", text,
+               replicas);
+      return DYNB_STATUS_INVALID_ARGUMENT;
+    }
+    shard[r] = v, sum += v;
+    p = end + 1;
+  }
+  if (sum != batch) {
+    snprintf(err, errlen, "--split '%s' sums to %lld, not the batch %lld", text, (long long)sum,
+             (long long)batch);
+    return DYNB_STATUS_INVALID_ARGUMENT;
+  }
+  return DYNB_OK;
+}
+
+/* ---- threads ---------------------------------------------------------------- */
+
+typedef dynb_status (*replica_fn)(replica *rep, void *arg);
+
+typedef struct job {
+  replica *rep;
+  replica_fn fn;
+  void *arg;
+  dynb_status st;
+} job;
+
+static void *run_job(void *p) {
+  job *j = p;
+  j->st = j->fn(j->rep, j->arg);
+  /* A failure wakes the replicas waiting for this one. */
+  if (j->st != DYNB_OK)
+    j->rep->g->transport->abort(j->rep->g->transport, j->rep->index, j->st,
+                                dynb_ctx_last_error(j->rep->net->ctx));
+  return NULL;
+}
+
+/* Runs fn on every replica concurrently (replica 0 on this thread). A
+ * failure is reported on replica 0's context as the first replica's own
+ * failure (not the "replica k failed" of those it stopped). */
+static dynb_status run_all(dynb__group *g, replica_fn fn, void *arg, const char *what) {
+  job jobs[DYNB_MAX_REPLICAS];
+  pthread_t th[DYNB_MAX_REPLICAS];
+  bool started[DYNB_MAX_REPLICAS] = {false};
+  for (int r = 0; r < g->n; r++) jobs[r] = (job){&g->r[r], fn, arg, DYNB_OK};
+  for (int r = 1; r < g->n; r++) started[r] = pthread_create(&th[r], NULL, run_job, &jobs[r]) == 0;
+  for (int r = 1; r < g->n; r++)
+    if (!started[r]) {
+      jobs[r].st = DYNB_STATUS_OUT_OF_HOST_MEMORY;
+      g->transport->abort(g->transport, r, jobs[r].st, "no thread for this replica");
+    }
+  run_job(&jobs[0]);
+  for (int r = 1; r < g->n; r++)
+    if (started[r]) pthread_join(th[r], NULL);
+  /* The replica that failed by itself: the first whose message is not
+   * another replica's failure. */
+  int first = -1;
+  for (int r = 0; r < g->n && first < 0; r++) {
+    bool own = (r > 0 && !started[r]) ||
+               strncmp(dynb_ctx_last_error(g->r[r].net->ctx), "replica ", 8) != 0;
+    if (jobs[r].st != DYNB_OK && own) first = r;
+  }
+  for (int r = 0; r < g->n && first < 0; r++)
+    if (jobs[r].st != DYNB_OK) first = r;
+  if (first < 0) return DYNB_OK;
+  dynb_ctx *c0 = g->r[0].net->ctx;
+  if (!started[first] && first > 0)
+    return dynb__fail(c0, jobs[first].st, "%s: replica %d (%s): no thread for it", what, first,
+                      g->r[first].net->ctx->info.device_name);
+  char msg[sizeof c0->last_error];
+  snprintf(msg, sizeof msg, "%s", dynb_ctx_last_error(g->r[first].net->ctx));
+  return dynb__fail(c0, jobs[first].st, "%s: replica %d (%s): %s", what, first,
+                    g->r[first].net->ctx->info.device_name, msg);
+}
+
+static dynb_status link_allgather(dynb__replica_link *link, dynb_ctx *ctx, const double *mine,
+                                  size_t n, double *all) {
+  replica *rep = link->user;
+  return rep->g->transport->allgather(rep->g->transport, rep->index, ctx, mine, n, all);
+}
+
+/* ---- creation ---------------------------------------------------------------- */
+
+static size_t all_numel(const dynb__net *net) {
+  size_t total = 0;
+  for (size_t i = 0; i < net->ntensors; i++) total += dynb__tensor_numel(&net->tensors[i].value);
+  return total;
+}
+
+static dynb_status read_all(dynb__net *net, double *v) {
+  for (size_t i = 0, at = 0; i < net->ntensors; i++) {
+    DYNB_TRY(dynb__tensor_read_f64(net->ctx, &net->tensors[i].value, v + at));
+    at += dynb__tensor_numel(&net->tensors[i].value);
+  }
+  return DYNB_OK;
+}
+
+static dynb_status write_all(dynb__net *net, const double *v) {
+  for (size_t i = 0, at = 0; i < net->ntensors; i++) {
+    DYNB_TRY(dynb__tensor_write_f64(net->ctx, &net->tensors[i].value, v + at));
+    at += dynb__tensor_numel(&net->tensors[i].value);
+  }
+  return DYNB_OK;
+}
+
+/* One training and one evaluation pass alone on this replica (no link yet:
+ * no merge), so that its kernels and CLBlast's are built before replicas
+ * run side by side. */
+static dynb_status warm(replica *rep) {
+  DYNB_TRY(dynb__tensor_zero(rep->net->ctx, dynb__plan_input(rep->plan)));
+  DYNB_TRY(dynb__tensor_zero(rep->net->ctx, dynb__plan_labels(rep->plan)));
+  DYNB_TRY(dynb__net_zero_grads(rep->net));
+  DYNB_TRY(dynb__plan_forward(rep->plan, true));
+  DYNB_TRY(dynb__plan_backward(rep->plan, false));
+  DYNB_TRY(dynb__plan_forward(rep->plan, false));
+  DYNB_TRY(dynb__net_zero_grads(rep->net));
+  return dynb__finish(rep->net->ctx);
+}
+
+dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64_t *shard,
+                               dynb_memory_mode mode, const dynb__optim_desc *optim,
+                               dynb__group **out) {
+  *out = NULL;
+  dynb_ctx *c0 = nets[0]->ctx;
+  DYNB_CHECK(c0, replicas >= 2 && replicas <= DYNB_MAX_REPLICAS, DYNB_STATUS_INVALID_ARGUMENT,
+             "a replica group needs 2 to %d replicas, not %d", DYNB_MAX_REPLICAS, replicas);
+  for (int r = 1; r < replicas; r++) {
+    DYNB_CHECK(c0, nets[r]->ctx != c0 && nets[r]->ntensors == nets[0]->ntensors &&
+                       nets[r]->real == nets[0]->real,
+               DYNB_STATUS_INVALID_ARGUMENT,
+               "replica %d: its network must be the same spec and real type on its own context",
+               r);
+    DYNB_CHECK(c0, nets[r]->ctx->link == NULL, DYNB_STATUS_MISUSE,
+               "replica %d: its context is already in a group", r);
+    for (int k = 1; k < r; k++)
+      DYNB_CHECK(c0, nets[k]->ctx != nets[r]->ctx, DYNB_STATUS_INVALID_ARGUMENT,
+                 "replicas %d and %d share a context; each needs its own", k, r);
+  }
+  dynb__group *g = calloc(1, sizeof *g);
+  DYNB_CHECK(c0, g, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory for a replica group");
+  g->n = replicas;
+  for (size_t i = 0; i < nets[0]->ntensors; i++)
+    if (nets[0]->tensors[i].trainable) g->ngrad += dynb__tensor_numel(&nets[0]->tensors[i].value);
+  dynb_status st = dynb__transport_local_create(replicas, &g->transport);
+  if (st != DYNB_OK) st = dynb__fail(c0, st, "no host memory for the transport");
+  /* Replica 0's tensors, everywhere. */
+  size_t total = all_numel(nets[0]);
+  double *v = malloc(total * sizeof *v);
+  if (st == DYNB_OK && !v) st = dynb__fail(c0, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
+  if (st == DYNB_OK) st = read_all(nets[0], v);
+  int64_t offset = 0;
+  for (int r = 0; st == DYNB_OK && r < replicas; r++) {
+    replica *rep = &g->r[r];
+    dynb_ctx *ctx = nets[r]->ctx;
+    rep->g = g, rep->index = r, rep->net = nets[r];
+    rep->offset = offset, rep->shard = shard[r];
+    offset += shard[r];
+    if (r > 0) st = write_all(nets[r], v);
+    if (st == DYNB_OK) st = dynb__plan_build(nets[r], shard[r], mode, &rep->plan);
+    if (st == DYNB_OK) st = dynb__optimizer_create(nets[r], optim, &rep->opt);
+    if (st == DYNB_OK) st = dynb__health_create(nets[r], dynb__plan_loss(rep->plan), &rep->health);
+    if (st == DYNB_OK) {
+      rep->grads = malloc(2 * (g->ngrad + 2) * sizeof *rep->grads);
+      if (!rep->grads) st = dynb__fail(ctx, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
+    }
+    /* Warm alone, then put back what the warm-up moved (running statistics). */
+    if (st == DYNB_OK) st = warm(rep);
+    if (st == DYNB_OK) st = write_all(nets[r], v);
+    if (st != DYNB_OK && r > 0)
+      st = dynb__fail(c0, st, "replica %d (%s): %s", r, ctx->info.device_name,
+                      dynb_ctx_last_error(ctx));
+  }
+  free(v);
+  g->batch = offset;
+  for (int r = 1; r < replicas; r++) {
+    const dynb_device_info *a = &nets[0]->ctx->info, *b = &nets[r]->ctx->info;
+    if (strcmp(a->platform_name, b->platform_name) || strcmp(a->device_name, b->device_name) ||
+        strcmp(a->driver_version, b->driver_version))
+      g->resync = true;
+  }
+  if (st == DYNB_OK) {
+    for (int r = 0; r < replicas; r++) {
+      replica *rep = &g->r[r];
+      rep->link = (dynb__replica_link){replicas, r, link_allgather, rep};
+      dynb__plan_set_loss_scale(rep->plan, (double)rep->shard / (double)g->batch);
+      rep->net->ctx->link = &rep->link;
+    }
+  }
+  if (st != DYNB_OK) {
+    dynb__group_free(g);
+    return st;
+  }
+  *out = g;
+  return DYNB_OK;
+}
+
+void dynb__group_free(dynb__group *g) {
+  if (!g) return;
+  for (int r = 0; r < g->n; r++) {
+    replica *rep = &g->r[r];
+    if (rep->net && rep->net->ctx->link == &rep->link) rep->net->ctx->link = NULL;
+    dynb__health_free(rep->health);
+    dynb__optimizer_free(rep->opt);
+    dynb__plan_free(rep->plan);
+    free(rep->grads);
+  }
+  if (g->transport) g->transport->destroy(g->transport);
+  free(g);
+}
+
+dynb__optimizer *dynb__group_optimizer(dynb__group *g, int r) { return g->r[r].opt; }
+
+dynb_status dynb__group_load_optimizer(dynb__group *g, const char *path) {
+  for (int r = 0; r < g->n; r++)
+    DYNB_TRY(dynb__model_load_optimizer(g->r[r].net, path, g->r[r].opt));
+  return DYNB_OK;
+}
+
+/* ---- the step ---------------------------------------------------------------- */
+
+typedef struct step_args {
+  const void *x;
+  const int32_t *y;
+  double lr;
+  dynb__timereg *reg;
+  const dynb__tensor *reg_value;
+  int epoch;
+  int64_t step;
+  double out[2];
+} step_args;
+
+/* This replica's gradients of every trainable tensor, then {loss · b/B,
+ * correct count}, gathered from every replica and summed in replica order;
+ * the sums are written back as the gradients, and the loss and count of the
+ * global batch returned in loss_out. */
+static dynb_status sum_grads(replica *rep, double *loss_out) {
+  dynb__group *g = rep->g;
+  dynb__net *net = rep->net;
+  dynb_ctx *ctx = net->ctx;
+  const size_t per = g->ngrad + 2;
+  double *mine = rep->grads, *sum = rep->grads + per;
+  size_t at = 0;
+  for (size_t i = 0; i < net->ntensors; i++) {
+    if (!net->tensors[i].trainable) continue;
+    DYNB_TRY(dynb__tensor_read_f64(ctx, &net->tensors[i].grad, mine + at));
+    at += dynb__tensor_numel(&net->tensors[i].grad);
+  }
+  double loss[2];
+  DYNB_TRY(dynb__tensor_read_f64(ctx, dynb__plan_loss(rep->plan), loss));
+  mine[at] = loss[0] * ((double)rep->shard / (double)g->batch);
+  mine[at + 1] = loss[1];
+  double *all = malloc((size_t)g->n * per * sizeof *all);
+  DYNB_CHECK(ctx, all, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory for the gradient sum");
+  dynb_status st = g->transport->allgather(g->transport, rep->index, ctx, mine, per, all);
+  if (st == DYNB_OK) {
+    for (size_t j = 0; j < per; j++) {
+      double t = 0;
+      for (int k = 0; k < g->n; k++) t += all[(size_t)k * per + j];
+      sum[j] = t;
+    }
+  }
+  free(all);
+  DYNB_TRY(st);
+  at = 0;
+  for (size_t i = 0; i < net->ntensors; i++) {
+    if (!net->tensors[i].trainable) continue;
+    DYNB_TRY(dynb__tensor_write_f64(ctx, &net->tensors[i].grad, sum + at));
+    at += dynb__tensor_numel(&net->tensors[i].grad);
+  }
+  loss_out[0] = sum[at], loss_out[1] = sum[at + 1];
+  return DYNB_OK;
+}
+
+/* Replica 0's trainable tensors and optimiser state, on every replica. */
+static dynb_status take_replica0(replica *rep) {
+  dynb__net *net = rep->net;
+  dynb_ctx *ctx = net->ctx;
+  size_t nstate = dynb__optimizer_state_count(rep->opt), total = 0;
+  for (size_t i = 0; i < net->ntensors; i++)
+    if (net->tensors[i].trainable) total += dynb__tensor_numel(&net->tensors[i].value);
+  for (size_t i = 0; i < nstate; i++)
+    total += dynb__tensor_numel(&dynb__optimizer_state_at(rep->opt, i)->value);
+  double *v = malloc((total ? total : 1) * sizeof *v);
+  DYNB_CHECK(ctx, v, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory for the parameters");
+  dynb_status st = DYNB_OK;
+  for (int pass = 0; pass < 2 && st == DYNB_OK; pass++) {
+    /* pass 0: replica 0 reads; then the broadcast; pass 1: the others write. */
+    if (pass == 1) st = rep->g->transport->broadcast(rep->g->transport, rep->index, 0, ctx, v, total);
+    if (st != DYNB_OK || (pass == 0) != (rep->index == 0)) continue;
+    size_t at = 0;
+    for (size_t i = 0; st == DYNB_OK && i < net->ntensors + nstate; i++) {
+      const dynb__tensor *t = i < net->ntensors ? &net->tensors[i].value
+                                                : &dynb__optimizer_state_at(rep->opt, i - net->ntensors)->value;
+      if (i < net->ntensors && !net->tensors[i].trainable) continue;
+      st = pass == 0 ? dynb__tensor_read_f64(ctx, t, v + at) : dynb__tensor_write_f64(ctx, t, v + at);
+      at += dynb__tensor_numel(t);
+    }
+  }
+  free(v);
+  return st;
+}
+
+static dynb_status replica_step(replica *rep, void *arg) {
+  step_args *a = arg;
+  dynb_ctx *ctx = rep->net->ctx;
+  double t0 = now_seconds();
+  size_t row = dynb__tensor_numel(dynb__plan_input(rep->plan)) / (size_t)rep->shard;
+  size_t esize = dynb__dtype_size(rep->net->real);
+  DYNB_TRY(dynb__tensor_write(ctx, dynb__plan_input(rep->plan),
+                              (const char *)a->x + (size_t)rep->offset * row * esize));
+  DYNB_TRY(dynb__tensor_write(ctx, dynb__plan_labels(rep->plan), a->y + rep->offset));
+  DYNB_TRY(dynb__net_zero_grads(rep->net));
+  DYNB_TRY(dynb__plan_forward(rep->plan, true));
+  /* The regularisation is of the parameters, not of a shard: added once. */
+  if (rep->index == 0 && a->reg) DYNB_TRY(dynb__timereg_apply(a->reg, a->reg_value));
+  DYNB_TRY(dynb__plan_backward(rep->plan, false));
+  DYNB_TRY(dynb__finish(ctx));
+  double t1 = now_seconds();
+  double loss[2] = {0, 0};
+  DYNB_TRY(sum_grads(rep, loss));
+  double local[2];
+  DYNB_TRY(dynb__health_check(rep->health, a->epoch, a->step, local));
+  DYNB_TRY(dynb__optimizer_step(rep->opt, a->lr));
+  if (rep->g->resync) DYNB_TRY(take_replica0(rep));
+  DYNB_TRY(dynb__finish(ctx));
+  rep->compute_s += t1 - t0;
+  rep->step_s += now_seconds() - t0;
+  if (rep->index == 0) a->out[0] = loss[0], a->out[1] = loss[1];
+  return DYNB_OK;
+}
+
+dynb_status dynb__group_step(dynb__group *g, const void *x, const int32_t *y, double lr,
+                             dynb__timereg *reg, const dynb__tensor *reg_value, int epoch,
+                             int64_t step, double out[2]) {
+  step_args a = {x, y, lr, reg, reg_value, epoch, step, {0, 0}};
+  char what[96];
+  snprintf(what, sizeof what, "epoch %d, step %lld", epoch, (long long)step);
+  DYNB_TRY(run_all(g, replica_step, &a, what));
+  out[0] = a.out[0], out[1] = a.out[1];
+  return DYNB_OK;
+}
+
+/* ---- evaluation ---------------------------------------------------------------- */
+
+typedef struct eval_args {
+  const dynb__dataset *d;
+  double loss[DYNB_MAX_REPLICAS], acc[DYNB_MAX_REPLICAS];
+  int64_t lo[DYNB_MAX_REPLICAS + 1];
+} eval_args;
+
+static dynb_status replica_eval(replica *rep, void *arg) {
+  eval_args *a = arg;
+  dynb__dataset part = *a->d;
+  int64_t lo = a->lo[rep->index], hi = a->lo[rep->index + 1];
+  size_t per = (size_t)part.c * (size_t)part.h * (size_t)part.w;
+  part.n = hi - lo;
+  part.images = a->d->images + (size_t)lo * per;
+  part.labels = a->d->labels + lo;
+  return dynb__evaluate(rep->plan, &part, &a->loss[rep->index], &a->acc[rep->index]);
+}
+
+dynb_status dynb__group_evaluate(dynb__group *g, const dynb__dataset *d, double *loss,
+                                 double *acc) {
+  *loss = *acc = 0;
+  if (d->n == 0) return DYNB_OK;
+  eval_args a;
+  memset(&a, 0, sizeof a);
+  a.d = d;
+  for (int r = 0; r <= g->n; r++)
+    a.lo[r] = r == g->n ? d->n : (int64_t)((double)d->n * (double)g->r[r].offset / (double)g->batch);
+  DYNB_TRY(run_all(g, replica_eval, &a, "evaluation"));
+  double sl = 0, sa = 0;
+  for (int r = 0; r < g->n; r++) {
+    double n = (double)(a.lo[r + 1] - a.lo[r]);
+    sl += a.loss[r] * n, sa += a.acc[r] * n;
+  }
+  *loss = sl / (double)d->n;
+  *acc = sa / (double)d->n;
+  return DYNB_OK;
+}
+
+dynb_status dynb__evaluate_split(dynb__net *const *nets, int replicas, const int64_t *shard,
+                                 const dynb__dataset *d, double *loss, double *acc) {
+  dynb_ctx *c0 = nets[0]->ctx;
+  DYNB_CHECK(c0, replicas >= 2 && replicas <= DYNB_MAX_REPLICAS, DYNB_STATUS_INVALID_ARGUMENT,
+             "a split evaluation needs 2 to %d replicas, not %d", DYNB_MAX_REPLICAS, replicas);
+  dynb__group *g = calloc(1, sizeof *g);
+  DYNB_CHECK(c0, g, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
+  g->n = replicas;
+  dynb_status st = dynb__transport_local_create(replicas, &g->transport);
+  if (st != DYNB_OK) st = dynb__fail(c0, st, "no host memory for the transport");
+  size_t total = all_numel(nets[0]);
+  double *v = malloc(total * sizeof *v);
+  if (st == DYNB_OK && !v) st = dynb__fail(c0, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
+  if (st == DYNB_OK) st = read_all(nets[0], v);
+  for (int r = 0; st == DYNB_OK && r < replicas; r++) {
+    replica *rep = &g->r[r];
+    rep->g = g, rep->index = r, rep->net = nets[r];
+    rep->offset = g->batch, rep->shard = shard[r];
+    g->batch += shard[r];
+    if (r > 0) st = write_all(nets[r], v);
+    if (st == DYNB_OK) st = dynb__plan_build(nets[r], shard[r], DYNB_MEMORY_STORE, &rep->plan);
+    if (st != DYNB_OK && r > 0)
+      st = dynb__fail(c0, st, "replica %d (%s): %s", r, nets[r]->ctx->info.device_name,
+                      dynb_ctx_last_error(nets[r]->ctx));
+  }
+  free(v);
+  if (st == DYNB_OK) st = dynb__group_evaluate(g, d, loss, acc);
+  /* Not dynb__group_free: these replicas own plans only, and the nets
+   * keep whatever link they had. */
+  for (int r = 0; r < replicas; r++) dynb__plan_free(g->r[r].plan);
+  if (g->transport) g->transport->destroy(g->transport);
+  free(g);
+  return st;
+}
+
+/* ---- equality ---------------------------------------------------------------- */
+
+dynb_status dynb__group_check_equal(dynb__group *g, int epoch) {
+  dynb__net *n0 = g->r[0].net;
+  dynb_ctx *c0 = n0->ctx;
+  size_t most = 0;
+  for (size_t i = 0; i < n0->ntensors; i++) {
+    size_t k = dynb__tensor_numel(&n0->tensors[i].value);
+    most = k > most ? k : most;
+  }
+  double *a = malloc(2 * most * sizeof *a);
+  DYNB_CHECK(c0, a, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory for the replica check");
+  double *b = a + most;
+  dynb_status st = DYNB_OK;
+  for (size_t i = 0; st == DYNB_OK && i < n0->ntensors; i++) {
+    size_t k = dynb__tensor_numel(&n0->tensors[i].value);
+    st = dynb__tensor_read_f64(c0, &n0->tensors[i].value, a);
+    for (int r = 1; st == DYNB_OK && r < g->n; r++) {
+      dynb__net *nr = g->r[r].net;
+      st = dynb__tensor_read_f64(nr->ctx, &nr->tensors[i].value, b);
+      if (st != DYNB_OK) {
+        st = dynb__fail(c0, st, "replica %d (%s): %s", r, nr->ctx->info.device_name,
+                        dynb_ctx_last_error(nr->ctx));
+      } else if (memcmp(a, b, k * sizeof *a) != 0) {
+        size_t j = 0;
+        while (j < k && memcmp(a + j, b + j, sizeof *a) == 0) j++;
+        st = dynb__fail(c0, DYNB_STATUS_UNSUPPORTED,
+                        "after epoch %d the replicas differ: %s[%zu] is %.17g on replica 0 (%s) "
+                        "but %.17g on replica %d (%s)",
+                        epoch, n0->tensors[i].name, j, a[j], c0->info.device_name, b[j], r,
+                        nr->ctx->info.device_name);
+      }
+    }
+  }
+  free(a);
+  return st;
+}
+
+void dynb__group_stats(dynb__group *g, int r, dynb__replica_stats *out, bool reset) {
+  out->shard = g->r[r].shard;
+  out->compute_seconds = g->r[r].compute_s;
+  out->step_seconds = g->r[r].step_s;
+  if (reset) g->r[r].compute_s = g->r[r].step_s = 0;
+}

@@ -1,0 +1,67 @@
+/* Private header of src/parallel: a replica group, the layer above the plan
+ * that trains one network on several devices (SPEC §2.1). */
+#ifndef DYNB_PARALLEL_GROUP_H
+#define DYNB_PARALLEL_GROUP_H
+
+#include "parallel/transport.h"
+#include "train/train.h"
+
+/* Shard sizes of a global batch: "equal" (sizes differ by at most one, the
+ * larger first) or an explicit "N,N,..." that must sum to the batch; the
+ * error names the problem. */
+dynb_status dynb__split_parse(const char *text, int replicas, int64_t batch, int64_t *shard,
+                              char *err, size_t errlen);
+
+typedef struct dynb__group dynb__group;
+
+/* What one replica did in the last epoch, for the epoch output. */
+typedef struct dynb__replica_stats {
+  int64_t shard;
+  double compute_seconds; /* forward and backward, summed over the epoch's steps */
+  double step_seconds;    /* whole steps (with waits and the gradient sum) */
+} dynb__replica_stats;
+
+/* A group over nets[0..replicas) (each on its own context, the same spec
+ * and, from nets[0], the same parameters: they are copied over), one plan
+ * of shard[r] samples per replica, an optimiser each and a divergence
+ * check each. Warms every replica once, one after another, so that no two
+ * threads compile the same CLBlast kernel at once (CLBlast#486 in Debian's
+ * 1.5.3), leaving every tensor as it was. The nets stay the caller's. */
+dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64_t *shard,
+                               dynb_memory_mode mode, const dynb__optim_desc *optim,
+                               dynb__group **out);
+void dynb__group_free(dynb__group *g);
+/* Replica r's optimiser (for checkpoints: replica 0's, equal to all). */
+dynb__optimizer *dynb__group_optimizer(dynb__group *g, int r);
+/* Loads every replica's optimiser state from a checkpoint. */
+dynb_status dynb__group_load_optimizer(dynb__group *g, const char *path);
+
+/* One training step on the global batch: x [batch][per] in the nets' real
+ * type and labels y [batch], row r of the global sample order. Replica r
+ * takes rows [offset_r, offset_r + shard_r), runs forward and backward
+ * concurrently with the others (batch norm merged through the transport),
+ * with the time regularisation `reg` (may be NULL; its value into
+ * reg_value) on replica 0 only; then the gradients are summed over the
+ * replicas in replica order, checked finite, and every replica applies the
+ * same optimiser step. out = {mean loss over the global batch, correct
+ * count}. A failing replica ends the step on every replica; the status and
+ * message (naming the replica's device) land on nets[0]'s context. */
+dynb_status dynb__group_step(dynb__group *g, const void *x, const int32_t *y, double lr,
+                             dynb__timereg *reg, const dynb__tensor *reg_value, int epoch,
+                             int64_t step, double out[2]);
+/* Evaluation split across replicas in proportion to their shards, each on
+ * a contiguous part of d; loss and accuracy summed over all samples. */
+dynb_status dynb__group_evaluate(dynb__group *g, const dynb__dataset *d, double *loss,
+                                 double *acc);
+/* The same split evaluation outside a group (the test set after
+ * training): nets[1..] take nets[0]'s tensors, each gets a plan of shard[r]
+ * samples for the call. */
+dynb_status dynb__evaluate_split(dynb__net *const *nets, int replicas, const int64_t *shard,
+                                 const dynb__dataset *d, double *loss, double *acc);
+/* Every tensor of every replica compared bit for bit with replica 0's; a
+ * difference is an error naming the tensor, the replica and the epoch. */
+dynb_status dynb__group_check_equal(dynb__group *g, int epoch);
+/* Shard and times of replica r since the last call with reset. */
+void dynb__group_stats(dynb__group *g, int r, dynb__replica_stats *out, bool reset);
+
+#endif
