@@ -33,6 +33,7 @@ int cmd_grad(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_fold(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
+int cmd_selftest(int argc, char **argv);
 
 /* Writes the per-epoch curves (loss and accuracy, train and validation) as
  * an SVG file. */
