@@ -66,7 +66,7 @@ static bool make_spec(dynb__net_spec *s, const net_kind *k) {
 }
 
 typedef struct fd_state {
-  st_run *r;
+  dynb__stest_run *r;
   dynb__plan *plan;
   const dynb__tensor *t; /* the tensor being varied */
   double *host;          /* its values */
@@ -74,9 +74,9 @@ typedef struct fd_state {
 
 static double loss_at(fd_state *f) {
   double loss[2] = {NAN, NAN};
-  st_write(f->r, f->t, f->host);
-  if (f->r->status == DYNB_OK) st_ok(f->r, dynb__plan_forward(f->plan, true));
-  st_fetch(f->r, dynb__plan_loss(f->plan), loss);
+  dynb__stest_write(f->r, f->t, f->host);
+  if (f->r->status == DYNB_OK) dynb__stest_ok(f->r, dynb__plan_forward(f->plan, true));
+  dynb__stest_fetch(f->r, dynb__plan_loss(f->plan), loss);
   return loss[0];
 }
 
@@ -86,7 +86,8 @@ static void fd_tensor(fd_state *f, const double *analytic, size_t n, size_t chec
                       double bound) {
   size_t stride = n > checks ? (n + checks - 1) / checks : 1;
   size_t m = (n + stride - 1) / stride, j = 0;
-  double *fd = st_zeros(f->r, m), *an = st_zeros(f->r, m), *scale = st_zeros(f->r, m);
+  double *fd = dynb__stest_zeros(f->r, m), *an = dynb__stest_zeros(f->r, m),
+         *scale = dynb__stest_zeros(f->r, m);
   if (f->r->status != DYNB_OK) return;
   for (size_t i = 0; i < n && f->r->status == DYNB_OK; i += stride, j++) {
     double keep = f->host[i], d[2];
@@ -104,58 +105,59 @@ static void fd_tensor(fd_state *f, const double *analytic, size_t n, size_t chec
     scale[j] = fmax(1, fabs(analytic[i]));
     if (!f->r->f64) scale[j] += 2 * (4.0 / 3) * fabs(d[0] - d[1]) / bound;
   }
-  st_write(f->r, f->t, f->host); /* restore */
-  st_compare(f->r, an, fd, scale, m, bound);
+  dynb__stest_write(f->r, f->t, f->host); /* restore */
+  dynb__stest_compare(f->r, an, fd, scale, m, bound);
 }
 
-static void check_one(st_run *r, const net_kind *k, size_t checks) {
+static void check_one(dynb__stest_run *r, const net_kind *k, size_t checks) {
   dynb_ctx *ctx = r->ctx;
   dynb__net_spec spec;
   dynb__net *net = NULL;
   dynb__plan *plan = NULL;
   if (!make_spec(&spec, k)) {
-    st_ok(r, DYNB_STATUS_INVALID_ARGUMENT);
+    dynb__stest_ok(r, DYNB_STATUS_INVALID_ARGUMENT);
     return;
   }
-  if (!st_ok(r, dynb__net_create(ctx, &spec, r->row.dtype, &net))) return;
-  if (st_ok(r, dynb__net_init(net, 7)) &&
-      st_ok(r, dynb__plan_build(net, 4, DYNB_MEMORY_CHECKPOINT, &plan))) {
+  if (!dynb__stest_ok(r, dynb__net_create(ctx, &spec, r->row.dtype, &net))) return;
+  if (dynb__stest_ok(r, dynb__net_init(net, 7)) &&
+      dynb__stest_ok(r, dynb__plan_build(net, 4, DYNB_MEMORY_CHECKPOINT, &plan))) {
     const dynb__tensor *in = dynb__plan_input(plan);
     size_t nin = dynb__tensor_numel(in);
     ref_rng g = ref_rng_seed(11);
-    double *x = st_data(r, &g, nin, -1, 1), *gx = st_zeros(r, nin);
+    double *x = dynb__stest_data(r, &g, nin, -1, 1), *gx = dynb__stest_zeros(r, nin);
     const int32_t labels[4] = {0, 2, 1, 2};
-    st_write(r, in, x);
-    if (r->status == DYNB_OK) st_ok(r, dynb__tensor_write(ctx, dynb__plan_labels(plan), labels));
-    if (r->status == DYNB_OK) st_ok(r, dynb__net_zero_grads(net));
-    if (r->status == DYNB_OK) st_ok(r, dynb__plan_forward(plan, true));
-    if (r->status == DYNB_OK) st_ok(r, dynb__plan_backward(plan, true));
+    dynb__stest_write(r, in, x);
+    if (r->status == DYNB_OK)
+      dynb__stest_ok(r, dynb__tensor_write(ctx, dynb__plan_labels(plan), labels));
+    if (r->status == DYNB_OK) dynb__stest_ok(r, dynb__net_zero_grads(net));
+    if (r->status == DYNB_OK) dynb__stest_ok(r, dynb__plan_forward(plan, true));
+    if (r->status == DYNB_OK) dynb__stest_ok(r, dynb__plan_backward(plan, true));
     double h = r->f64 ? 1e-5 : 1e-2, bound = r->f64 ? 1e-6 : 9.5e-4;
-    /* Gradients are read with st_read: they are this row's output, which
+    /* Gradients are read with dynb__stest_read: they are this row's output, which
      * the fault hook perturbs. */
-    st_read(r, dynb__plan_input_grad(plan), gx);
+    dynb__stest_read(r, dynb__plan_input_grad(plan), gx);
     fd_state f = {r, plan, in, x};
     fd_tensor(&f, gx, nin, 2 * checks, h, bound);
     for (size_t i = 0; i < net->ntensors && r->status == DYNB_OK; i++) {
       const dynb__net_tensor *t = &net->tensors[i];
       if (!t->trainable) continue;
       size_t n = dynb__tensor_numel(&t->value);
-      double *v = st_zeros(r, n), *gr = st_zeros(r, n);
-      st_fetch(r, &t->value, v);
-      st_read(r, &t->grad, gr);
+      double *v = dynb__stest_zeros(r, n), *gr = dynb__stest_zeros(r, n);
+      dynb__stest_fetch(r, &t->value, v);
+      dynb__stest_read(r, &t->grad, gr);
       fd_state ft = {r, plan, &t->value, v};
       fd_tensor(&ft, gr, n, checks, h, bound);
-      st_release(r); /* host arrays only: this case owns no tensors */
+      dynb__stest_release(r); /* host arrays only: this case owns no tensors */
     }
   }
-  st_release(r);
+  dynb__stest_release(r);
   dynb__plan_free(plan);
   dynb__net_free(net);
 }
 
-void st_check_net(st_run *r) {
+void dynb__stest_check_net(dynb__stest_run *r) {
   dynb_dtype dts[2];
-  int nd = st_dtypes(r, dts);
+  int nd = dynb__stest_dtypes(r, dts);
   /* Two blocks per network. With fp64, the quick run takes the reference
    * configuration's layer (doublesym + tv + rk4) next to double + batch
    * norm + midpoint, and the full run adds preact without norm on rk38
@@ -168,8 +170,8 @@ void st_check_net(st_run *r) {
                                    {DYNB_LAYER_DOUBLESYM, DYNB_NORM_BATCH, "euler"}};
   /* f64 where the device has it (the sharper check), else f32. */
   dynb_dtype dt = dts[nd - 1];
-  st_begin(r, "net_gradient", "-", dt);
+  dynb__stest_begin(r, "net_gradient", "-", dt);
   check_one(r, dt == DYNB_F64 ? quick : quick32, r->d->quick ? 2 : 6);
   if (!r->d->quick) check_one(r, more, 6);
-  st_end(r);
+  dynb__stest_end(r);
 }

@@ -6,15 +6,15 @@
  * worst case γ(M) (tests/test_norm.c derives tighter, tree-specific
  * counts; the selftest must hold on any device's reduction). The bounds
  * are those of tests/test_norm.c with that sum count, and γ in place of
- * its doubled u (st_gamma covers the double reference). */
+ * its doubled u (dynb__stest_gamma covers the double reference). */
 #include <math.h>
 
 #include "ops/ops.h"
 #include "selftest.h"
 
 /* Per channel: max |x - mean|·invstd and the range of x. */
-static void spread(const st_shape *sh, const double *x, const double *mean, const double *invstd,
-                   double *xhat_max, double *range_max) {
+static void spread(const dynb__stest_shape *sh, const double *x, const double *mean,
+                   const double *invstd, double *xhat_max, double *range_max) {
   size_t s = (size_t)sh->h * sh->w;
   *xhat_max = 0, *range_max = 0;
   for (int ch = 0; ch < sh->c; ch++) {
@@ -36,16 +36,16 @@ static void fused(dynb_act act, size_t p, double *y) {
 
 /* Compares against want (+ old when acc) with scale 1 + |want|, as the
  * bounds below are absolute-and-relative. */
-static void compare(st_run *r, const dynb__tensor *t, double *want, const double *old, bool acc,
-                    double bound, size_t n) {
-  double *got = st_zeros(r, n), *scale = st_zeros(r, n);
+static void compare(dynb__stest_run *r, const dynb__tensor *t, double *want, const double *old,
+                    bool acc, double bound, size_t n) {
+  double *got = dynb__stest_zeros(r, n), *scale = dynb__stest_zeros(r, n);
   if (r->status != DYNB_OK) return;
-  st_read(r, t, got);
+  dynb__stest_read(r, t, got);
   for (size_t i = 0; i < n; i++) {
     if (acc) want[i] += old[i];
     scale[i] = 1 + fabs(want[i]);
   }
-  st_compare(r, got, want, scale, n, bound);
+  dynb__stest_compare(r, got, want, scale, n, bound);
 }
 
 /* ---- TV ------------------------------------------------------------------------ */
@@ -55,33 +55,36 @@ static void compare(st_run *r, const dynb__tensor *t, double *want, const double
  * Backward: dx = dy/r - x (dy·x)/r³: C more roundings for dy·x and 3u for
  * r³ on top of the forward's, per element on |dy|/r + |x| Σ|dy x|/r³ (the
  * terms may cancel): γ(C + 24) on that; dβ = Σ dy: γ(M + 1) on M. */
-static void check_tv(st_run *r, dynb_dtype dt, bool backward) {
-  st_begin(r, backward ? "tv_backward" : "tv_forward", NULL, dt);
+static void check_tv(dynb__stest_run *r, dynb_dtype dt, bool backward) {
+  dynb__stest_begin(r, backward ? "tv_backward" : "tv_forward", NULL, dt);
   int ns;
-  const st_shape *sh = st_shapes(r, &ns);
+  const dynb__stest_shape *sh = dynb__stest_shapes(r, &ns);
   for (int i = 0; i < ns && r->status == DYNB_OK; i++) {
     ref_rng g = ref_rng_seed(800 + (uint64_t)i);
-    size_t p = st_numel(&sh[i]), c = (size_t)sh[i].c, m = p / c, s = m / (size_t)sh[i].n;
+    size_t p = dynb__stest_numel(&sh[i]), c = (size_t)sh[i].c, m = p / c, s = m / (size_t)sh[i].n;
     int64_t d4[4] = {sh[i].n, sh[i].c, sh[i].h, sh[i].w}, dc = sh[i].c;
-    double *x = st_data(r, &g, p, -1, 1), *beta = st_data(r, &g, c, -1, 1);
-    double *dy = st_data(r, &g, p, -1, 1), *dx0 = st_data(r, &g, p, -1, 1);
-    double *db0 = st_data(r, &g, c, -1, 1), *want = st_zeros(r, p), *wdb = st_zeros(r, c);
-    dynb__tensor tx = st_put(r, 4, d4, x, st_offset(i)), tb = st_put(r, 1, &dc, beta, 1);
+    double *x = dynb__stest_data(r, &g, p, -1, 1), *beta = dynb__stest_data(r, &g, c, -1, 1);
+    double *dy = dynb__stest_data(r, &g, p, -1, 1), *dx0 = dynb__stest_data(r, &g, p, -1, 1);
+    double *db0 = dynb__stest_data(r, &g, c, -1, 1), *want = dynb__stest_zeros(r, p),
+           *wdb = dynb__stest_zeros(r, c);
+    dynb__tensor tx = dynb__stest_put(r, 4, d4, x, dynb__stest_offset(i)),
+                 tb = dynb__stest_put(r, 1, &dc, beta, 1);
     if (r->status != DYNB_OK) break;
     if (!backward) {
       dynb_act act = i % 2 ? DYNB_ACT_RELU : DYNB_ACT_IDENTITY;
-      dynb__tensor ty = st_put(r, 4, d4, NULL, 2);
-      st_ok(r, dynb__tv_forward(r->ctx, &tx, &tb, &ty, DYNB_TV_EPS, act));
+      dynb__tensor ty = dynb__stest_put(r, 4, d4, NULL, 2);
+      dynb__stest_ok(r, dynb__tv_forward(r->ctx, &tx, &tb, &ty, DYNB_TV_EPS, act));
       ref_tv_forward(sh[i].n, sh[i].c, (int)s, x, beta, DYNB_TV_EPS, want);
       fused(act, p, want);
-      compare(r, &ty, want, NULL, false, st_gamma(r, (double)c + 16), p);
+      compare(r, &ty, want, NULL, false, dynb__stest_gamma(r, (double)c + 16), p);
     } else {
       bool acc = i % 2 == 1;
-      dynb__tensor tdy = st_put(r, 4, d4, dy, 2), tdx = st_put(r, 4, d4, acc ? dx0 : NULL, 3);
-      dynb__tensor tdb = st_put(r, 1, &dc, acc ? db0 : NULL, 0);
-      double *got = st_zeros(r, p), *scale = st_zeros(r, p);
+      dynb__tensor tdy = dynb__stest_put(r, 4, d4, dy, 2),
+                   tdx = dynb__stest_put(r, 4, d4, acc ? dx0 : NULL, 3);
+      dynb__tensor tdb = dynb__stest_put(r, 1, &dc, acc ? db0 : NULL, 0);
+      double *got = dynb__stest_zeros(r, p), *scale = dynb__stest_zeros(r, p);
       if (r->status != DYNB_OK) break;
-      st_ok(r, dynb__tv_backward(r->ctx, &tx, &tdy, &tdx, &tdb, DYNB_TV_EPS, acc, acc));
+      dynb__stest_ok(r, dynb__tv_backward(r->ctx, &tx, &tdy, &tdx, &tdb, DYNB_TV_EPS, acc, acc));
       ref_tv_backward(sh[i].n, sh[i].c, (int)s, x, dy, DYNB_TV_EPS, want, wdb);
       for (int n = 0; n < sh[i].n; n++)
         for (size_t px = 0; px < s; px++) {
@@ -98,13 +101,13 @@ static void check_tv(st_run *r, dynb_dtype dt, bool backward) {
             if (acc) want[e] += dx0[e];
           }
         }
-      st_read(r, &tdx, got);
-      st_compare(r, got, want, scale, p, st_gamma(r, (double)c + 24));
-      compare(r, &tdb, wdb, db0, acc, st_gamma(r, (double)m + 1) * (double)m, c);
+      dynb__stest_read(r, &tdx, got);
+      dynb__stest_compare(r, got, want, scale, p, dynb__stest_gamma(r, (double)c + 24));
+      compare(r, &tdb, wdb, db0, acc, dynb__stest_gamma(r, (double)m + 1) * (double)m, c);
     }
-    st_release(r);
+    dynb__stest_release(r);
   }
-  st_end(r);
+  dynb__stest_end(r);
 }
 
 /* ---- batch norm, training ---------------------------------------------------- */
@@ -118,67 +121,75 @@ static void check_tv(st_run *r, dynb_dtype dt, bool backward) {
  * device's saved statistics, so that it is measured alone), with |dy| <=
  * 1: dx within (M + 8)u·kmax·(2 + x̂²) (kmax = max γ·invstd), dγ within
  * (M + 8)u·M·x̂max, dβ within (M + 1)u·M. */
-static void check_bn_train(st_run *r, dynb_dtype dt, bool backward) {
-  st_begin(r, backward ? "bn_train_backward" : "bn_train_forward", NULL, dt);
+static void check_bn_train(dynb__stest_run *r, dynb_dtype dt, bool backward) {
+  dynb__stest_begin(r, backward ? "bn_train_backward" : "bn_train_forward", NULL, dt);
   int ns;
-  const st_shape *sh = st_shapes(r, &ns);
+  const dynb__stest_shape *sh = dynb__stest_shapes(r, &ns);
   for (int i = 0; i < ns && r->status == DYNB_OK; i++) {
     ref_rng g = ref_rng_seed(820 + (uint64_t)i);
-    size_t p = st_numel(&sh[i]), c = (size_t)sh[i].c, m = p / c, s = m / (size_t)sh[i].n;
+    size_t p = dynb__stest_numel(&sh[i]), c = (size_t)sh[i].c, m = p / c, s = m / (size_t)sh[i].n;
     int64_t d4[4] = {sh[i].n, sh[i].c, sh[i].h, sh[i].w}, dc = sh[i].c;
     double offset = i % 2 ? 3 : 0;
     bool running = m > 1; /* the unbiased variance needs two values */
-    double *x = st_data(r, &g, p, offset - sqrt(3), offset + sqrt(3));
-    double *ga = st_data(r, &g, c, 0.5, 1.5), *be = st_data(r, &g, c, -1, 1);
-    double *rm = st_data(r, &g, c, -1, 1), *rv = st_data(r, &g, c, 0.5, 2);
-    double *dy = st_data(r, &g, p, -1, 1), *old = st_data(r, &g, p + 2 * c, -1, 1);
-    double *y = st_zeros(r, p), *mean = st_zeros(r, c), *invstd = st_zeros(r, c);
-    double *dx = st_zeros(r, p), *dg = st_zeros(r, c), *db = st_zeros(r, c);
-    dynb__tensor tx = st_put(r, 4, d4, x, st_offset(i)), tg = st_put(r, 1, &dc, ga, 1);
-    dynb__tensor tb = st_put(r, 1, &dc, be, 2), ty = st_put(r, 4, d4, NULL, 0);
-    dynb__tensor tm = st_put(r, 1, &dc, NULL, 3), ti = st_put(r, 1, &dc, NULL, 0);
-    dynb__tensor trm = st_put(r, 1, &dc, rm, 1), trv = st_put(r, 1, &dc, rv, 2);
+    double *x = dynb__stest_data(r, &g, p, offset - sqrt(3), offset + sqrt(3));
+    double *ga = dynb__stest_data(r, &g, c, 0.5, 1.5), *be = dynb__stest_data(r, &g, c, -1, 1);
+    double *rm = dynb__stest_data(r, &g, c, -1, 1), *rv = dynb__stest_data(r, &g, c, 0.5, 2);
+    double *dy = dynb__stest_data(r, &g, p, -1, 1),
+           *old = dynb__stest_data(r, &g, p + 2 * c, -1, 1);
+    double *y = dynb__stest_zeros(r, p), *mean = dynb__stest_zeros(r, c),
+           *invstd = dynb__stest_zeros(r, c);
+    double *dx = dynb__stest_zeros(r, p), *dg = dynb__stest_zeros(r, c),
+           *db = dynb__stest_zeros(r, c);
+    dynb__tensor tx = dynb__stest_put(r, 4, d4, x, dynb__stest_offset(i)),
+                 tg = dynb__stest_put(r, 1, &dc, ga, 1);
+    dynb__tensor tb = dynb__stest_put(r, 1, &dc, be, 2), ty = dynb__stest_put(r, 4, d4, NULL, 0);
+    dynb__tensor tm = dynb__stest_put(r, 1, &dc, NULL, 3), ti = dynb__stest_put(r, 1, &dc, NULL, 0);
+    dynb__tensor trm = dynb__stest_put(r, 1, &dc, rm, 1), trv = dynb__stest_put(r, 1, &dc, rv, 2);
     if (r->status != DYNB_OK) break;
     dynb_act act = !backward && i == 1 ? DYNB_ACT_RELU : DYNB_ACT_IDENTITY;
-    st_ok(r, dynb__bn_train_forward(r->ctx, &tx, &tg, &tb, &ty, &tm, &ti, running ? &trm : NULL,
-                                    running ? &trv : NULL, DYNB_BN_MOMENTUM, DYNB_BN_EPS, act));
+    dynb__stest_ok(
+        r, dynb__bn_train_forward(r->ctx, &tx, &tg, &tb, &ty, &tm, &ti, running ? &trm : NULL,
+                                  running ? &trv : NULL, DYNB_BN_MOMENTUM, DYNB_BN_EPS, act));
     double k = (double)m + 16;
     if (!backward) {
       ref_bn_train_forward(sh[i].n, sh[i].c, (int)s, x, ga, be, DYNB_BN_MOMENTUM, DYNB_BN_EPS, y,
                            mean, invstd, running ? rm : NULL, running ? rv : NULL);
-      double xhat = 0, range = 0, gmax = st_max_abs(ga, c), imax = st_max_abs(invstd, c);
+      double xhat = 0, range = 0, gmax = dynb__stest_max_abs(ga, c),
+             imax = dynb__stest_max_abs(invstd, c);
       spread(&sh[i], x, mean, invstd, &xhat, &range);
-      double tol_y = st_gamma(r, k) * (gmax * (range * imax + xhat) + 1) +
-                     0x1p-53 * st_max_abs(mean, c) * imax * gmax;
+      double tol_y = dynb__stest_gamma(r, k) * (gmax * (range * imax + xhat) + 1) +
+                     0x1p-53 * dynb__stest_max_abs(mean, c) * imax * gmax;
       fused(act, p, y);
       compare(r, &ty, y, NULL, false, tol_y, p);
-      compare(r, &tm, mean, NULL, false, st_gamma(r, k) * (range + 1), c);
-      compare(r, &ti, invstd, NULL, false, st_gamma(r, k), c);
-      compare(r, &trm, rm, NULL, false, st_gamma(r, k + 3) * (range + 1), c);
-      compare(r, &trv, rv, NULL, false, st_gamma(r, k + 3), c);
+      compare(r, &tm, mean, NULL, false, dynb__stest_gamma(r, k) * (range + 1), c);
+      compare(r, &ti, invstd, NULL, false, dynb__stest_gamma(r, k), c);
+      compare(r, &trm, rm, NULL, false, dynb__stest_gamma(r, k + 3) * (range + 1), c);
+      compare(r, &trv, rv, NULL, false, dynb__stest_gamma(r, k + 3), c);
     } else {
       bool acc = i % 2 == 0;
       /* The statistics as the device saved them: the backward is measured
        * alone. */
-      st_fetch(r, &tm, mean), st_fetch(r, &ti, invstd);
+      dynb__stest_fetch(r, &tm, mean), dynb__stest_fetch(r, &ti, invstd);
       if (r->status != DYNB_OK) break;
-      dynb__tensor tdy = st_put(r, 4, d4, dy, 2), tdx = st_put(r, 4, d4, acc ? old : NULL, 1);
-      dynb__tensor tdg = st_put(r, 1, &dc, acc ? old + p : NULL, 0);
-      dynb__tensor tdb = st_put(r, 1, &dc, acc ? old + p + c : NULL, 3);
+      dynb__tensor tdy = dynb__stest_put(r, 4, d4, dy, 2),
+                   tdx = dynb__stest_put(r, 4, d4, acc ? old : NULL, 1);
+      dynb__tensor tdg = dynb__stest_put(r, 1, &dc, acc ? old + p : NULL, 0);
+      dynb__tensor tdb = dynb__stest_put(r, 1, &dc, acc ? old + p + c : NULL, 3);
       if (r->status != DYNB_OK) break;
-      st_ok(r, dynb__bn_train_backward(r->ctx, &tx, &tdy, &tg, &tm, &ti, &tdx, &tdg, &tdb, acc,
-                                       acc));
+      dynb__stest_ok(
+          r, dynb__bn_train_backward(r->ctx, &tx, &tdy, &tg, &tm, &ti, &tdx, &tdg, &tdb, acc, acc));
       ref_bn_train_backward(sh[i].n, sh[i].c, (int)s, x, dy, ga, mean, invstd, dx, dg, db);
       double xhat = 0, range = 0, kmax = 0;
       spread(&sh[i], x, mean, invstd, &xhat, &range);
       for (size_t ch = 0; ch < c; ch++) kmax = fmax(kmax, ga[ch] * invstd[ch]);
-      compare(r, &tdx, dx, old, acc, st_gamma(r, (double)m + 8) * kmax * (2 + xhat * xhat), p);
-      compare(r, &tdg, dg, old + p, acc, st_gamma(r, (double)m + 8) * (double)m * xhat, c);
-      compare(r, &tdb, db, old + p + c, acc, st_gamma(r, (double)m + 1) * (double)m, c);
+      compare(r, &tdx, dx, old, acc, dynb__stest_gamma(r, (double)m + 8) * kmax * (2 + xhat * xhat),
+              p);
+      compare(r, &tdg, dg, old + p, acc, dynb__stest_gamma(r, (double)m + 8) * (double)m * xhat, c);
+      compare(r, &tdb, db, old + p + c, acc, dynb__stest_gamma(r, (double)m + 1) * (double)m, c);
     }
-    st_release(r);
+    dynb__stest_release(r);
   }
-  st_end(r);
+  dynb__stest_end(r);
 }
 
 /* ---- batch norm, evaluation ------------------------------------------------------ */
@@ -188,21 +199,22 @@ static void check_bn_train(st_run *r, dynb_dtype dt, bool backward) {
  * dx = dy·γ·invstd (γ(14) on its size plus |old|), dγ = Σ dy·x̂ over M
  * terms each within 14u: γ(M + 16) on Σ|dy x̂| + |old|, dβ = Σ dy: γ(M + 1)
  * on Σ|dy| + |old|. Scales are floored at 1e-300 (exactness where zero). */
-static void check_bn_eval(st_run *r, dynb_dtype dt, bool backward) {
-  st_begin(r, backward ? "bn_eval_backward" : "bn_eval_forward", NULL, dt);
+static void check_bn_eval(dynb__stest_run *r, dynb_dtype dt, bool backward) {
+  dynb__stest_begin(r, backward ? "bn_eval_backward" : "bn_eval_forward", NULL, dt);
   int ns;
-  const st_shape *sh = st_shapes(r, &ns);
+  const dynb__stest_shape *sh = dynb__stest_shapes(r, &ns);
   for (int i = 0; i < ns && r->status == DYNB_OK; i++) {
     ref_rng g = ref_rng_seed(840 + (uint64_t)i);
-    size_t p = st_numel(&sh[i]), c = (size_t)sh[i].c, m = p / c, s = m / (size_t)sh[i].n;
+    size_t p = dynb__stest_numel(&sh[i]), c = (size_t)sh[i].c, m = p / c, s = m / (size_t)sh[i].n;
     int64_t d4[4] = {sh[i].n, sh[i].c, sh[i].h, sh[i].w}, dc = sh[i].c;
-    double *x = st_data(r, &g, p, -2, 2), *ga = st_data(r, &g, c, 0.5, 1.5);
-    double *be = st_data(r, &g, c, -1, 1), *rm = st_data(r, &g, c, -1, 1);
-    double *rv = st_data(r, &g, c, 0.5, 2), *dy = st_data(r, &g, p, -1, 1);
-    double *old = st_data(r, &g, p + 2 * c, -1, 1), *got = st_zeros(r, p + 2 * c);
-    double *want = st_zeros(r, p + 2 * c), *scale = st_zeros(r, p + 2 * c);
-    dynb__tensor tx = st_put(r, 4, d4, x, st_offset(i)), tg = st_put(r, 1, &dc, ga, 1);
-    dynb__tensor trm = st_put(r, 1, &dc, rm, 2), trv = st_put(r, 1, &dc, rv, 3);
+    double *x = dynb__stest_data(r, &g, p, -2, 2), *ga = dynb__stest_data(r, &g, c, 0.5, 1.5);
+    double *be = dynb__stest_data(r, &g, c, -1, 1), *rm = dynb__stest_data(r, &g, c, -1, 1);
+    double *rv = dynb__stest_data(r, &g, c, 0.5, 2), *dy = dynb__stest_data(r, &g, p, -1, 1);
+    double *old = dynb__stest_data(r, &g, p + 2 * c, -1, 1), *got = dynb__stest_zeros(r, p + 2 * c);
+    double *want = dynb__stest_zeros(r, p + 2 * c), *scale = dynb__stest_zeros(r, p + 2 * c);
+    dynb__tensor tx = dynb__stest_put(r, 4, d4, x, dynb__stest_offset(i)),
+                 tg = dynb__stest_put(r, 1, &dc, ga, 1);
+    dynb__tensor trm = dynb__stest_put(r, 1, &dc, rm, 2), trv = dynb__stest_put(r, 1, &dc, rv, 3);
     if (r->status != DYNB_OK) break;
     for (size_t e = 0; e < p; e++) {
       size_t ch = (e / s) % c;
@@ -212,10 +224,11 @@ static void check_bn_eval(st_run *r, dynb_dtype dt, bool backward) {
     }
     if (!backward) {
       dynb_act act = i % 2 ? DYNB_ACT_TANH : DYNB_ACT_IDENTITY;
-      dynb__tensor tb = st_put(r, 1, &dc, be, 0), ty = st_put(r, 4, d4, NULL, 1);
+      dynb__tensor tb = dynb__stest_put(r, 1, &dc, be, 0), ty = dynb__stest_put(r, 4, d4, NULL, 1);
       if (r->status != DYNB_OK) break;
-      st_ok(r, dynb__bn_eval_forward(r->ctx, &tx, &tg, &tb, &trm, &trv, &ty, DYNB_BN_EPS, act));
-      st_read(r, &ty, got);
+      dynb__stest_ok(
+          r, dynb__bn_eval_forward(r->ctx, &tx, &tg, &tb, &trm, &trv, &ty, DYNB_BN_EPS, act));
+      dynb__stest_read(r, &ty, got);
       ref_bn_eval_forward(sh[i].n, sh[i].c, (int)s, x, ga, be, rm, rv, DYNB_BN_EPS, want);
       fused(act, p, want);
       /* tanh is 1-Lipschitz: the argument's error passes through, and tanh
@@ -223,34 +236,38 @@ static void check_bn_eval(st_run *r, dynb_dtype dt, bool backward) {
        * scale's 1 added here. */
       for (size_t e = 0; e < p; e++)
         scale[e] = fmax(scale[e] + (act == DYNB_ACT_TANH ? 1 : 0), 1e-300);
-      st_compare(r, got, want, scale, p, st_gamma(r, act == DYNB_ACT_TANH ? 80 : 16));
+      dynb__stest_compare(r, got, want, scale, p,
+                          dynb__stest_gamma(r, act == DYNB_ACT_TANH ? 80 : 16));
     } else {
       bool acc = i % 2 == 1;
-      dynb__tensor tdy = st_put(r, 4, d4, dy, 0), tdx = st_put(r, 4, d4, acc ? old : NULL, 1);
-      dynb__tensor tdg = st_put(r, 1, &dc, acc ? old + p : NULL, 2);
-      dynb__tensor tdb = st_put(r, 1, &dc, acc ? old + p + c : NULL, 3);
+      dynb__tensor tdy = dynb__stest_put(r, 4, d4, dy, 0),
+                   tdx = dynb__stest_put(r, 4, d4, acc ? old : NULL, 1);
+      dynb__tensor tdg = dynb__stest_put(r, 1, &dc, acc ? old + p : NULL, 2);
+      dynb__tensor tdb = dynb__stest_put(r, 1, &dc, acc ? old + p + c : NULL, 3);
       if (r->status != DYNB_OK) break;
-      st_ok(r, dynb__bn_eval_backward(r->ctx, &tx, &tdy, &tg, &trm, &trv, &tdx, &tdg, &tdb,
-                                      DYNB_BN_EPS, acc, acc));
-      ref_bn_eval_backward(sh[i].n, sh[i].c, (int)s, x, dy, ga, rm, rv, DYNB_BN_EPS, want,
-                           want + p, want + p + c);
-      st_read(r, &tdx, got), st_read(r, &tdg, got + p), st_read(r, &tdb, got + p + c);
+      dynb__stest_ok(r, dynb__bn_eval_backward(r->ctx, &tx, &tdy, &tg, &trm, &trv, &tdx, &tdg, &tdb,
+                                               DYNB_BN_EPS, acc, acc));
+      ref_bn_eval_backward(sh[i].n, sh[i].c, (int)s, x, dy, ga, rm, rv, DYNB_BN_EPS, want, want + p,
+                           want + p + c);
+      dynb__stest_read(r, &tdx, got), dynb__stest_read(r, &tdg, got + p),
+          dynb__stest_read(r, &tdb, got + p + c);
       for (size_t e = 0; e < p + 2 * c; e++) {
         if (acc) want[e] += old[e], scale[e] += fabs(old[e]);
         scale[e] = fmax(scale[e], 1e-300);
       }
-      st_compare(r, got, want, scale, p, st_gamma(r, 14));
-      st_compare(r, got + p, want + p, scale + p, c, st_gamma(r, (double)m + 16));
-      st_compare(r, got + p + c, want + p + c, scale + p + c, c, st_gamma(r, (double)m + 1));
+      dynb__stest_compare(r, got, want, scale, p, dynb__stest_gamma(r, 14));
+      dynb__stest_compare(r, got + p, want + p, scale + p, c, dynb__stest_gamma(r, (double)m + 16));
+      dynb__stest_compare(r, got + p + c, want + p + c, scale + p + c, c,
+                          dynb__stest_gamma(r, (double)m + 1));
     }
-    st_release(r);
+    dynb__stest_release(r);
   }
-  st_end(r);
+  dynb__stest_end(r);
 }
 
-void st_check_norm(st_run *r) {
+void dynb__stest_check_norm(dynb__stest_run *r) {
   dynb_dtype dts[2];
-  int nd = st_dtypes(r, dts);
+  int nd = dynb__stest_dtypes(r, dts);
   for (int d = 0; d < nd; d++) {
     check_tv(r, dts[d], false);
     check_tv(r, dts[d], true);

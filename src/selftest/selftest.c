@@ -12,15 +12,15 @@
  * overwrites them (the checks see the first as wrong results). */
 #define GUARD 3
 
-static void fail_call(st_run *r, dynb_status st, const char *what) {
+static void fail_call(dynb__stest_run *r, dynb_status st, const char *what) {
   if (r->status != DYNB_OK) return;
   r->status = st;
-  snprintf(r->error, sizeof r->error, "%s: %s", what,
-           st == DYNB_STATUS_OUT_OF_HOST_MEMORY ? "out of host memory"
-                                                                      : dynb_ctx_last_error(r->ctx));
+  snprintf(
+      r->error, sizeof r->error, "%s: %s", what,
+      st == DYNB_STATUS_OUT_OF_HOST_MEMORY ? "out of host memory" : dynb_ctx_last_error(r->ctx));
 }
 
-void st_begin(st_run *r, const char *op, const char *route, dynb_dtype dt) {
+void dynb__stest_begin(dynb__stest_run *r, const char *op, const char *route, dynb_dtype dt) {
   memset(&r->row, 0, sizeof r->row);
   r->row.op = op;
   r->row.route = route ? route : "-";
@@ -33,8 +33,8 @@ void st_begin(st_run *r, const char *op, const char *route, dynb_dtype dt) {
   r->t0 = dynb__now();
 }
 
-void st_end(st_run *r) {
-  st_release(r);
+void dynb__stest_end(dynb__stest_run *r) {
+  dynb__stest_release(r);
   if (r->status == DYNB_OK) fail_call(r, dynb__finish(r->ctx), "finish");
   r->row.seconds = dynb__now() - r->t0;
   if (r->status != DYNB_OK) {
@@ -50,13 +50,13 @@ void st_end(st_run *r) {
   if (r->d->row_fn) r->d->row_fn(r->d->user, &r->row);
 }
 
-bool st_ok(st_run *r, dynb_status st) {
+bool dynb__stest_ok(dynb__stest_run *r, dynb_status st) {
   if (st != DYNB_OK) fail_call(r, st, r->row.op);
   return r->status == DYNB_OK;
 }
 
-void st_compare(st_run *r, const double *got, const double *want, const double *scale, size_t n,
-                double bound) {
+void dynb__stest_compare(dynb__stest_run *r, const double *got, const double *want,
+                         const double *scale, size_t n, double bound) {
   if (r->status != DYNB_OK) return;
   double err = ref_max_scaled_err(got, want, scale, n, NULL);
   double ratio = bound > 0 ? err / bound : (err == 0 ? 0 : INFINITY);
@@ -70,13 +70,13 @@ void st_compare(st_run *r, const double *got, const double *want, const double *
   }
 }
 
-void st_release(st_run *r) {
+void dynb__stest_release(dynb__stest_run *r) {
   for (int i = 0; i < r->ntensors; i++) dynb__tensor_release(&r->tensors[i]);
   for (int i = 0; i < r->nhost; i++) free(r->host[i]);
   r->ntensors = r->nhost = 0;
 }
 
-static double *own(st_run *r, size_t n) {
+static double *own(dynb__stest_run *r, size_t n) {
   if (r->status != DYNB_OK) return NULL;
   double *p = r->nhost < ST_MAX_HOST ? calloc(n ? n : 1, sizeof *p) : NULL;
   if (!p) {
@@ -87,9 +87,9 @@ static double *own(st_run *r, size_t n) {
   return p;
 }
 
-double *st_zeros(st_run *r, size_t n) { return own(r, n); }
+double *dynb__stest_zeros(dynb__stest_run *r, size_t n) { return own(r, n); }
 
-double *st_data(st_run *r, ref_rng *g, size_t n, double lo, double hi) {
+double *dynb__stest_data(dynb__stest_run *r, ref_rng *g, size_t n, double lo, double hi) {
   double *x = own(r, n);
   if (!x) return NULL;
   ref_fill(g, x, n, lo, hi);
@@ -97,15 +97,17 @@ double *st_data(st_run *r, ref_rng *g, size_t n, double lo, double hi) {
   return x;
 }
 
-double st_u(const st_run *r) { return ref_unit(r->f64); }
+double dynb__stest_u(const dynb__stest_run *r) { return ref_unit(r->f64); }
 
-double st_gamma(const st_run *r, double k) { return k * (st_u(r) + 0x1p-53); }
+double dynb__stest_gamma(const dynb__stest_run *r, double k) {
+  return k * (dynb__stest_u(r) + 0x1p-53);
+}
 
-void st_scale_abs(double *scale, const double *x, size_t n, double a, double b) {
+void dynb__stest_scale_abs(double *scale, const double *x, size_t n, double a, double b) {
   for (size_t i = 0; i < n; i++) scale[i] = a * (x ? fabs(x[i]) : 0) + b;
 }
 
-double st_max_abs(const double *x, size_t n) {
+double dynb__stest_max_abs(const double *x, size_t n) {
   double m = 0;
   for (size_t i = 0; i < n; i++) m = fmax(m, fabs(x[i]));
   return m;
@@ -115,7 +117,7 @@ double st_max_abs(const double *x, size_t n) {
 
 static size_t dsize(dynb_dtype dt) { return dt == DYNB_F64 ? 8 : 4; }
 
-void st_write(st_run *r, const dynb__tensor *t, const double *host) {
+void dynb__stest_write(dynb__stest_run *r, const dynb__tensor *t, const double *host) {
   if (r->status != DYNB_OK) return;
   size_t n = dynb__tensor_numel(t);
   void *buf = malloc((n ? n : 1) * dsize(t->dtype));
@@ -135,7 +137,8 @@ void st_write(st_run *r, const dynb__tensor *t, const double *host) {
   if (st != DYNB_OK) fail_call(r, st, "write");
 }
 
-dynb__tensor st_put(st_run *r, int ndim, const int64_t *dims, const double *host, size_t off) {
+dynb__tensor dynb__stest_put(dynb__stest_run *r, int ndim, const int64_t *dims, const double *host,
+                             size_t off) {
   dynb__tensor v = {0};
   if (r->status != DYNB_OK) return v;
   if (r->ntensors == ST_MAX_TENSORS) {
@@ -153,12 +156,12 @@ dynb__tensor st_put(st_run *r, int ndim, const int64_t *dims, const double *host
   }
   r->ntensors++;
   v = dynb__tensor_view(base->mem, off, r->row.dtype, ndim, dims);
-  st_write(r, base, NULL); /* NaN everywhere, guards included */
-  st_write(r, &v, host);
+  dynb__stest_write(r, base, NULL); /* NaN everywhere, guards included */
+  dynb__stest_write(r, &v, host);
   return v;
 }
 
-dynb__tensor st_put_i32(st_run *r, int64_t n, const int32_t *vals) {
+dynb__tensor dynb__stest_put_i32(dynb__stest_run *r, int64_t n, const int32_t *vals) {
   dynb__tensor v = {0};
   if (r->status != DYNB_OK) return v;
   if (r->ntensors == ST_MAX_TENSORS) {
@@ -176,7 +179,7 @@ dynb__tensor st_put_i32(st_run *r, int64_t n, const int32_t *vals) {
   return v;
 }
 
-void st_fetch(st_run *r, const dynb__tensor *t, double *host) {
+void dynb__stest_fetch(dynb__stest_run *r, const dynb__tensor *t, double *host) {
   if (r->status != DYNB_OK) return;
   size_t n = dynb__tensor_numel(t);
   void *buf = malloc((n ? n : 1) * dsize(t->dtype));
@@ -191,8 +194,8 @@ void st_fetch(st_run *r, const dynb__tensor *t, double *host) {
   if (st != DYNB_OK) fail_call(r, st, "read");
 }
 
-void st_read(st_run *r, const dynb__tensor *t, double *host) {
-  st_fetch(r, t, host);
+void dynb__stest_read(dynb__stest_run *r, const dynb__tensor *t, double *host) {
+  dynb__stest_fetch(r, t, host);
   size_t n = dynb__tensor_numel(t);
   if (r->status != DYNB_OK) return;
   /* The fault hook: one element of the op's output, changed by half its
@@ -205,11 +208,11 @@ void st_read(st_run *r, const dynb__tensor *t, double *host) {
 
 /* 2·3·7·7 = 294, 17·13·9 = 1989 and 3·5·13·9 = 1755 are multiples of no
  * power of two above 2; 1×1×1×1 is the smallest edge of all. */
-static const st_shape quick_shapes[] = {{1, 1, 1, 1}, {2, 3, 7, 7}, {1, 17, 13, 9}};
-static const st_shape full_shapes[] = {{1, 1, 1, 1}, {2, 3, 7, 7},  {1, 17, 13, 9},
-                                       {3, 5, 13, 9}, {5, 1, 1, 1}, {4, 16, 31, 33}};
+static const dynb__stest_shape quick_shapes[] = {{1, 1, 1, 1}, {2, 3, 7, 7}, {1, 17, 13, 9}};
+static const dynb__stest_shape full_shapes[] = {{1, 1, 1, 1},  {2, 3, 7, 7}, {1, 17, 13, 9},
+                                                {3, 5, 13, 9}, {5, 1, 1, 1}, {4, 16, 31, 33}};
 
-const st_shape *st_shapes(const st_run *r, int *count) {
+const dynb__stest_shape *dynb__stest_shapes(const dynb__stest_run *r, int *count) {
   if (r->d->quick) {
     *count = (int)(sizeof quick_shapes / sizeof *quick_shapes);
     return quick_shapes;
@@ -218,33 +221,33 @@ const st_shape *st_shapes(const st_run *r, int *count) {
   return full_shapes;
 }
 
-size_t st_numel(const st_shape *s) { return (size_t)s->n * s->c * s->h * s->w; }
+size_t dynb__stest_numel(const dynb__stest_shape *s) { return (size_t)s->n * s->c * s->h * s->w; }
 
-int st_dtypes(const st_run *r, dynb_dtype out[2]) {
+int dynb__stest_dtypes(const dynb__stest_run *r, dynb_dtype out[2]) {
   out[0] = DYNB_F32, out[1] = DYNB_F64;
   return r->ctx->info.has_fp64 ? 2 : 1;
 }
 
-size_t st_offset(int i) { return i % 2 ? (size_t)(3 + i) : 0; }
+size_t dynb__stest_offset(int i) { return i % 2 ? (size_t)(3 + i) : 0; }
 
 /* ---- the run ------------------------------------------------------------------- */
 
 dynb_status dynb__selftest_run(dynb_ctx *ctx, const dynb__selftest_desc *d,
                                dynb__selftest_summary *sum) {
   memset(sum, 0, sizeof *sum);
-  st_run *r = calloc(1, sizeof *r);
+  dynb__stest_run *r = calloc(1, sizeof *r);
   DYNB_CHECK(ctx, r != NULL, DYNB_STATUS_OUT_OF_HOST_MEMORY, "selftest: out of host memory");
   r->ctx = ctx, r->d = d, r->sum = sum;
   sum->fp64 = ctx->info.has_fp64;
   double t0 = dynb__now();
   dynb__conv_policy policy = ctx->conv_policy;
-  st_check_elementwise(r);
-  st_check_params(r);
-  st_check_dense(r);
-  st_check_norm(r);
-  st_check_conv(r);
+  dynb__stest_check_elementwise(r);
+  dynb__stest_check_params(r);
+  dynb__stest_check_dense(r);
+  dynb__stest_check_norm(r);
+  dynb__stest_check_conv(r);
   ctx->conv_policy = policy;
-  st_check_net(r);
+  dynb__stest_check_net(r);
   ctx->conv_policy = policy;
   sum->seconds = dynb__now() - t0;
   free(r);

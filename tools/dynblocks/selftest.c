@@ -29,8 +29,8 @@ static void print_row(void *user, const dynb__selftest_row *row) {
 int cmd_selftest(int argc, char **argv) {
   selftest_opts o;
   char err[512];
-  int rc = cli_report(&cli_selftest_command, cli_selftest_options(argc, argv, &o, err, sizeof err),
-                      err);
+  int rc =
+      cli_report(&cli_selftest_command, cli_selftest_options(argc, argv, &o, err, sizeof err), err);
   if (rc >= 0) return rc;
   dynb_ctx *ctx = cli_context("selftest", o.device);
   if (!ctx) return 1;
@@ -45,8 +45,7 @@ int cmd_selftest(int argc, char **argv) {
    * makes the run fail. docs/cli.md documents it as a testing aid. */
   const char *fault = getenv("DYNBLOCKS_SELFTEST_FAULT");
   printer p = {.fault = fault && fault[0] ? fault : NULL};
-  dynb__selftest_desc d = {.quick = o.quick, .row_fn = print_row, .user = &p,
-                           .fault_op = p.fault};
+  dynb__selftest_desc d = {.quick = o.quick, .row_fn = print_row, .user = &p, .fault_op = p.fault};
   dynb__selftest_summary sum;
   dynb_status st = dynb__selftest_run(ctx, &d, &sum);
   if (st != DYNB_OK) {
@@ -56,14 +55,18 @@ int cmd_selftest(int argc, char **argv) {
   }
   printf("\n%d rows, %d passed, %d failed; %s; %.1f s\n", sum.rows, sum.rows - sum.failed,
          sum.failed, sum.fp64 ? "f32 and f64" : "f32 only (the device has no fp64)", sum.seconds);
-  if (p.fault) printf("(DYNBLOCKS_SELFTEST_FAULT=%s was set: its rows are meant to fail)\n", p.fault);
+  if (p.fault)
+    printf("(DYNBLOCKS_SELFTEST_FAULT=%s was set: its rows are meant to fail)\n", p.fault);
   if (p.fault && p.fault_rows == 0) {
-    fprintf(stderr, "dynblocks selftest: DYNBLOCKS_SELFTEST_FAULT names '%s', which is no op of "
-                    "the table\n", p.fault);
+    fprintf(stderr,
+            "dynblocks selftest: DYNBLOCKS_SELFTEST_FAULT names '%s', which is no op of "
+            "the table\n",
+            p.fault);
     dynb_ctx_free(ctx);
     return 2;
   }
-  if (sum.failed) fprintf(stderr, "dynblocks selftest: %d of %d rows FAILED\n", sum.failed, sum.rows);
+  if (sum.failed)
+    fprintf(stderr, "dynblocks selftest: %d of %d rows FAILED\n", sum.failed, sum.rows);
   dynb_ctx_free(ctx);
   return sum.failed ? 1 : 0;
 }
