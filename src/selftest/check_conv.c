@@ -21,20 +21,25 @@ typedef struct conv_shape {
 
 /* 1×1 maps with k larger than the image; odd maps; Cin != Cout both ways;
  * every k; more output channels than wide2's 32 (33, a tail of 1); a
- * batch. 3·17·7·5 = 1785 and the others are multiples of no work-group
+ * batch. Widths 5, 7, 9, 16 and 33 (with 8 below) pick every chunk width of
+ * the direct kernels (row: 8, 16, 32; wide: 7, 8, 14, 16; wide2: 7, 8), and
+ * output channels below and from 8 both of row's channel blockings.
+ * 3·17·7·5 = 1785 and the other sizes are multiples of no work-group
  * size. */
 static const conv_shape quick_shapes[] = {
-    {1, 1, 1, 1, 1, 1},   {1, 1, 1, 1, 1, 3},  {1, 1, 1, 1, 1, 5}, {2, 3, 17, 7, 5, 3},
-    {1, 17, 3, 13, 9, 3}, {3, 2, 5, 13, 9, 1}, {2, 3, 4, 7, 5, 5}, {1, 2, 33, 5, 7, 3}};
+    {1, 1, 1, 1, 1, 1},  {1, 1, 1, 1, 1, 3},   {1, 1, 1, 1, 1, 5},  {2, 3, 17, 7, 5, 3},
+    {1, 17, 3, 13, 9, 3}, {3, 2, 5, 13, 9, 1},  {2, 3, 4, 7, 5, 5},  {1, 2, 33, 5, 7, 3},
+    {1, 3, 9, 4, 33, 3},  {2, 2, 8, 3, 16, 3},  {1, 4, 2, 3, 8, 1}};
 /* The full mode adds the direct kernels' blocking edges (rows of one and
  * two chunks with a one-column tail, more images than batch splits,
- * channel counts at and off their blocking) and a layer of the reference
+ * channel counts at and off their blocking) and layers of the reference
  * network's size. */
 static const conv_shape full_shapes[] = {
     {1, 1, 1, 1, 1, 1},   {1, 1, 1, 1, 1, 3},  {1, 1, 1, 1, 1, 5},  {2, 3, 17, 7, 5, 3},
     {1, 17, 3, 13, 9, 3}, {3, 2, 5, 13, 9, 1}, {2, 3, 4, 7, 5, 5},  {1, 2, 33, 5, 7, 3},
-    {2, 8, 8, 5, 16, 3},  {1, 2, 9, 3, 33, 3}, {17, 3, 1, 4, 8, 3}, {2, 1, 3, 6, 11, 3},
-    {8, 64, 64, 7, 7, 3}, {4, 16, 48, 9, 9, 1}};
+    {1, 3, 9, 4, 33, 3},  {2, 2, 8, 3, 16, 3}, {1, 4, 2, 3, 8, 1},  {2, 8, 8, 5, 16, 3},
+    {1, 2, 9, 3, 33, 3},  {17, 3, 1, 4, 8, 3}, {2, 1, 3, 6, 11, 3}, {8, 64, 64, 7, 7, 3},
+    {4, 16, 48, 9, 9, 1}};
 
 enum { FWD, T_FWD, BWD_DATA, T_BWD_DATA, BWD_W, T_BWD_W, NOPS };
 static const char *const op_names[NOPS] = {
