@@ -7,13 +7,13 @@
 
 #include "selftest.h"
 
-/* A buffer of `off` leading and GUARD trailing elements around each view:
- * an op that ignores its view's offset or writes past its end reads or
- * overwrites them (the checks see the first as wrong results). */
+/* A buffer of `off` leading and GUARD trailing elements of NaN around each
+ * view: an op that ignores its view's offset reads NaN (a wrong result) or
+ * writes outside the view (dynb__stest_release sees it). */
 #define GUARD 3
 
 static void fail_call(dynb__stest_run *r, dynb_status st, const char *what) {
-  if (r->status != DYNB_OK) return;
+  if (r->status != DYNB_OK || st == DYNB_OK) return;
   r->status = st;
   snprintf(
       r->error, sizeof r->error, "%s: %s", what,
@@ -37,10 +37,10 @@ void dynb__stest_end(dynb__stest_run *r) {
   dynb__stest_release(r);
   if (r->status == DYNB_OK) fail_call(r, dynb__finish(r->ctx), "finish");
   r->row.seconds = dynb__now() - r->t0;
-  if (r->status != DYNB_OK) {
+  if (r->status != DYNB_OK || r->error[0]) {
     r->row.pass = false;
     r->row.error = r->error;
-  } else if (r->row.cases == 0) {
+  } else if (r->row.checks == 0) {
     /* A row that checked nothing must not read as a pass. */
     r->row.pass = false;
     r->row.error = "no case ran";
@@ -61,7 +61,7 @@ void dynb__stest_compare(dynb__stest_run *r, const double *got, const double *wa
   double err = ref_max_scaled_err(got, want, scale, n, NULL);
   double ratio = bound > 0 ? err / bound : (err == 0 ? 0 : INFINITY);
   if (isnan(err)) ratio = INFINITY;
-  r->row.cases++;
+  r->row.checks++;
   if (!(ratio <= 1)) r->row.pass = false;
   if (ratio > r->ratio) {
     r->ratio = ratio;
@@ -70,7 +70,29 @@ void dynb__stest_compare(dynb__stest_run *r, const double *got, const double *wa
   }
 }
 
+/* The guards of buffer i: false (and the row fails) if any was written. */
+static bool guards_intact(dynb__stest_run *r, int i) {
+  const dynb__tensor *t = &r->tensors[i];
+  size_t n = dynb__tensor_numel(t);
+  double *h = t->dtype == DYNB_I32 ? NULL : malloc((n ? n : 1) * sizeof *h);
+  if (!h) return true; /* labels have no guards; no memory: not checked */
+  dynb__stest_fetch(r, t, h);
+  size_t at = n;
+  for (size_t e = 0; r->status == DYNB_OK && e < n && at == n; e++)
+    if ((e < r->view_off[i] || e >= r->view_off[i] + r->view_n[i]) && !isnan(h[e])) at = e;
+  free(h);
+  if (at == n) return true;
+  r->row.pass = false;
+  snprintf(r->error, sizeof r->error,
+           "element %zu of a buffer was written outside the view of %zu elements at %zu", at,
+           r->view_n[i], r->view_off[i]);
+  return false;
+}
+
 void dynb__stest_release(dynb__stest_run *r) {
+  bool intact = true;
+  for (int i = 0; intact && r->status == DYNB_OK && !r->error[0] && i < r->ntensors; i++)
+    intact = guards_intact(r, i);
   for (int i = 0; i < r->ntensors; i++) dynb__tensor_release(&r->tensors[i]);
   for (int i = 0; i < r->nhost; i++) free(r->host[i]);
   r->ntensors = r->nhost = 0;
@@ -154,6 +176,7 @@ dynb__tensor dynb__stest_put(dynb__stest_run *r, int ndim, const int64_t *dims, 
     fail_call(r, st, "allocate");
     return v;
   }
+  r->view_off[r->ntensors] = off, r->view_n[r->ntensors] = (size_t)n;
   r->ntensors++;
   v = dynb__tensor_view(base->mem, off, r->row.dtype, ndim, dims);
   dynb__stest_write(r, base, NULL); /* NaN everywhere, guards included */

@@ -22,7 +22,7 @@ typedef struct dynb__selftest_row {
   const char *op;    /* "conv2d_forward", "net_gradient", ... */
   const char *route; /* convolution route, or "-" */
   dynb_dtype dtype;
-  int cases;         /* sizes and variants checked */
+  int checks;         /* comparisons made (over sizes, variants and outputs) */
   double err, bound; /* the worst case's error and its bound */
   bool pass;
   double seconds;
@@ -70,6 +70,7 @@ typedef struct dynb__stest_run {
   char error[512];
   dynb_status status; /* first failed call of the current row */
   dynb__tensor tensors[ST_MAX_TENSORS];
+  size_t view_off[ST_MAX_TENSORS], view_n[ST_MAX_TENSORS]; /* the view in each buffer */
   int ntensors;
   double *host[ST_MAX_HOST];
   int nhost;
@@ -83,12 +84,14 @@ void dynb__stest_end(dynb__stest_run *r);
  * it is DYNB_OK. Once a call failed, the rest of the row is skipped: every
  * helper below does nothing while r->status != DYNB_OK. */
 bool dynb__stest_ok(dynb__stest_run *r, dynb_status st);
-/* A case: got against want elementwise, |got - want| <= bound · scale
+/* One check: got against want elementwise, |got - want| <= bound · scale
  * (scale NULL: 1). */
 void dynb__stest_compare(dynb__stest_run *r, const double *got, const double *want,
                          const double *scale, size_t n, double bound);
-/* Frees the current case's tensors and host arrays (call between cases;
- * dynb__stest_end calls it too). */
+/* Checks that every buffer of the current case still holds NaN outside
+ * its view (the row fails if an op wrote past its output), then frees the
+ * case's tensors and host arrays (call between cases; dynb__stest_end calls
+ * it too). */
 void dynb__stest_release(dynb__stest_run *r);
 
 /* A device tensor of dims holding host (NULL: NaN, so that an op that reads

@@ -332,7 +332,7 @@ cli_result cli_fold_options(int argc, char **argv, fold_opts *o, char *err, size
 /* ---- selftest ----------------------------------------------------------------------- */
 
 static const cli_flag selftest_flags[] = {
-    SWITCH(selftest_opts, "--quick", quick, "fewer and smaller sizes (under a minute on a CPU)"),
+    SWITCH(selftest_opts, "--quick", quick, "fewer and smaller sizes (seconds on a CPU once kernels are cached)"),
     STR(selftest_opts, "--device", device, DEVICE_HELP),
 };
 const cli_command cli_selftest_command = {

@@ -20,7 +20,7 @@ static void print_row(void *user, const dynb__selftest_row *row) {
   printer *p = user;
   if (p->fault && strcmp(p->fault, row->op) == 0) p->fault_rows++;
   printf("%-34s %-6s %-4s %5d  %12.3e %12.3e  %-4s %8.2f\n", row->op, row->route,
-         dynb__dtype_name(row->dtype), row->cases, row->err, row->bound,
+         dynb__dtype_name(row->dtype), row->checks, row->err, row->bound,
          row->pass ? "pass" : "FAIL", row->seconds);
   if (row->error) printf("    error: %s\n", row->error);
   fflush(stdout);
@@ -38,7 +38,7 @@ int cmd_selftest(int argc, char **argv) {
   printf("dynblocks selftest%s on %s [%s], %s, driver %s%s\n", o.quick ? " --quick" : "",
          info->device_name, info->platform_name, info->device_version, info->driver_version,
          info->has_fp64 ? "" : " (no fp64: f32 only)");
-  printf("%-34s %-6s %-4s %5s  %12s %12s  %-4s %8s\n", "op", "route", "type", "cases",
+  printf("%-34s %-6s %-4s %5s  %12s %12s  %-4s %8s\n", "op", "route", "type", "checks",
          "largest err", "bound", "", "seconds");
   /* DYNBLOCKS_SELFTEST_FAULT=OP perturbs OP's results as they are read
    * back: a way to see (and for tests/cli to prove) that a wrong kernel
