@@ -119,10 +119,8 @@ double *dynb__stest_data(dynb__stest_run *r, ref_rng *g, size_t n, double lo, do
   return x;
 }
 
-double dynb__stest_u(const dynb__stest_run *r) { return ref_unit(r->f64); }
-
 double dynb__stest_gamma(const dynb__stest_run *r, double k) {
-  return k * (dynb__stest_u(r) + 0x1p-53);
+  return k * (ref_unit(r->f64) + 0x1p-53);
 }
 
 void dynb__stest_scale_abs(double *scale, const double *x, size_t n, double a, double b) {

@@ -108,12 +108,11 @@ void dynb__stest_fetch(dynb__stest_run *r, const dynb__tensor *t, double *host);
 
 /* Host arrays owned by the case: random in [lo, hi] rounded to the row's
  * dtype (so that the reference sees exactly the device's inputs), and
- * zeroed scratch. NULL only after a failure (r->status says so), which
- * callers need not test: every helper skips once the row has failed. */
+ * zeroed scratch. NULL after a failure (r->status says so): callers test
+ * r->status before they hand them to a reference; the device helpers skip
+ * once the row has failed. */
 double *dynb__stest_data(dynb__stest_run *r, ref_rng *g, size_t n, double lo, double hi);
 double *dynb__stest_zeros(dynb__stest_run *r, size_t n);
-/* The unit roundoff of the row's dtype. */
-double dynb__stest_u(const dynb__stest_run *r);
 /* γ-style count: k roundings of the device's type plus k of the double
  * reference (which matter only in f64, where they equal the device's). */
 double dynb__stest_gamma(const dynb__stest_run *r, double k);
