@@ -49,26 +49,6 @@ void tu_require_real(dynb_ctx *ctx, dynb_dtype real) {
   }
 }
 
-tu_rng tu_rng_seed(uint64_t seed) {
-  tu_rng r = {seed * 0x9e3779b97f4a7c15ULL + 1};
-  return r;
-}
-
-static uint64_t next_u64(tu_rng *r) {
-  uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-double tu_uniform(tu_rng *r, double lo, double hi) {
-  return lo + (hi - lo) * ((double)(next_u64(r) >> 11) / 9007199254740992.0);
-}
-
-void tu_fill(tu_rng *r, double *x, size_t n, double lo, double hi) {
-  for (size_t i = 0; i < n; i++) x[i] = tu_uniform(r, lo, hi);
-}
-
 double *tu_random(tu_rng *r, size_t n, double lo, double hi) {
   double *x = malloc((n ? n : 1) * sizeof *x);
   assert_non_null(x);
@@ -111,7 +91,7 @@ dynb__tensor tu_upload_at(dynb_ctx *ctx, dynb_dtype dt, int ndim, const int64_t 
   return v;
 }
 
-double tu_unit(dynb_dtype dt) { return dt == DYNB_F32 ? 0x1p-24 : 0x1p-53; }
+double tu_unit(dynb_dtype dt) { return ref_unit(dt == DYNB_F64); }
 
 void tu_round_to(dynb_dtype dt, double *x, size_t n) {
   for (size_t i = 0; dt == DYNB_F32 && i < n; i++) x[i] = (float)x[i];
@@ -140,27 +120,27 @@ void tu_download(dynb_ctx *ctx, const dynb__tensor *t, double *host) {
   free(buf);
 }
 
-double tu_max_rel_err(const double *got, const double *want, size_t n, double floor) {
-  double worst = 0;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs(got[i] - want[i]) / fmax(fabs(want[i]), floor);
-    if (!(d <= worst)) worst = d; /* NaN wins */
-  }
+/* Both measures are src/ref's one error measure with a per-element scale:
+ * max(|want|, floor), or atol + rtol |want| when floor < 0. */
+static double scaled(const double *got, const double *want, size_t n, double rtol, double atol,
+                     double floor, size_t *at) {
+  double *scale = malloc((n ? n : 1) * sizeof *scale);
+  assert_non_null(scale);
+  for (size_t i = 0; i < n; i++)
+    scale[i] = floor >= 0 ? fmax(fabs(want[i]), floor) : atol + rtol * fabs(want[i]);
+  double worst = ref_max_scaled_err(got, want, scale, n, at);
+  free(scale);
   return worst;
+}
+
+double tu_max_rel_err(const double *got, const double *want, size_t n, double floor) {
+  return scaled(got, want, n, 0, 0, floor, NULL);
 }
 
 void tu_assert_close(const char *what, const double *got, const double *want, size_t n,
                      double rtol, double atol) {
-  double worst = 0;
   size_t at = 0;
-  for (size_t i = 0; i < n; i++) {
-    double err = fabs(got[i] - want[i]);
-    double r = err / (atol + rtol * fabs(want[i]));
-    if (!(r <= worst)) {
-      worst = r;
-      at = i;
-    }
-  }
+  double worst = scaled(got, want, n, rtol, atol, -1, &at);
   double rel = tu_max_rel_err(got, want, n, atol > 0 ? atol / (rtol > 0 ? rtol : 1) : 1e-300);
   printf("maxerr %s: %.3g (n=%zu)\n", what, rel, n);
   if (!(worst <= 1.0))

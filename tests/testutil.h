@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "ops/ops.h"
+#include "ref/ref.h"
 #include "runtime/runtime.h"
 
 /* A context on DYNB_TEST_DEVICE (else the default device) with the program
@@ -38,13 +39,12 @@ void tu_require_real(dynb_ctx *ctx, dynb_dtype real);
  * for the count to reach zero, boundedly (2 s; a leaked buffer never goes). */
 size_t tu_live_buffers_settled(dynb_ctx *ctx);
 
-/* Seeded generator (splitmix64): the same seed gives the same data. */
-typedef struct tu_rng {
-  uint64_t s;
-} tu_rng;
-tu_rng tu_rng_seed(uint64_t seed);
-double tu_uniform(tu_rng *r, double lo, double hi);
-void tu_fill(tu_rng *r, double *x, size_t n, double lo, double hi);
+/* Seeded generator (src/ref's splitmix64, which `dynblocks selftest`
+ * draws from too): the same seed gives the same data. */
+typedef ref_rng tu_rng;
+#define tu_rng_seed ref_rng_seed
+#define tu_uniform ref_uniform
+#define tu_fill ref_fill
 /* A fresh array of n uniform values; free() it. */
 double *tu_random(tu_rng *r, size_t n, double lo, double hi);
 

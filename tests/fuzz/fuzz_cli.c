@@ -71,6 +71,11 @@ static void other(int which, int argc, char **argv) {
                    (!o.cache || o.cache[0]) && (!o.candidates || o.candidates[0]));
       break;
     }
+    case 7: {
+      selftest_opts o;
+      r = cli_selftest_options(argc, argv, &o, err, sizeof err);
+      break;
+    }
     default: {
       fold_opts o;
       r = cli_fold_options(argc, argv, &o, err, sizeof err);
@@ -83,7 +88,7 @@ static void other(int which, int argc, char **argv) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1) return 0;
-  int which = data[0] % 8;
+  int which = data[0] % 9;
   /* One NUL-terminated copy, cut into arguments in place. */
   char *copy = malloc(size);
   char *argv[MAX_ARGS + 1];

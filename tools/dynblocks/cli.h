@@ -33,6 +33,7 @@ int cmd_grad(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_fold(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
+int cmd_selftest(int argc, char **argv);
 
 /* Prints the profile tables (by family, layer and kernel) of n samples
  * taken over `steps` training steps that took `wall` seconds; returns the

@@ -333,3 +333,21 @@ cli_result cli_fold_options(int argc, char **argv, fold_opts *o, char *err, size
   if (!o->model || !o->out) return error(err, errlen, "--model and --out are required");
   return CLI_OK;
 }
+
+/* ---- selftest ----------------------------------------------------------------------- */
+
+static const cli_flag selftest_flags[] = {
+    SWITCH(selftest_opts, "--quick", quick, "fewer and smaller sizes (seconds on a CPU once kernels are cached)"),
+    STR(selftest_opts, "--device", device, DEVICE_HELP),
+};
+const cli_command cli_selftest_command = {
+    "selftest",
+    "[--quick] [--device D]  (every kernel and route against its plain-C reference; exits 1 on "
+    "any failure)",
+    selftest_flags, COUNT(selftest_flags)};
+
+cli_result cli_selftest_options(int argc, char **argv, selftest_opts *o, char *err,
+                                size_t errlen) {
+  memset(o, 0, sizeof *o);
+  return cli_parse(&cli_selftest_command, argc, argv, o, err, errlen);
+}

@@ -71,6 +71,11 @@ typedef struct tune_opts {
   dynb_memory_mode memory;
 } tune_opts;
 
+typedef struct selftest_opts {
+  const char *device;
+  bool quick;
+} selftest_opts;
+
 typedef struct fold_opts {
   const char *model, *out, *device;
 } fold_opts;
@@ -89,7 +94,8 @@ typedef struct train_opts {
 } train_opts;
 
 extern const cli_command cli_devices_command, cli_train_command, cli_eval_command,
-    cli_predict_command, cli_grad_command, cli_bench_command, cli_tune_command, cli_fold_command;
+    cli_predict_command, cli_grad_command, cli_bench_command, cli_tune_command, cli_fold_command,
+    cli_selftest_command;
 
 cli_result cli_devices_options(int argc, char **argv, devices_opts *o, char *err, size_t errlen);
 cli_result cli_train_options(int argc, char **argv, train_opts *o, char *err, size_t errlen);
@@ -100,6 +106,7 @@ cli_result cli_model_options(const cli_command *c, int argc, char **argv, model_
 cli_result cli_bench_options(int argc, char **argv, bench_opts *o, char *err, size_t errlen);
 cli_result cli_tune_options(int argc, char **argv, tune_opts *o, char *err, size_t errlen);
 cli_result cli_fold_options(int argc, char **argv, fold_opts *o, char *err, size_t errlen);
+cli_result cli_selftest_options(int argc, char **argv, selftest_opts *o, char *err, size_t errlen);
 
 /* The spec JSON that train's flags describe, for data of c×h×w and
  * `classes` (one parser then validates both ways of giving a network):

@@ -1,11 +1,35 @@
 /* Plain-C references for every op: naive loops in double, written for
  * clarity, not speed. Layouts match the ops (NCHW, weights [out][in][k][k]).
- * Each family's functions live in tests/ref/ref_<family>.c. */
+ * Each family's functions live in src/ref/ref_<family>.c. */
 #ifndef DYNB_TESTS_REF_H
 #define DYNB_TESTS_REF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* ---- shared by the tests and `dynblocks selftest` (ref_util.c) ---- */
+/* Seeded generator (splitmix64): the same seed gives the same data. */
+typedef struct ref_rng {
+  uint64_t s;
+} ref_rng;
+ref_rng ref_rng_seed(uint64_t seed);
+double ref_uniform(ref_rng *r, double lo, double hi);
+void ref_fill(ref_rng *r, double *x, size_t n, double lo, double hi);
+/* The largest |got[i] - want[i]| / scale[i] (scale NULL: 1 each), with
+ * its index in *at (may be NULL); NaN wins, so that a NaN result never
+ * passes a bound. Every comparison of the tests and the selftest is this
+ * one measure against a bound that a comment justifies. */
+double ref_max_scaled_err(const double *got, const double *want, const double *scale, size_t n,
+                          size_t *at);
+/* Unit roundoff of a real type: 2^-24 for F32 (0), 2^-53 for F64. */
+double ref_unit(bool f64);
+/* C = alpha·op(A)·op(B) + beta·C in double (row-major, leading dimensions
+ * lda, ldb, ldc), and mag = |alpha|·Σ|a||b| + |beta·C|, the magnitude
+ * that rounding-error bounds scale with (mag may be NULL). */
+void ref_gemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, double alpha,
+              const double *a, size_t lda, const double *b, size_t ldb, double beta, double *c,
+              size_t ldc, double *mag);
 
 /* ---- channel (ref_channel.c) ---- */
 void ref_bias_add(int n, int c, int s, double *y, const double *b);
