@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test entry point (README, .ci/run): installs what is missing, builds
-# with warnings as errors, runs every test; then the same under
-# AddressSanitizer + UndefinedBehaviorSanitizer; then the threads test under
-# ThreadSanitizer; then a short run of every libFuzzer target (scripts/fuzz.sh;
-# clang).
+# with warnings as errors, runs every test; then the kernel-level tests again
+# on Mesa's rusticl; then the same under AddressSanitizer +
+# UndefinedBehaviorSanitizer; then the threads test under ThreadSanitizer;
+# then a short run of every libFuzzer target (scripts/fuzz.sh; clang).
 # Usage: scripts/test.sh [--no-sanitize]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +18,44 @@ run_suite() {
   (cd "$dir" && ctest --output-on-failure -j "$jobs" $repeat)
 }
 
+# ---- rusticl: the tests that run our kernels and CLBlast's, again on Mesa's
+# rusticl (llvmpipe, a second OpenCL implementation: no fp64, at most 1024
+# work-items per group, buffers kept alive by kernel arguments), with the
+# build above. llvmpipe is a correctness platform and slow, so this is a
+# subset: every op family against its reference (f64 cases skip: no fp64),
+# layers, whole networks (blocks inside), the public API, two contexts on two
+# threads, the runtime (every kernel family built for f32 without fp64;
+# buffers not held by cached kernels) and divergence checks. Measured on a
+# loaded 2-core machine: about 6 CPU minutes, test_conv 4 of them.
+# Left out: test_block (its batch-64 28x28 memory figures time every
+# convolution route on llvmpipe for many minutes; its op-level checks are
+# those of test_layer and test_net), test_faults (over 10 CPU minutes of
+# fault sweeps; its logic does not depend on the device, and what rusticl
+# does differently with buffers is test_runtime's), the host-only tests (io,
+# spec, tableau, tune) and the CLI, example, crash and parity tests, which
+# run the same library code at sizes llvmpipe takes minutes for.
+rusticl_tests='^test_(act|api|channel|conv|gemm|health|interp|layer|linear|loss|net|norm|optim|pool|rk|runtime|threads|timereg)$'
+rusticl_pass() {
+  local t0
+  t0=$(date +%s)
+  # Without the device every test would skip; CI installs it, so there a
+  # missing device is an error.
+  if ! RUSTICL_ENABLE=llvmpipe build/dynblocks devices --device llvmpipe >/dev/null 2>&1; then
+    if [ "${CI:-}" = true ]; then
+      echo "rusticl: no llvmpipe device (mesa-opencl-icd, scripts/install-deps.sh); failing" >&2
+      return 1
+    fi
+    echo "rusticl: no llvmpipe device; the rusticl pass is skipped (CI fails here)"
+    return 0
+  fi
+  (cd build && RUSTICL_ENABLE=llvmpipe DYNB_TEST_DEVICE=llvmpipe \
+    ctest --output-on-failure -j "$jobs" -R "$rusticl_tests")
+  echo "rusticl pass finished in $(($(date +%s) - t0)) s"
+}
+
 start=$(date +%s)
 run_suite build ""
+rusticl_pass
 if [ "${1:-}" != "--no-sanitize" ]; then
   # LeakSanitizer is on: a test that leaks a buffer or a host block fails.
   # use_tls=0: thread-local storage is not a root of the leak scan. GCC 12's
