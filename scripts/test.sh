@@ -25,11 +25,12 @@ run_suite() {
 # subset: every op family against its reference (f64 cases skip: no fp64),
 # layers, whole networks (blocks inside), the public API, two contexts on two
 # threads, the runtime (every kernel family built for f32 without fp64;
-# buffers not held by cached kernels) and divergence checks. Measured on a
-# loaded 2-core machine: about 6 CPU minutes, test_conv 4 of them.
-# Left out: test_block (its batch-64 28x28 memory figures time every
-# convolution route on llvmpipe for many minutes; its op-level checks are
-# those of test_layer and test_net), test_faults (over 10 CPU minutes of
+# buffers not held by cached kernels) and divergence checks. Measured one
+# test at a time on a loaded 2-core machine: 5.5 CPU minutes in all, 3.6 of
+# them test_conv: an estimated 4 minutes with -j2 on 2 free cores.
+# Left out: test_block (4 CPU minutes, over half of them its batch-64 28x28
+# memory figures timing every convolution route; test_net still runs blocks
+# forward and backward in whole networks), test_faults (10.6 CPU minutes of
 # fault sweeps; its logic does not depend on the device, and what rusticl
 # does differently with buffers is test_runtime's), the host-only tests (io,
 # spec, tableau, tune) and the CLI, example, crash and parity tests, which
