@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo  # OpenCL loader, headers, CPU device
+  mesa-opencl-icd                                           # rusticl (llvmpipe): a second implementation
+  oclgrind                                                  # OpenCL simulator: kernel checks
   libclblast-dev                                            # GEMMs
   libcmocka-dev                                             # tests
   gfortran                                                  # the Fortran embedding example

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "runtime/kernels_embedded.h"
 
 static void status_names_cover_the_map(void **state) {
   (void)state;
@@ -226,6 +227,64 @@ static void tensors_check_their_shapes(void **state) {
   dynb_ctx_free(ctx);
 }
 
+/* A released buffer is gone once the queue is done with it, while the
+ * context lives on: the kernels the context caches do not keep it. Mesa's
+ * rusticl keeps a buffer alive for as long as a kernel holds it as an
+ * argument, so on rusticl this fails unless every launch drops its buffer
+ * arguments (src/runtime/launch.c); PoCL never holds them. Both a kernel
+ * that ran and one whose launch failed after a buffer was set count. */
+static void released_buffers_are_not_held_by_kernels(void **state) {
+  (void)state;
+  dynb_ctx *ctx = tu_ctx();
+  dynb__ctx_inject_fault(ctx, DYNB__FAULT_ALLOC, 0); /* a disarmed fault: counts buffers */
+  int64_t dims[2] = {3, 5};
+  const double x[15] = {-1, 2, -3, 4, -5, 6, -7, 8, -9, 10, -11, 12, -13, 14, -15};
+  dynb__tensor a = tu_upload(ctx, DYNB_F32, 2, dims, x), b = tu_upload(ctx, DYNB_F32, 2, dims, NULL);
+  TU_OK(ctx, dynb__act_forward(ctx, DYNB_ACT_RELU, &a, &b));
+  double y[15];
+  tu_download(ctx, &b, y);
+  assert_true(y[0] == 0 && y[1] == 2 && y[14] == 0);
+  dynb__launch l;
+  TU_OK(ctx, dynb__launch_begin(&l, ctx, "act", "dynb_act_backward", DYNB_F32));
+  dynb__arg_int(&l, 15);
+  dynb__arg_int(&l, DYNB_ACT_RELU);
+  dynb__arg_real(&l, 0);
+  dynb__arg_tensor(&l, &a);                 /* x: held from here */
+  dynb__arg_local(&l, sizeof(float));       /* dy is a buffer: refused */
+  TU_EXPECT_STATUS(ctx, dynb__launch_1d(&l, 15), DYNB_STATUS_OPENCL_ERROR);
+  assert_int_equal(dynb__ctx_live_buffers(ctx), 2);
+  dynb__tensor_release(&a);
+  dynb__tensor_release(&b);
+  assert_int_equal(tu_live_buffers_settled(ctx), 0);
+  dynb_ctx_free(ctx);
+}
+
+/* Every kernel family builds for f32 on the test device, fp64 or not (f32
+ * never needs cl_khr_fp64; rusticl's llvmpipe has none), and for f64 exactly
+ * where the device has fp64; elsewhere f64 is refused before any build. */
+static void every_family_builds_for_the_reals_the_device_has(void **state) {
+  (void)state;
+  dynb_ctx *ctx = tu_ctx();
+  assert_true(dynb__kernel_source_count > 0);
+  for (int i = 0; i < dynb__kernel_source_count; i++) {
+    const dynb__kernel_source *src = &dynb__kernel_sources[i];
+    for (int r = 0; r < 2; r++) {
+      dynb_dtype real = r ? DYNB_F64 : DYNB_F32;
+      cl_program p = NULL;
+      if (real == DYNB_F64 && !ctx->info.has_fp64) {
+        TU_EXPECT_STATUS(ctx, dynb__program_build(ctx, src->family, src->source, real, &p),
+                         DYNB_STATUS_UNSUPPORTED);
+        continue;
+      }
+      TU_OK(ctx, dynb__program_build(ctx, src->family, src->source, real, &p));
+      clReleaseProgram(p);
+    }
+  }
+  printf("%d kernel families built on %s (f64: %s)\n", dynb__kernel_source_count,
+         ctx->info.device_name, ctx->info.has_fp64 ? "yes" : "no device support");
+  dynb_ctx_free(ctx);
+}
+
 static void build_errors_carry_the_build_log(void **state) {
   (void)state;
   dynb_ctx *ctx = tu_ctx();
@@ -397,6 +456,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test(allocator_and_log_hooks_are_used),
       cmocka_unit_test(wraps_the_callers_queue),
       cmocka_unit_test(tensors_check_their_shapes),
+      cmocka_unit_test(released_buffers_are_not_held_by_kernels),
+      cmocka_unit_test(every_family_builds_for_the_reals_the_device_has),
       cmocka_unit_test(build_errors_carry_the_build_log),
       cmocka_unit_test(cache_entry_is_written_and_reused),
       cmocka_unit_test(corrupt_cache_entries_are_rebuilt),

@@ -1,4 +1,5 @@
-/* Kernel launches: arguments collected in order, errors reported once. */
+/* Kernel launches: arguments collected in order, errors reported once,
+ * and buffer arguments dropped once enqueued (runtime.h says why). */
 #include <stdio.h>
 
 #include "runtime/runtime.h"
@@ -11,6 +12,7 @@ dynb_status dynb__launch_begin(dynb__launch *l, dynb_ctx *ctx, const char *famil
   l->real = real;
   l->nargs = 0;
   l->err = CL_SUCCESS;
+  l->buffers = 0;
   l->kernel = NULL;
   l->local_bytes = 0;
   l->limits.work_group = 1;
@@ -25,6 +27,10 @@ static void set_arg(dynb__launch *l, size_t size, const void *value) {
 
 void dynb__arg_tensor(dynb__launch *l, const dynb__tensor *t) {
   cl_ulong off = t->offset;
+  /* The mask of buffer arguments has 64 bits; no kernel comes near that
+   * (the most is 22 arguments, dynb_bn_train_forward). */
+  if (l->err == CL_SUCCESS && l->nargs >= 64) l->err = CL_INVALID_ARG_INDEX;
+  if (l->err == CL_SUCCESS) l->buffers |= UINT64_C(1) << l->nargs;
   set_arg(l, sizeof(cl_mem), &t->mem);
   set_arg(l, sizeof off, &off);
 }
@@ -87,8 +93,18 @@ static dynb_status check_limits(const dynb__launch *l, cl_uint dims, const size_
   return DYNB_OK;
 }
 
-dynb_status dynb__launch_run(dynb__launch *l, cl_uint dims, const size_t *global,
-                             const size_t *local) {
+/* Sets the buffer arguments set so far to NULL. The enqueued command keeps
+ * the values it was enqueued with (OpenCL captures arguments at enqueue),
+ * so this only stops the cached kernel from holding the buffers. */
+static void drop_buffers(dynb__launch *l) {
+  const cl_mem none = NULL;
+  for (cl_uint i = 0; i < 64 && l->buffers >> i; i++)
+    if (l->buffers >> i & 1) clSetKernelArg(l->kernel, i, sizeof none, &none);
+  l->buffers = 0;
+}
+
+static dynb_status enqueue(dynb__launch *l, cl_uint dims, const size_t *global,
+                           const size_t *local) {
   if (l->err != CL_SUCCESS) {
     char what[160];
     snprintf(what, sizeof what, "clSetKernelArg(%s, arg %u)", l->name, (unsigned)(l->nargs - 1));
@@ -111,6 +127,13 @@ dynb_status dynb__launch_run(dynb__launch *l, cl_uint dims, const size_t *global
     return dynb__cl_fail(l->ctx, e, what);
   }
   return ev ? dynb__profile_add(l->ctx, ev, NULL, l->family, l->name) : DYNB_OK;
+}
+
+dynb_status dynb__launch_run(dynb__launch *l, cl_uint dims, const size_t *global,
+                             const size_t *local) {
+  dynb_status st = enqueue(l, dims, global, local);
+  drop_buffers(l);
+  return st;
 }
 
 dynb_status dynb__launch_1d(dynb__launch *l, size_t n) {

@@ -478,7 +478,12 @@ static inline void dynb__profile_pass(dynb_ctx *ctx, const char *pass) {
 /* ---- Launches (launch.c) ------------------------------------------------- */
 
 /* Collects a kernel's arguments in order, then enqueues it. Argument errors
- * are remembered and reported by dynb__launch_run, so call sites stay flat. */
+ * are remembered and reported by dynb__launch_run, so call sites stay flat.
+ * dynb__launch_run always ends by setting every buffer argument back to
+ * NULL: kernels are cached for the context's life, and some drivers (Mesa's
+ * rusticl) keep a buffer alive for as long as a kernel holds it as an
+ * argument, so a freed plan, or a caller's released cl_mem, would otherwise
+ * stay in device memory until that kernel next ran or the context went. */
 typedef struct dynb__launch {
   dynb_ctx *ctx;
   cl_kernel kernel;
@@ -489,6 +494,7 @@ typedef struct dynb__launch {
   cl_int err;
   dynb__kernel_limits limits; /* the kernel's */
   size_t local_bytes;         /* __local arguments so far */
+  uint64_t buffers; /* bit i set: argument i is a buffer */
 } dynb__launch;
 
 dynb_status dynb__launch_begin(dynb__launch *l, dynb_ctx *ctx, const char *family,
