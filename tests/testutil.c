@@ -42,6 +42,11 @@ void tu_count_free(void *user, void *ptr) {
   free(ptr);
 }
 
+bool tu_small(void) {
+  const char *v = getenv("DYNB_TEST_SMALL");
+  return v && *v && strcmp(v, "0") != 0;
+}
+
 void tu_require_real(dynb_ctx *ctx, dynb_dtype real) {
   if (real == DYNB_F64 && !ctx->info.has_fp64) {
     fprintf(stderr, "skipping: %s has no fp64\n", ctx->info.device_name);

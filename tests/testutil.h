@@ -6,6 +6,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,6 +31,11 @@ dynb_ctx *tu_ctx_create(const dynb_ctx_desc *d);
  * size_t its user pointer names. */
 void *tu_count_alloc(void *user, size_t bytes);
 void tu_count_free(void *user, void *ptr);
+/* True when DYNB_TEST_SMALL is set (the Oclgrind targets, tests/oclgrind):
+ * tests then leave out their largest cases, keeping every edge size (N = 1,
+ * C = 1, 1×1 and odd maps, sizes off the work-group size), so that a
+ * simulator that interprets each work-item runs them in minutes. */
+bool tu_small(void);
 /* Skips the calling test when the device cannot build double kernels. */
 void tu_require_real(dynb_ctx *ctx, dynb_dtype real);
 

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <clblast_c.h>
+
 #include "runtime/kernels_embedded.h"
 #include "runtime/runtime.h"
 
@@ -317,6 +319,18 @@ void dynb_ctx_free(dynb_ctx *ctx) {
   dynb__profile_release(ctx);
   if (ctx->queue) clFinish(ctx->queue);
   if (ctx->programs) dynb__programs_release(ctx);
+  /* CLBlast keeps the programs it built for this context in a process-wide
+   * cache, each holding a reference to the context, until the cache is
+   * cleared or destroyed at exit. Cleared here, the context really goes
+   * with its dynb_ctx, and no OpenCL call is left for CLBlast's exit-time
+   * destructor: under Oclgrind that one wrote into Oclgrind's already
+   * destroyed thread-local call stack and corrupted the heap ("malloc():
+   * unsorted double linked list corrupted" after test_linear and test_gemm
+   * passed; valgrind: invalid write in clReleaseProgram called from
+   * clblast::Cache::~Cache, in a block freed by __call_tls_dtors). CLBlast
+   * has no per-context clear: other live contexts rebuild their CLBlast
+   * programs on their next GEMM, which costs time, never correctness. */
+  if (ctx->context) CLBlastClearCache();
   if (ctx->queue) clReleaseCommandQueue(ctx->queue);
   if (ctx->context) clReleaseContext(ctx->context);
   dynb__free(ctx, ctx->programs);
