@@ -24,8 +24,10 @@ static dynb_status check_vec(dynb_ctx *ctx, const char *op, const char *arg, con
   return DYNB_OK;
 }
 
-static dynb_status run_per_channel(dynb_ctx *ctx, dynb__launch *l, int c) {
-  size_t wg = dynb__reduce_wg(ctx);
+/* One work-group per channel, sized within the kernel's and the device's
+ * limits (llvmpipe's kernels take 32 items where the device says 1024). */
+static dynb_status run_per_channel(dynb__launch *l, int c) {
+  size_t wg = dynb__launch_reduce_wg(l, dynb__dtype_size(l->real));
   dynb__arg_local(l, wg * dynb__dtype_size(l->real));
   size_t global = (size_t)c * wg;
   return dynb__launch_run(l, 1, &global, &wg);
@@ -93,7 +95,7 @@ dynb_status dynb__bn_sync_forward(dynb_ctx *ctx, const dynb__tensor *x, const dy
   dynb__arg_tensor(&l, x);
   dynb__arg_tensor(&l, save_mean);
   dynb__arg_tensor(&l, save_invstd);
-  DYNB_TRY(run_per_channel(ctx, &l, c));
+  DYNB_TRY(run_per_channel(&l, c));
   /* Phase 2: gathered as [mean (C), M2 (C), count] per replica, merged in
    * replica order; every replica writes the same global values. */
   const size_t per = 2 * (size_t)c + 1;
@@ -175,7 +177,7 @@ dynb_status dynb__bn_sync_backward(dynb_ctx *ctx, const dynb__tensor *x, const d
     dynb__arg_tensor(&l, dgamma);
     dynb__arg_tensor(&l, dbeta);
     dynb__arg_int(&l, acc_params);
-    st = run_per_channel(ctx, &l, c);
+    st = run_per_channel(&l, c);
   }
   /* Phase 2: gathered as [Σdy (C), Σdy·xhat (C), count] per replica and
    * summed in replica order. */
