@@ -67,6 +67,9 @@ static void *run_rep(void *p) {
   dynb__tensor m = tu_upload(ctx, j->dt, 1, dc, NULL), is = tu_upload(ctx, j->dt, 1, dc, NULL);
   dynb__tensor rm = tu_upload(ctx, j->dt, 1, dc, j->rm), rv = tu_upload(ctx, j->dt, 1, dc, j->rv);
   dynb__tensor dg = tu_upload(ctx, j->dt, 1, dc, NULL), db = tu_upload(ctx, j->dt, 1, dc, NULL);
+  /* The backward's staging, as dynb__group_create allocates it. */
+  int64_t two_c[1] = {2 * (int64_t)j->c};
+  j->link.staging = tu_upload(ctx, j->dt, 1, two_c, NULL);
   ctx->link = &j->link;
   j->st = dynb__bn_train_forward(ctx, &x, &g, &b, &y, &m, &is, j->update ? &rm : NULL,
                                  j->update ? &rv : NULL, DYNB_BN_MOMENTUM, DYNB_BN_EPS,
@@ -81,7 +84,7 @@ static void *run_rep(void *p) {
     tu_download(ctx, &rm, j->rm), tu_download(ctx, &rv, j->rv);
     tu_download(ctx, &dg, j->dg), tu_download(ctx, &db, j->db);
   }
-  dynb__tensor *all[] = {&x, &dy, &y, &dx, &g, &b, &m, &is, &rm, &rv, &dg, &db};
+  dynb__tensor *all[] = {&x, &dy, &y, &dx, &g, &b, &m, &is, &rm, &rv, &dg, &db, &j->link.staging};
   for (size_t i = 0; i < sizeof all / sizeof *all; i++) dynb__tensor_release(all[i]);
   return NULL;
 }
@@ -106,7 +109,7 @@ static void run_group(dynb_dtype dt, const gshape *g, const double *x, const dou
     rep_job *j = &jobs[r];
     memset(j, 0, sizeof *j);
     j->t = t, j->ctx = ctxs[r], j->dt = dt, j->update = update;
-    j->link = (dynb__replica_link){g->r, r, link_allgather, j};
+    j->link = (dynb__replica_link){g->r, r, link_allgather, j, {0}};
     j->n = g->shard[r], j->c = g->c, j->h = g->h, j->w = g->w;
     j->x = x + off * per, j->dy = dy + off * per, j->gamma = gamma, j->beta = beta;
     j->y = o->y + off * per, j->dx = o->dx + off * per;
@@ -376,7 +379,7 @@ static void mismatch_fails_everywhere(void **state) {
   bad_job jobs[2];
   pthread_t th[2];
   for (int r = 0; r < 2; r++) {
-    jobs[r] = (bad_job){t, {2, r, bad_allgather, &jobs[r]}, ctxs[r], 2 + r, DYNB_OK};
+    jobs[r] = (bad_job){t, {2, r, bad_allgather, &jobs[r], {0}}, ctxs[r], 2 + r, DYNB_OK};
     assert_int_equal(pthread_create(&th[r], NULL, run_bad, &jobs[r]), 0);
   }
   for (int r = 0; r < 2; r++) pthread_join(th[r], NULL);

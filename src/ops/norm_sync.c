@@ -162,9 +162,13 @@ dynb_status dynb__bn_sync_backward(dynb_ctx *ctx, const dynb__tensor *x, const d
   const int n = (int)x->dims[0], c = (int)x->dims[1], s = (int)(x->dims[2] * x->dims[3]);
   /* Phase 1: this shard's Σdy and Σdy·xhat, into a [2C] buffer for the
    * merge, and its share of dgamma and dbeta. */
-  dynb__tensor sums;
   int64_t two_c = 2 * (int64_t)c;
-  DYNB_TRY(dynb__tensor_alloc(ctx, x->dtype, 1, &two_c, &sums));
+  const dynb__tensor *staging = &ctx->link->staging;
+  DYNB_CHECK(ctx, staging->mem && staging->dtype == x->dtype &&
+                      dynb__tensor_numel(staging) >= (size_t)two_c,
+             DYNB_STATUS_MISUSE, "%s: the replica link stages fewer than %lld values", op,
+             (long long)two_c);
+  dynb__tensor sums = dynb__tensor_view(staging->mem, 0, x->dtype, 1, &two_c);
   dynb__launch l;
   dynb_status st = dynb__launch_begin(&l, ctx, "normsync", "dynb_bn_partial_grad", x->dtype);
   if (st == DYNB_OK) {
@@ -216,6 +220,5 @@ dynb_status dynb__bn_sync_backward(dynb_ctx *ctx, const dynb__tensor *x, const d
     st = dynb__launch_1d(&l, dynb__tensor_numel(x));
   }
   /* Commands in flight keep the buffer alive (OpenCL reference counts). */
-  dynb__tensor_release(&sums);
   return st;
 }

@@ -248,10 +248,19 @@ dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64
         strcmp(a->driver_version, b->driver_version))
       g->resync = true;
   }
+  /* The widest batch norm: the opening layer, the blocks, the connectors
+   * (their outputs are the next block's width or the head width). */
+  const dynb__net_spec *sp = &nets[0]->spec;
+  int64_t widest = sp->open_width > sp->head_width ? sp->open_width : sp->head_width;
+  for (int b = 0; b < sp->nblocks; b++)
+    if (sp->blocks[b].width > widest) widest = sp->blocks[b].width;
+  const int64_t staging = 2 * widest;
   if (st == DYNB_OK) {
     for (int r = 0; r < replicas; r++) {
       replica *rep = &g->r[r];
-      rep->link = (dynb__replica_link){replicas, r, link_allgather, rep};
+      rep->link = (dynb__replica_link){replicas, r, link_allgather, rep, {0}};
+      st = dynb__tensor_alloc(rep->net->ctx, nets[0]->real, 1, &staging, &rep->link.staging);
+      if (st != DYNB_OK) break;
       dynb__plan_set_loss_scale(rep->plan, (double)rep->shard / (double)g->batch);
       rep->net->ctx->link = &rep->link;
     }
@@ -269,6 +278,7 @@ void dynb__group_free(dynb__group *g) {
   for (int r = 0; r < g->n; r++) {
     replica *rep = &g->r[r];
     if (rep->net && rep->net->ctx->link == &rep->link) rep->net->ctx->link = NULL;
+    dynb__tensor_release(&rep->link.staging);
     dynb__health_free(rep->health);
     dynb__optimizer_free(rep->opt);
     dynb__plan_free(rep->plan);

@@ -199,6 +199,10 @@ typedef struct dynb__replica_link {
   dynb_status (*allgather)(struct dynb__replica_link *link, dynb_ctx *ctx, const double *mine,
                            size_t n, double *all);
   void *user;
+  /* Device staging for a batch norm's per-channel sums (2 per channel of
+   * the widest norm), allocated with the group so that no training step
+   * allocates. */
+  dynb__tensor staging;
 } dynb__replica_link;
 
 /* ---- Errors and logging (ctx.c) ----------------------------------------- */
