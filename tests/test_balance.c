@@ -168,6 +168,30 @@ static void bad_measurements_change_nothing(void **state) {
   assert_int_equal(o1[0], 64);
 }
 
+/* Converged, then measured with ±2 % noise (a fixed pseudo-random
+ * sequence), well inside the 5 % hysteresis: the split must not move back
+ * and forth. */
+static void converged_split_ignores_noise(void **state) {
+  (void)state;
+  const curve f[2] = {fast_dev, slow_dev};
+  int64_t s[2];
+  iterate(2, 64, f, 40, s);
+  const int64_t at[2] = {s[0], s[1]};
+  dynb__balance_opts o = dynb__balance_defaults();
+  uint32_t lcg = 12345u;
+  for (int i = 0; i < 200; i++) {
+    double busy[2];
+    for (int r = 0; r < 2; r++) {
+      lcg = lcg * 1664525u + 1013904223u;
+      busy[r] = f[r](s[r]) * (0.98 + 0.04 * (double)(lcg >> 8) / 16777216.0);
+    }
+    int64_t next[2];
+    assert_false(dynb__balance_propose(2, 64, s, busy, &o, next));
+    assert_int_equal(next[0], at[0]);
+    assert_int_equal(next[1], at[1]);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(two_nonlinear_devices_converge),
@@ -176,6 +200,7 @@ int main(void) {
       cmocka_unit_test(noise_below_hysteresis_changes_nothing),
       cmocka_unit_test(resplit_must_pay),
       cmocka_unit_test(bad_measurements_change_nothing),
+      cmocka_unit_test(converged_split_ignores_noise),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
