@@ -16,6 +16,7 @@ packages=(
   dataset-fashion-mnist                                     # the default data set
   python3-torch                                             # parity test against PyTorch (optional)
   clang libclang-rt-dev                                     # libFuzzer targets (scripts/fuzz.sh)
+  libopenmpi-dev openmpi-bin                                # MPI ranks (issue 12)
   "$@"
 )
 

@@ -211,12 +211,32 @@ static void free_replicas(dynb__net **nets, int n) {
   }
 }
 
+/* Size of the MPI job this process was started in, from the launcher's environment (Open MPI,
+ * then PMI/Hydra as MPICH and Slurm set it); 1 when not started by mpirun. */
+static long launcher_size(void) {
+  static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"};
+  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+    const char *v = getenv(vars[i]);
+    if (v && *v) return strtol(v, NULL, 10);
+  }
+  return 1;
+}
+
 int cmd_train(int argc, char **argv) {
   const char *cmd = "train";
   static train_opts o;
   char err[1024];
   int rc = cli_report(&cli_train_command, cli_train_options(argc, argv, &o, err, sizeof err), err);
   if (rc >= 0) return rc;
+  /* Several ranks without MPI support would each train (and write) the same model on their own. */
+  long nranks = launcher_size();
+  if (nranks > 1) {
+    fprintf(stderr,
+            "dynblocks %s: started by mpirun with %ld ranks, but this build has no MPI support "
+            "(it was built without DYNB_MPI); run it without mpirun, or use --devices\n",
+            cmd, nranks);
+    return 1;
+  }
   rc = 1;
   dynb__train_desc d;
   memset(&d, 0, sizeof d);
