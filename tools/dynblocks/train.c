@@ -233,7 +233,8 @@ int cmd_train(int argc, char **argv) {
   if (nranks > 1) {
     fprintf(stderr,
             "dynblocks %s: started by mpirun with %ld ranks, but this build has no MPI support "
-            "(it was built without DYNB_MPI); run it without mpirun, or use --devices\n",
+            "(training across MPI ranks is not implemented yet); run it without mpirun, with --devices "
+            "for several devices in one process\n",
             cmd, nranks);
     return 1;
   }
