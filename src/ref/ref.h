@@ -41,6 +41,9 @@ void ref_rk_combine(size_t p, int S, const double *y, const double *k, const dou
                     double *out);
 void ref_rk_combine_backward(size_t p, int S, const double *dout, const double *coef, double *dy,
                              double *dk);
+/* out = a x + b y + c z (y, z NULL: their terms drop). */
+void ref_lincomb(size_t p, double a, const double *x, double b, const double *y, double c,
+                 const double *z, double *out);
 
 /* ---- act (ref_act.c) ---- */
 /* act is a dynb_act value (0 identity, 1 relu, 2 tanh, 3 leaky_relu with
