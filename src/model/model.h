@@ -16,8 +16,13 @@
  * s×s, strictly lower triangular. `order` is the classical order of the
  * built-ins (0 when unknown, for custom tableaux). */
 /* The kind of integrator a scheme names (integrator.h picks the code):
- * explicit Runge–Kutta from (c, A, b). */
-typedef enum dynb__scheme_kind { DYNB_SCHEME_RK = 0 } dynb__scheme_kind;
+ * explicit Runge–Kutta from (c, A, b); the reversible two-step leapfrog of
+ * SPEC §1.4 (one evaluation per step at c = 0, kept as a one-stage tableau
+ * so that running statistics and re-discretisation treat it like one). */
+typedef enum dynb__scheme_kind {
+  DYNB_SCHEME_RK = 0,
+  DYNB_SCHEME_LEAPFROG = 1
+} dynb__scheme_kind;
 
 typedef struct dynb__tableau {
   char name[32];
@@ -31,7 +36,7 @@ typedef struct dynb__tableau {
 
 /* Built-in names, in one list: euler (alias rk1), midpoint, heun, rk3
  * (Kutta's third order), ssprk3, rk4 (classic), rk38 (3/8 rule). */
-#define DYNB_TABLEAU_NAMES "euler, rk1, midpoint, heun, rk3, ssprk3, rk4, rk38"
+#define DYNB_TABLEAU_NAMES "euler, rk1, midpoint, heun, rk3, ssprk3, rk4, rk38, leapfrog"
 
 /* Fills `out` with the built-in tableau `name`; false when unknown. */
 bool dynb__tableau_builtin(const char *name, dynb__tableau *out);
@@ -211,6 +216,10 @@ dynb_status dynb__block_forward(dynb__block *b, const dynb__tensor *x, const dyn
  * and ∂L/∂controls added to the gradient buffer. dx may not alias x. */
 dynb_status dynb__block_backward(dynb__block *b, const dynb__tensor *x, const dynb__tensor *dout,
                                  const dynb__tensor *dx);
+
+/* After a backward in reconstruct mode: the largest |rebuilt Y_0 − x| over
+ * max |x| (0 where nothing was rebuilt: other schemes or modes, one step). */
+dynb_status dynb__block_reconstruction_error(dynb__block *b, const dynb__tensor *x, double *err);
 
 /* Device tensors of the block: controls and gradients [J, P]; running
  * statistics [K, s, norms, 2, C] (NULL view mem when the layer has no batch

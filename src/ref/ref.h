@@ -152,6 +152,12 @@ void ref_block_forward(const struct dynb__layer *l, int n, int h, int w, int s, 
                        const double *a, const double *b, int nstates, const double *t_states,
                        int ncontrols, const double *t_controls, const double *controls,
                        const double *x, int train, double *running, double *out);
+/* The leapfrog block of SPEC §1.4 over the same inputs (one evaluation per
+ * step, at tY[k]; running: [steps][norms][2][C] or NULL). */
+void ref_leapfrog_forward(const struct dynb__layer *l, int n, int h, int w, int nstates,
+                          const double *t_states, int ncontrols, const double *t_controls,
+                          const double *controls, const double *x, int train, double *running,
+                          double *out);
 
 /* ---- peak (ref_peak.c) ---- */
 /* out[i] of kernels/peak.cl: `chains` chains of `width` lanes, lane l of

@@ -103,7 +103,7 @@ cli_result cli_devices_options(int argc, char **argv, devices_opts *o, char *err
 
 static const cli_flag train_flags[] = {
     STR(train_opts, "--spec", spec, "network spec (JSON, see specs/); else built from the flags below"),
-    STR(train_opts, "--scheme", scheme, "integrator of every block (euler, midpoint, heun, rk3, ssprk3, rk4, rk38); default euler"),
+    STR(train_opts, "--scheme", scheme, "integrator of every block (euler, midpoint, heun, rk3, ssprk3, rk4, rk38, leapfrog); default euler"),
     STR(train_opts, "--layer", layer, "layer function: doublesym (default), double, preact"),
     STR(train_opts, "--norm", norm, "norm inside blocks: tv (default), batch, none"),
     STR(train_opts, "--widths", widths, "block widths, e.g. 16,32,64 (default 8,16,32)"),
@@ -131,7 +131,7 @@ static const cli_flag train_flags[] = {
     STR(train_opts, "--devices", devices, "data-parallel on several devices: indices or name substrings, comma-separated, or all (or DYNBLOCKS_DEVICES)"),
     STR(train_opts, "--split", split, "shards of each batch over --devices: equal (default) or N,N,... summing to --batch"),
     SWITCH(train_opts, "--augment", augment, "random 2-pixel shifts and horizontal flips"),
-    STR(train_opts, "--memory", memory_name, "store (default) or checkpoint: what blocks keep for backward"),
+    STR(train_opts, "--memory", memory_name, "store (default), checkpoint or reconstruct (reversible blocks keep two states): what blocks keep for backward"),
 };
 const cli_command cli_train_command = {
     "train", "[--spec FILE | flags] [--data NAME|DIR] [--epochs N] ...", train_flags,
@@ -141,8 +141,10 @@ static cli_result memory_mode(const char *name, dynb_memory_mode *out, char *err
   *out = DYNB_MEMORY_STORE;
   if (name && strcmp(name, "checkpoint") == 0)
     *out = DYNB_MEMORY_CHECKPOINT;
+  else if (name && strcmp(name, "reconstruct") == 0)
+    *out = DYNB_MEMORY_RECONSTRUCT;
   else if (name && strcmp(name, "store") != 0)
-    return error(err, errlen, "--memory must be store or checkpoint, got '%s'", name);
+    return error(err, errlen, "--memory must be store, checkpoint or reconstruct, got '%s'", name);
   return CLI_OK;
 }
 
@@ -266,13 +268,13 @@ cli_result cli_model_options(const cli_command *c, int argc, char **argv, model_
 static const cli_flag bench_flags[] = {
     STR(bench_opts, "--spec", spec, "network spec (required)"),
     LONG(bench_opts, "--batch", batch, 1, 1 << 20, 64, "batch size (default 64)"),
-    STR(bench_opts, "--memory", memory_name, "store (default) or checkpoint"),
+    STR(bench_opts, "--memory", memory_name, "store (default), checkpoint or reconstruct"),
     LONG(bench_opts, "--iters", iters, 1, 100000, 5, "timed iterations after 2 warm-up ones (default 5)"),
     SWITCH(bench_opts, "--profile", profile,
            "then --iters more training steps with OpenCL event profiling: device time per kernel family, layer and kernel"),
     STR(bench_opts, "--device", device, DEVICE_HELP),
 };
-const cli_command cli_bench_command = {"bench", "--spec FILE --batch N [--memory store|checkpoint] [--profile]",
+const cli_command cli_bench_command = {"bench", "--spec FILE --batch N [--memory store|checkpoint|reconstruct] [--profile]",
                                        bench_flags, COUNT(bench_flags)};
 
 cli_result cli_bench_options(int argc, char **argv, bench_opts *o, char *err, size_t errlen) {
@@ -288,7 +290,7 @@ cli_result cli_bench_options(int argc, char **argv, bench_opts *o, char *err, si
 static const cli_flag tune_flags[] = {
     STR(tune_opts, "--spec", spec, "network spec whose GEMMs are tuned (required)"),
     LONG(tune_opts, "--batch", batch, 1, 1 << 20, 64, "batch size (default 64)"),
-    STR(tune_opts, "--memory", memory_name, "store (default) or checkpoint"),
+    STR(tune_opts, "--memory", memory_name, "store (default), checkpoint or reconstruct"),
     STR(tune_opts, "--cache", cache,
         "tuning cache file (default: DYNBLOCKS_TUNE_CACHE, else $XDG_CACHE_HOME/dynblocks/tune.txt)"),
     REAL(tune_opts, "--time-limit", time_limit, 0.001, 86400, 120,
