@@ -22,11 +22,19 @@ typedef struct dynb__tableau {
   double c[DYNB_MAX_STAGES];
   double a[DYNB_MAX_STAGES][DYNB_MAX_STAGES];
   double b[DYNB_MAX_STAGES];
+  /* Embedded pairs (SPEC §1.5): b_err is the lower-order solution's weights
+   * and `order` that of b; the error estimate of a step is
+   * h Σ (b_i − b_err_i) K_i. Zero and false for fixed-step tableaux. */
+  bool embedded;
+  double b_err[DYNB_MAX_STAGES];
 } dynb__tableau;
 
 /* Built-in names, in one list: euler (alias rk1), midpoint, heun, rk3
  * (Kutta's third order), ssprk3, rk4 (classic), rk38 (3/8 rule). */
-#define DYNB_TABLEAU_NAMES "euler, rk1, midpoint, heun, rk3, ssprk3, rk4, rk38"
+#define DYNB_TABLEAU_NAMES "euler, rk1, midpoint, heun, rk3, ssprk3, rk4, rk38" DYNB_TABLEAU_EMBEDDED_NAMES
+/* The embedded pairs (tableau_embedded.c): dopri5 (Dormand–Prince 5(4)),
+ * bosh3 (Bogacki–Shampine 3(2)), heun_euler (2(1)). */
+#define DYNB_TABLEAU_EMBEDDED_NAMES ", dopri5, bosh3, heun_euler"
 
 /* Fills `out` with the built-in tableau `name`; false when unknown. */
 bool dynb__tableau_builtin(const char *name, dynb__tableau *out);
@@ -39,6 +47,16 @@ bool dynb__tableau_builtin(const char *name, dynb__tableau *out);
 dynb_status dynb__tableau_custom(const double *c, int len_c, const double *a, int a_rows,
                                  int a_cols, const double *b, int len_b, dynb__tableau *out,
                                  char *err, size_t errlen);
+/* Fills `out` with the embedded pair `name` (one of
+ * DYNB_TABLEAU_EMBEDDED_NAMES); false when unknown. dynb__tableau_builtin
+ * falls back to it, so callers need not. */
+bool dynb__tableau_embedded(const char *name, dynb__tableau *out);
+/* Makes a (custom) tableau embedded: b_err of len == stages finite entries,
+ * not all equal to b, and `order` (1..DYNB_MAX_STAGES), the order of b's
+ * solution that the step-size controller's exponent needs. Reason in err
+ * and DYNB_STATUS_SPEC_ERROR on failure, t unchanged. */
+dynb_status dynb__tableau_set_embedded(dynb__tableau *t, const double *b_err, int len, int order,
+                                       char *err, size_t errlen);
 
 
 /* ---- Layer functions (layer.c) -------------------------------------------- */
@@ -223,6 +241,14 @@ dynb_status dynb__block_rediscretise(dynb__block *b, int nstates, const double *
                                      int ncontrols, const double *t_controls, char *err,
                                      size_t errlen);
 
+/* How a block's backward pass is computed (SPEC §1.5): the exact gradient
+ * of the steps that ran (discretise-then-optimise), or the continuous
+ * adjoint solved backward (optimise-then-discretise). */
+typedef enum dynb__gradient_mode {
+  DYNB_GRADIENT_DISCRETE = 0,
+  DYNB_GRADIENT_ADJOINT = 1,
+} dynb__gradient_mode;
+
 /* ---- Network spec (spec.c) ---------------------------------------------------- */
 
 /* Compiled caps, checked before allocating (SQLite-style hard limits). */
@@ -239,6 +265,12 @@ typedef struct dynb__block_spec {
   int nstates, ncontrols;
   double t_states[DYNB_MAX_TIME_POINTS];
   double t_controls[DYNB_MAX_TIME_POINTS];
+  /* Adaptive steps (SPEC §1.5): tolerances and step cap, read only for an
+   * embedded scheme (rtol 1e-3, atol 1e-4, max_steps 100 by default, zero
+   * otherwise), and the gradient mode of any block. */
+  double rtol, atol;
+  int max_steps;
+  dynb__gradient_mode gradient;
 } dynb__block_spec;
 
 /* A whole network as the JSON spec of SPEC §3 describes it. Every field is
