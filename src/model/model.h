@@ -396,4 +396,54 @@ dynb_status dynb__norm_backward(dynb_ctx *ctx, const dynb__norm_args *n, const d
                                 const dynb__tensor *dweight, const dynb__tensor *dbias,
                                 const dynb__tensor **dz_out);
 
+/* ---- Step-size controller of adaptive blocks (controller.c) ------------------- */
+
+/* The controller of SPEC §1.5 as pure host functions (formulas, and where
+ * they follow torchdiffeq, at the top of controller.c). The error of a step
+ * is reduced to Σ (err/tol)² and an element count, so that partial sums
+ * from several devices or replicas add up before dynb__ctrl_ratio. */
+double dynb__ctrl_sumsq(size_t n, const double *err, const double *y0, const double *y1,
+                        double rtol, double atol);
+/* r = sqrt(sumsq / count); 0 for count 0. */
+double dynb__ctrl_ratio(double sumsq, double count);
+/* min(10, max(0.2, 0.9·r^(−1/order))), at least 1 when accepted; 10 for r = 0. */
+double dynb__ctrl_factor(double r, int order, bool accepted);
+/* Hairer's first step in two parts: with d0 = rms(y0/scale) and d1 =
+ * rms(f0/scale), scale = atol + rtol·|y0|, the trial h0; then, with d2 =
+ * rms((f(t0 + h0, y0 + h0·f0) − f0)/scale)/h0, the first step (at most
+ * 100·h0 and at most span, the length of the interval). */
+double dynb__ctrl_first_guess(double d0, double d1);
+double dynb__ctrl_first_step(double h0, double d1, double d2, int order, double span);
+/* The times where a step must end: t_states and every control time strictly
+ * inside (t_states[0], t_states[end]), merged, ascending, without repeats,
+ * written to out (room for nstates + ncontrols); returns their count. */
+int dynb__ctrl_stops(int nstates, const double *t_states, int ncontrols,
+                     const double *t_controls, double *out);
+
+/* One adaptive solve's stepping state: propose a step, evaluate it, judge
+ * it, until done. Counts attempts (accepted + rejected), which max_steps
+ * bounds. */
+typedef struct dynb__ctrl {
+  const double *stops; /* borrowed */
+  int nstops, next;    /* next: index of the stop the current step heads for */
+  int order, max_steps;
+  double t, h;         /* current time; proposed size of the next step */
+  double h_try;        /* the step being tried */
+  bool clipped;        /* h_try was cut to end on stops[next] */
+  int attempts, accepted, rejected;
+} dynb__ctrl;
+
+void dynb__ctrl_start(dynb__ctrl *c, const double *stops, int nstops, int order, int max_steps,
+                      double h);
+bool dynb__ctrl_done(const dynb__ctrl *c);
+/* The next step to try, (t, h), cut to end on the next stop. Fails with
+ * DYNB_STATUS_PARAM_OUT_OF_BOUND once max_steps attempts are spent (the
+ * message gives t and the counts; the caller names the block) and with
+ * DYNB_STATUS_NON_FINITE when the step underflows. */
+dynb_status dynb__ctrl_propose(dynb__ctrl *c, double *t, double *h, char *err, size_t errlen);
+/* Judges the step just tried by its error ratio r: accepts (advancing t,
+ * exactly onto the stop when cut to one) if r <= 1, and sizes the next.
+ * A NaN or infinite r fails with DYNB_STATUS_NON_FINITE. */
+dynb_status dynb__ctrl_judge(dynb__ctrl *c, double r, bool *accepted, char *err, size_t errlen);
+
 #endif
