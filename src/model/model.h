@@ -15,8 +15,13 @@
  * t + c[i] h), y' = y + h Σ_i b[i] K_i. A is stored dense, row-major
  * s×s, strictly lower triangular. `order` is the classical order of the
  * built-ins (0 when unknown, for custom tableaux). */
+/* The kind of integrator a scheme names (integrator.h picks the code):
+ * explicit Runge–Kutta from (c, A, b). */
+typedef enum dynb__scheme_kind { DYNB_SCHEME_RK = 0 } dynb__scheme_kind;
+
 typedef struct dynb__tableau {
   char name[32];
+  dynb__scheme_kind kind; /* zero (RK) for every tableau built from (c, A, b) */
   int stages;
   int order;
   double c[DYNB_MAX_STAGES];

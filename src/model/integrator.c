@@ -1,0 +1,10 @@
+/* The one place that maps a scheme's kind to its integrator (integrator.h). */
+#include "model/integrator.h"
+
+const dynb__integrator *dynb__integrator_for(const dynb__tableau *t) {
+  switch (t->kind) {
+    case DYNB_SCHEME_RK:
+      break;
+  }
+  return &dynb__integrator_rk;
+}
