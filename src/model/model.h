@@ -32,6 +32,12 @@ typedef struct dynb__tableau {
    * h Σ (b_i − b_err_i) K_i. Zero and false for fixed-step tableaux. */
   bool embedded;
   double b_err[DYNB_MAX_STAGES];
+  /* Control settings of an embedded pair, carried with it to the block's
+   * integrator (integrator_adaptive.c): the spec's rtol, atol, max_steps
+   * (defaults 1e-3, 1e-4, 100 from dynb__tableau_embedded and
+   * dynb__tableau_set_embedded). */
+  double rtol, atol;
+  int max_steps;
 } dynb__tableau;
 
 /* Built-in names, in one list: euler (alias rk1), midpoint, heun, rk3

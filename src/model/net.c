@@ -127,13 +127,8 @@ static dynb_status net_build(dynb__net *net) {
   char err[256], prefix[32];
   for (int b = 0; b < sp->nblocks; b++) {
     const dynb__block_spec *bs = &sp->blocks[b];
-    /* The spec accepts SPEC §1.5's keys, but the block still steps on
-     * t_states with b only: running an embedded pair that way would quietly
-     * be a fixed-step method, so it is refused until the adaptive
-     * integrator lands (issue 15). */
-    DYNB_CHECK(net->ctx, !bs->tableau.embedded, DYNB_STATUS_UNSUPPORTED,
-               "blocks[%d].scheme: '%s' takes adaptive steps, which this build cannot run yet "
-               "(issue 15)", b, bs->tableau.name);
+    /* The continuous adjoint (SPEC §1.5) is parsed but not implemented:
+     * refused here rather than silently trained with the discrete gradient. */
     DYNB_CHECK(net->ctx, bs->gradient == DYNB_GRADIENT_DISCRETE, DYNB_STATUS_UNSUPPORTED,
                "blocks[%d].gradient: 'adjoint' is not implemented yet (issue 15)", b);
     dynb__block_desc d = {bs->layer, bs->tableau, bs->nstates, bs->t_states, bs->ncontrols,

@@ -329,6 +329,7 @@ static dynb_status get_adaptive(parser *p, const cJSON *blk, const char *path,
   DYNB_TRY(get_tol(p, blk, path, "atol", false, 1e-4, &b->atol));
   DYNB_TRY(get_int(p, blk, path, "max_steps", 1, DYNB_MAX_TIME_POINTS, false, 100,
                    &b->max_steps));
+  b->tableau.rtol = b->rtol, b->tableau.atol = b->atol, b->tableau.max_steps = b->max_steps;
   if (b->layer.norm == DYNB_NORM_BATCH) {
     join(at, path, "norm");
     return fail(p, at,

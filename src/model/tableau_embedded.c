@@ -57,6 +57,7 @@ bool dynb__tableau_embedded(const char *name, dynb__tableau *out) {
     out->stages = m->stages;
     out->order = m->order;
     out->embedded = true;
+    out->rtol = 1e-3, out->atol = 1e-4, out->max_steps = 100;
     for (int i = 0; i < m->stages; i++) {
       out->c[i] = m->c[i];
       out->b[i] = m->b[i];
@@ -102,5 +103,6 @@ dynb_status dynb__tableau_set_embedded(dynb__tableau *t, const double *b_err, in
   memcpy(t->b_err, b_err, (size_t)len * sizeof *b_err);
   t->embedded = true;
   t->order = order;
+  t->rtol = 1e-3, t->atol = 1e-4, t->max_steps = 100;
   return DYNB_OK;
 }
