@@ -382,6 +382,20 @@ dynb_status dynb__net_zero_grads(dynb__net *net);
  * time and their statistics belong to each (step, stage), so no single
  * convolution owns them. */
 dynb_status dynb__net_fold_batch_norms(dynb__net *net);
+/* Re-discretisation (SPEC §1.1) of block bi: new grids (validated as a
+ * spec's; the reason in err and on the context), new control points θ(t)
+ * of the old ones, running statistics from the nearest old evaluation
+ * (dynb__block_rediscretise). The spec and the tensor list follow; views
+ * taken before (plans, optimisers, health checks) are invalid after. */
+dynb_status dynb__net_regrid(dynb__net *net, int bi, int nstates, const double *t_states,
+                             int ncontrols, const double *t_controls, char *err, size_t errlen);
+/* Every block's every interval of t_states and t_controls cut into
+ * `factor` equal parts (factor >= 1; the old points stay, exactly). Sizes
+ * are checked for all blocks before any changes. */
+dynb_status dynb__net_refine(dynb__net *net, int factor, char *err, size_t errlen);
+/* out = t[0..n) with each interval cut into `factor` equal parts; returns
+ * the count, (n - 1) * factor + 1. */
+int dynb__grid_refine(const double *t, int n, int factor, double *out);
 
 /* ---- Normalisation dispatch (norm.c) ------------------------------------------- */
 

@@ -302,6 +302,44 @@ static void session_close(session *s) {
   dynb__plan_free(s->plan);
 }
 
+/* Multilevel training: halves every block's grids (on every replica alike)
+ * and rebuilds what held views of the old tensors, the optimiser state
+ * carried over (refine.c says how and why). */
+static dynb_status session_refine(session *s) {
+  const dynb__train_desc *d = s->desc;
+  dynb__optim_saved *saved = NULL;
+  DYNB_TRY(dynb__optim_save(s->opt, s->net, &saved));
+  dynb__health_free(s->health);
+  if (!s->group) dynb__optimizer_free(s->opt);
+  dynb__group_free(s->group);
+  dynb__plan_free(s->plan);
+  dynb__timereg_free(s->reg);
+  s->health = NULL, s->opt = NULL, s->group = NULL, s->plan = NULL, s->reg = NULL;
+  char err[512];
+  int n = d->replicas > 1 ? d->replicas : 1;
+  dynb_status st = DYNB_OK;
+  for (int r = 0; st == DYNB_OK && r < n; r++)
+    st = dynb__net_refine(n > 1 ? d->nets[r] : s->net, 2, err, sizeof err);
+  if (st == DYNB_OK && n > 1) {
+    st = dynb__group_create(d->nets, d->replicas, d->shard, d->memory, &d->optim, &s->group);
+    for (int r = 0; st == DYNB_OK && r < n; r++)
+      st = dynb__optim_restore(dynb__group_optimizer(s->group, r), d->nets[r], saved);
+    if (st == DYNB_OK) s->opt = dynb__group_optimizer(s->group, 0);
+  } else if (st == DYNB_OK) {
+    st = dynb__plan_build(s->net, d->batch, d->memory, &s->plan);
+    if (st == DYNB_OK) st = dynb__optimizer_create(s->net, &d->optim, &s->opt);
+    if (st == DYNB_OK) st = dynb__optim_restore(s->opt, s->net, saved);
+    if (st == DYNB_OK) st = dynb__health_create(s->net, dynb__plan_loss(s->plan), &s->health);
+  }
+  if (st == DYNB_OK && s->net->spec.time_reg > 0) st = dynb__timereg_create(s->net, &s->reg);
+  dynb__optim_saved_free(saved);
+  /* The epoch's change is measured from the refined tensors. */
+  free(s->before.values), free(s->after.values);
+  memset(&s->before, 0, sizeof s->before), memset(&s->after, 0, sizeof s->after);
+  if (st == DYNB_OK) st = snapshot_take(s->net, &s->before);
+  return st;
+}
+
 dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__dataset *val,
                         const dynb__train_desc *d) {
   session s;
@@ -314,6 +352,8 @@ dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__datase
     memset(&row, 0, sizeof row);
     row.epoch = e;
     double t0 = now_seconds();
+    row.refined = dynb__refine_due(d->refine_epochs, d->nrefine, e);
+    if (row.refined && (st = session_refine(&s)) != DYNB_OK) break;
     st = run_epoch(&s, train, e, &row);
     if (st == DYNB_OK)
       st = s.group ? dynb__group_evaluate(s.group, val, &row.val_loss, &row.val_acc)

@@ -39,7 +39,10 @@ static void on_progress(void *user, int epoch, int64_t done, int64_t total, doub
 static void on_row(void *user, const dynb__epoch_row *row0) {
   run *r = user;
   dynb__epoch_row row = *row0;
-  printf("%5d %8.1f %10.3g %10.3g %9.3g %10.3g %10.4f %9.4f %10.4f %9.4f", row.epoch, row.seconds,
+  /* A refined epoch is marked "3*" in the same five columns. */
+  printf(row.refined ? "%4d* %8.1f %10.3g %10.3g %9.3g %10.3g %10.4f %9.4f %10.4f %9.4f"
+                     : "%5d %8.1f %10.3g %10.3g %9.3g %10.3g %10.4f %9.4f %10.4f %9.4f",
+         row.epoch, row.seconds,
          row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
          row.train_acc, row.val_loss, row.val_acc);
   if (r->net->spec.time_reg > 0) printf(" %10.4g", row.time_reg);
@@ -51,9 +54,14 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
             r->devices[k], (long long)row.shard[k], row.compute_seconds[k],
             row.step_seconds[k]);
   fflush(stdout);
-  fprintf(r->csv, "%d,%.3f,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g\n", row.epoch, row.seconds,
+  for (int b = 0; row.refined && b < r->net->spec.nblocks; b++)
+    fprintf(stderr, "  epoch %d: refined block %d to %d steps, %d control points\n", row.epoch, b,
+            r->net->spec.blocks[b].nstates - 1, r->net->spec.blocks[b].ncontrols);
+  fprintf(r->csv, "%d,%.3f,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g", row.epoch, row.seconds,
           row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
           row.train_acc, row.val_loss, row.val_acc, row.time_reg);
+  fprintf(r->csv, ",%d", row.refined);
+  fprintf(r->csv, "\n");
   fflush(r->csv);
   if (r->nrows < 4096) r->rows[r->nrows++] = row;
   r->ts.epoch = row.epoch + 1;
@@ -287,7 +295,9 @@ int cmd_train(int argc, char **argv) {
   }
   if (!o.resume)
     fprintf(r.csv, "epoch,seconds,d_running_mean,d_running_var,lr,d_params,train_loss,train_acc,"
-                   "val_loss,val_acc,time_reg\n");
+                   "val_loss,val_acc,time_reg");
+  if (!o.resume) fprintf(r.csv, ",refined");
+  if (!o.resume) fprintf(r.csv, "\n");
   fprintf(stderr, "dynblocks train: %s, %lld training / %lld validation / %lld test samples on %s\n",
           o.data ? o.data : "fashion-mnist", (long long)train.n, (long long)val.n,
           (long long)test.n, ctx->info.device_name);
@@ -307,6 +317,8 @@ int cmd_train(int argc, char **argv) {
   d.checkpoint_path = r.ckpt_path;
   d.resume_path = o.resume;
   d.state = &r.ts;
+  d.refine_epochs = o.refine_epochs;
+  d.nrefine = o.nrefine;
   if (ndev > 1) {
     d.replicas = ndev;
     d.nets = nets;
