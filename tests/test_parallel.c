@@ -303,9 +303,11 @@ static void splits_are_checked(void **state) {
                      DYNB_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "--split"));
   }
-  assert_int_equal(dynb__split_parse("auto", 2, 8, shard, err, sizeof err),
-                   DYNB_STATUS_UNSUPPORTED);
-  assert_non_null(strstr(err, "not implemented"));
+  /* auto (and the default) start from the equal split. */
+  assert_int_equal(dynb__split_parse("auto", 3, 8, shard, err, sizeof err), DYNB_OK);
+  assert_true(shard[0] == 3 && shard[1] == 3 && shard[2] == 2);
+  assert_true(dynb__split_is_auto("auto") && dynb__split_is_auto(NULL));
+  assert_false(dynb__split_is_auto("equal") || dynb__split_is_auto("5,3"));
 }
 
 int main(void) {
