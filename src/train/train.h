@@ -98,10 +98,17 @@ typedef struct dynb__epoch_row {
   int replicas;
   int64_t shard[DYNB_MAX_REPLICAS];
   double compute_seconds[DYNB_MAX_REPLICAS], step_seconds[DYNB_MAX_REPLICAS];
+  /* Busy seconds over the epoch: forward+backward minus the time waiting
+   * for the other replicas inside synced batch norm (one device: the
+   * training steps' seconds; then replicas is 1 and shard[0] the batch). */
+  double busy_seconds[DYNB_MAX_REPLICAS];
   bool refined; /* the grids were refined at the start of this epoch (--refine) */
 } dynb__epoch_row;
 
 typedef void (*dynb__row_fn)(void *user, const dynb__epoch_row *row);
+/* Busy seconds of replica r's steps at shard samples, given the measured
+ * ones: tests put a synthetic throughput curve in place of the clock. */
+typedef double (*dynb__busy_fn)(void *user, int replica, int64_t shard, double measured);
 /* Progress inside an epoch: batches done of total, running mean loss. */
 typedef void (*dynb__progress_fn)(void *user, int epoch, int64_t done, int64_t total,
                                   double loss, double acc);
@@ -139,6 +146,12 @@ typedef struct dynb__train_desc {
    * the epochs it has still to run (its checkpoint holds the grids). */
   const int *refine_epochs;
   int nrefine;
+  /* --split auto (docs/distributed.md "Balancer"): shard is the starting
+   * split; the first epoch of the run re-balances after two short
+   * calibration windows, and every epoch after its end. busy (NULL: the
+   * clock) replaces the measured busy seconds (tests). */
+  bool balance;
+  dynb__busy_fn busy;
 } dynb__train_desc;
 
 /* Loss and accuracy of `net` on a data set in evaluation mode, through

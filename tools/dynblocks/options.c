@@ -129,7 +129,7 @@ static const cli_flag train_flags[] = {
     STR(train_opts, "--resume", resume, "resume from a checkpoint file"),
     STR(train_opts, "--device", device, DEVICE_HELP),
     STR(train_opts, "--devices", devices, "data-parallel on several devices: indices or name substrings, comma-separated, or all (or DYNBLOCKS_DEVICES)"),
-    STR(train_opts, "--split", split, "shards of each batch over --devices: equal (default) or N,N,... summing to --batch"),
+    STR(train_opts, "--split", split, "shards of each batch over --devices: auto (default: balanced by measured speed), equal, or N,N,... summing to --batch"),
     SWITCH(train_opts, "--augment", augment, "random 2-pixel shifts and horizontal flips"),
     STR(train_opts, "--memory", memory_name, "store (default), checkpoint or reconstruct (reversible blocks keep two states): what blocks keep for backward"),
     STR(train_opts, "--refine", refine_text, "multilevel: at the start of these epochs (e.g. 10,20) halve every block's time steps and control intervals"),

@@ -21,6 +21,7 @@ typedef struct run {
   bool failed;
   bool tty;
   const char *devices[DYNB_MAX_REPLICAS]; /* device names, data-parallel runs */
+  int64_t shard[DYNB_MAX_REPLICAS];       /* the last epoch's split (--split auto moves it) */
 } run;
 
 static void on_progress(void *user, int epoch, int64_t done, int64_t total, double loss,
@@ -50,9 +51,11 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
   /* Several devices: each one's shard and time, on stderr beside the
    * progress lines, so that stdout keeps one table row per epoch. */
   for (int k = 0; row.replicas > 1 && k < row.replicas; k++)
-    fprintf(stderr, "  device %d (%s): shard %lld, forward+backward %.2f s, steps %.2f s\n", k,
-            r->devices[k], (long long)row.shard[k], row.compute_seconds[k],
-            row.step_seconds[k]);
+    fprintf(stderr,
+            "  device %d (%s): shard %lld, forward+backward %.2f s (busy %.2f s), steps %.2f s\n",
+            k, r->devices[k], (long long)row.shard[k], row.compute_seconds[k],
+            row.busy_seconds[k], row.step_seconds[k]);
+  for (int k = 0; row.replicas > 1 && k < row.replicas; k++) r->shard[k] = row.shard[k];
   fflush(stdout);
   for (int b = 0; row.refined && b < r->net->spec.nblocks; b++)
     fprintf(stderr, "  epoch %d: refined block %d to %d steps, %d control points\n", row.epoch, b,
@@ -60,6 +63,11 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
   fprintf(r->csv, "%d,%.3f,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g", row.epoch, row.seconds,
           row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
           row.train_acc, row.val_loss, row.val_acc, row.time_reg);
+  /* Each device's shard and busy seconds, ';'-separated in device order. */
+  for (int k = 0; k < row.replicas; k++)
+    fprintf(r->csv, "%c%lld", k ? ';' : ',', (long long)row.shard[k]);
+  for (int k = 0; k < row.replicas; k++)
+    fprintf(r->csv, "%c%.3f", k ? ';' : ',', row.busy_seconds[k]);
   fprintf(r->csv, ",%d", row.refined);
   fprintf(r->csv, "\n");
   fflush(r->csv);
@@ -295,9 +303,7 @@ int cmd_train(int argc, char **argv) {
   }
   if (!o.resume)
     fprintf(r.csv, "epoch,seconds,d_running_mean,d_running_var,lr,d_params,train_loss,train_acc,"
-                   "val_loss,val_acc,time_reg");
-  if (!o.resume) fprintf(r.csv, ",refined");
-  if (!o.resume) fprintf(r.csv, "\n");
+                   "val_loss,val_acc,time_reg,shards,busy_seconds,refined\n");
   fprintf(stderr, "dynblocks train: %s, %lld training / %lld validation / %lld test samples on %s\n",
           o.data ? o.data : "fashion-mnist", (long long)train.n, (long long)val.n,
           (long long)test.n, ctx->info.device_name);
@@ -323,9 +329,11 @@ int cmd_train(int argc, char **argv) {
     d.replicas = ndev;
     d.nets = nets;
     d.shard = shard;
+    d.balance = dynb__split_is_auto(o.split);
+    memcpy(r.shard, shard, sizeof r.shard);
     for (int k = 0; k < ndev; k++)
-      fprintf(stderr, "dynblocks train: device %d: %s, shard %lld of %lld\n", k, r.devices[k],
-              (long long)shard[k], (long long)o.batch);
+      fprintf(stderr, "dynblocks train: device %d: %s, shard %lld of %lld%s\n", k, r.devices[k],
+              (long long)shard[k], (long long)o.batch, d.balance ? " (to start; --split auto)" : "");
   }
   if (dynb__train(r.net, &train, &val, &d) != DYNB_OK || r.failed) {
     cli_fail(cmd, ctx);
@@ -345,7 +353,7 @@ int cmd_train(int argc, char **argv) {
   if (est == DYNB_OK && ndev > 1) {
     /* Split over the devices as validation was (SPEC §2.1). */
     nets[0] = best;
-    est = dynb__evaluate_split(nets, ndev, shard, &test, &loss, &acc);
+    est = dynb__evaluate_split(nets, ndev, r.shard, &test, &loss, &acc);
     nets[0] = r.net;
   } else if (est == DYNB_OK) {
     est = dynb__plan_build(best, o.batch, DYNB_MEMORY_STORE, &plan);
