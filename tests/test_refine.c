@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "train/train.h"
 
 #define N 2
 #define SIDE 6
@@ -251,6 +252,97 @@ static void bad_refinements_are_refused(void **state) {
   dynb_ctx_free(ctx);
 }
 
+/* ---- optimiser state across a refinement (src/train/refine.c) --------------------- */
+
+static const dynb__net_tensor *state_named(dynb__optimizer *opt, const char *name) {
+  for (size_t i = 0; i < dynb__optimizer_state_count(opt); i++)
+    if (strcmp(dynb__optimizer_state_at(opt, i)->name, name) == 0)
+      return dynb__optimizer_state_at(opt, i);
+  fail_msg("no optimiser state %s", name);
+  return NULL;
+}
+
+static void state_read(dynb_ctx *ctx, dynb__optimizer *opt, const char *name, double *host) {
+  tu_download(ctx, &state_named(opt, name)->value, host);
+}
+
+/* Velocity (SGD) or m and v (Adam) of a new control point are the linear
+ * interpolation in time of the old points' state, as its value is; old
+ * points and tensors outside the blocks keep theirs; Adam's step count goes
+ * on. Checked in f64 against the interpolation done here (exact up to one
+ * rounding of (1 - w) a + w b: 2^-53 relative, hence 1e-15). */
+static void carry_state(dynb_optim_kind kind) {
+  dynb_ctx *ctx = f64_ctx();
+  static dynb__net_spec spec;
+  char err[512];
+  const char *text =
+      "{\"input\": {\"channels\": 1, \"height\": 4, \"width\": 4}, \"classes\": 2,"
+      " \"open\": {\"width\": 2}, \"blocks\": [{\"width\": 2, \"layer\": \"doublesym\","
+      " \"norm\": \"batch\", \"scheme\": \"euler\","
+      " \"t_states\": [0, 2], \"t_controls\": [0, 0.5, 2]}]}";
+  if (dynb__spec_parse(text, strlen(text), "test", &spec, err, sizeof err) != DYNB_OK)
+    fail_msg("%s", err);
+  dynb__net *net = NULL;
+  TU_OK(ctx, dynb__net_create(ctx, &spec, DYNB_F64, &net));
+  dynb__optim_desc d = dynb__optim_desc_default();
+  d.kind = kind;
+  dynb__optimizer *opt = NULL;
+  TU_OK(ctx, dynb__optimizer_create(net, &d, &opt));
+  /* Seeded state everywhere (positive: Adam's v), and a step count. */
+  tu_rng r = tu_rng_seed(17);
+  for (size_t i = 0; i < dynb__optimizer_state_count(opt); i++) {
+    const dynb__net_tensor *t = dynb__optimizer_state_at(opt, i);
+    double *v = tu_random(&r, dynb__tensor_numel(&t->value), 0.1, 1);
+    tu_write(ctx, &t->value, v);
+    free(v);
+  }
+  *dynb__optimizer_step_counter(opt) = 7;
+  const char *slot = kind == DYNB_OPTIM_ADAM ? "v" : "velocity";
+  char name[128];
+  double c[3][36], open_old[18], open_new[18], got[36]; /* K: 2×2×3×3; open: 2×1×3×3 */
+  for (int j = 0; j < 3; j++) {
+    snprintf(name, sizeof name, "optim.blocks.0.controls.%d.conv.weight.%s", j, slot);
+    state_read(ctx, opt, name, c[j]);
+  }
+  snprintf(name, sizeof name, "optim.open.conv.weight.%s", slot);
+  state_read(ctx, opt, name, open_old);
+  dynb__optim_saved *saved = NULL;
+  TU_OK(ctx, dynb__optim_save(opt, net, &saved));
+  dynb__optimizer_free(opt);
+  TU_OK(ctx, dynb__net_refine(net, 2, err, sizeof err));
+  TU_OK(ctx, dynb__optimizer_create(net, &d, &opt));
+  TU_OK(ctx, dynb__optim_restore(opt, net, saved));
+  dynb__optim_saved_free(saved);
+  assert_int_equal(*dynb__optimizer_step_counter(opt), 7);
+  /* New controls at 0, 0.25, 0.5, 1.25, 2 from old ones at 0, 0.5, 2. */
+  const int j0[5] = {0, 0, 1, 1, 2};
+  const double w[5] = {0, 0.5, 0, 0.5, 0};
+  for (int j = 0; j < 5; j++) {
+    double want[36];
+    for (int i = 0; i < 36; i++)
+      want[i] = w[j] == 0 ? c[j0[j]][i] : (1 - w[j]) * c[j0[j]][i] + w[j] * c[j0[j] + 1][i];
+    snprintf(name, sizeof name, "optim.blocks.0.controls.%d.conv.weight.%s", j, slot);
+    state_read(ctx, opt, name, got);
+    tu_assert_close(name, got, want, 36, 1e-15, 0);
+  }
+  snprintf(name, sizeof name, "optim.open.conv.weight.%s", slot);
+  state_read(ctx, opt, name, open_new);
+  assert_memory_equal(open_new, open_old, sizeof open_old);
+  dynb__optimizer_free(opt);
+  dynb__net_free(net);
+  dynb_ctx_free(ctx);
+}
+
+static void sgd_velocity_follows_the_refinement(void **state) {
+  (void)state;
+  carry_state(DYNB_OPTIM_SGD);
+}
+
+static void adam_moments_follow_the_refinement(void **state) {
+  (void)state;
+  carry_state(DYNB_OPTIM_ADAM);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(control_refinement_keeps_predictions),
@@ -258,6 +350,8 @@ int main(void) {
       cmocka_unit_test(rk4_converges_at_order_four),
       cmocka_unit_test(refined_model_round_trips),
       cmocka_unit_test(bad_refinements_are_refused),
+      cmocka_unit_test(sgd_velocity_follows_the_refinement),
+      cmocka_unit_test(adam_moments_follow_the_refinement),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
