@@ -7,7 +7,7 @@
 #include <math.h>
 
 #include "testutil.h"
-#include "model/integrator.h"
+#include "model/model.h"
 
 typedef struct bcase {
   int n, c, h, w, kernel;
@@ -96,7 +96,7 @@ static void forward_takes_the_reference_steps(void **state) {
     TU_OK(ctx, dynb__block_forward(s.b, &s.tx, &s.tout, true));
     tu_download(ctx, &s.tout, got);
     dynb__step_counts cnt;
-    dynb__adaptive_counts(s.b, &cnt);
+    dynb__block_step_counts(s.b, &cnt);
     assert_true(cnt.adaptive);
     double steps[501];
     ref_adaptive_stats st = {.steps = steps};
@@ -174,7 +174,7 @@ static void discrete_gradient_matches_frozen_differences(void **state) {
     TU_OK(ctx, dynb__tensor_zero(ctx, dynb__block_grads(s.b)));
     TU_OK(ctx, dynb__block_backward(s.b, &s.tx, &tw, &tdx));
     dynb__step_counts cnt;
-    dynb__adaptive_counts(s.b, &cnt);
+    dynb__block_step_counts(s.b, &cnt);
     int n = cnt.accepted;
     double *t = malloc((size_t)(n + 1) * sizeof *t);
     memcpy(t, cnt.t, (size_t)(n + 1) * sizeof *t);

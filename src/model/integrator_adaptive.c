@@ -365,8 +365,11 @@ static void ad_evals(const dynb__block *b, double *forward, double *backward,
   *backward = *recomputed = s * a->naccepted;
 }
 
-void dynb__adaptive_counts(const dynb__block *b, dynb__step_counts *out) {
+void dynb__block_step_counts(const dynb__block *b, dynb__step_counts *out) {
   memset(out, 0, sizeof *out);
+  double fwd, bwd, rec;
+  b->integ->evals(b, &fwd, &bwd, &rec);
+  out->nfe_forward = fwd, out->nfe_backward = bwd + rec;
   if (b->integ != &dynb__integrator_adaptive) return;
   const adaptive *a = impl(b);
   out->adaptive = true;
@@ -375,6 +378,16 @@ void dynb__adaptive_counts(const dynb__block *b, dynb__step_counts *out) {
   out->nfe_forward = a->nfe_forward;
   out->nfe_backward = a->nfe_backward;
   out->t = a->t;
+}
+
+double dynb__net_nfe(const dynb__net *net) {
+  double n = 0;
+  for (int i = 0; i < net->spec.nblocks; i++) {
+    dynb__step_counts c;
+    dynb__block_step_counts(net->blocks[i], &c);
+    n += c.nfe_forward + c.nfe_backward;
+  }
+  return n;
 }
 
 const dynb__integrator dynb__integrator_adaptive = {

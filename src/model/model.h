@@ -457,4 +457,21 @@ dynb_status dynb__ctrl_propose(dynb__ctrl *c, double *t, double *h, char *err, s
  * A NaN or infinite r fails with DYNB_STATUS_NON_FINITE. */
 dynb_status dynb__ctrl_judge(dynb__ctrl *c, double r, bool *accepted, char *err, size_t errlen);
 
+/* ---- Counts of function evaluations (integrator_adaptive.c) ------------------- */
+
+/* Steps and layer evaluations of a block's last forward and backward:
+ * for an adaptive block the accepted and rejected steps and the accepted
+ * step ends; for any block the evaluations (forward: f evaluations;
+ * backward: vector–Jacobian products plus recomputed forward evaluations). */
+typedef struct dynb__step_counts {
+  bool adaptive;
+  int accepted, rejected;
+  double nfe_forward, nfe_backward;
+  const double *t; /* adaptive only: the accepted step ends t[0..accepted], borrowed */
+} dynb__step_counts;
+void dynb__block_step_counts(const dynb__block *b, dynb__step_counts *out);
+/* Σ over the blocks of forward + backward evaluations of the last step:
+ * the training log's nfe column. */
+double dynb__net_nfe(const dynb__net *net);
+
 #endif

@@ -98,6 +98,9 @@ typedef struct dynb__epoch_row {
   int replicas;
   int64_t shard[DYNB_MAX_REPLICAS];
   double compute_seconds[DYNB_MAX_REPLICAS], step_seconds[DYNB_MAX_REPLICAS];
+  /* Layer evaluations per training batch (forward + backward, every block),
+   * the mean over the epoch: grows when adaptive blocks take more steps. */
+  double nfe;
 } dynb__epoch_row;
 
 typedef void (*dynb__row_fn)(void *user, const dynb__epoch_row *row);

@@ -51,9 +51,11 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
             r->devices[k], (long long)row.shard[k], row.compute_seconds[k],
             row.step_seconds[k]);
   fflush(stdout);
-  fprintf(r->csv, "%d,%.3f,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g\n", row.epoch, row.seconds,
+  fprintf(r->csv, "%d,%.3f,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g", row.epoch, row.seconds,
           row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
           row.train_acc, row.val_loss, row.val_acc, row.time_reg);
+  fprintf(r->csv, ",%.6g", row.nfe);
+  fprintf(r->csv, "\n");
   fflush(r->csv);
   if (r->nrows < 4096) r->rows[r->nrows++] = row;
   r->ts.epoch = row.epoch + 1;
@@ -287,7 +289,9 @@ int cmd_train(int argc, char **argv) {
   }
   if (!o.resume)
     fprintf(r.csv, "epoch,seconds,d_running_mean,d_running_var,lr,d_params,train_loss,train_acc,"
-                   "val_loss,val_acc,time_reg\n");
+                   "val_loss,val_acc,time_reg");
+  if (!o.resume) fprintf(r.csv, ",nfe");
+  if (!o.resume) fprintf(r.csv, "\n");
   fprintf(stderr, "dynblocks train: %s, %lld training / %lld validation / %lld test samples on %s\n",
           o.data ? o.data : "fashion-mnist", (long long)train.n, (long long)val.n,
           (long long)test.n, ctx->info.device_name);
