@@ -19,6 +19,14 @@
  * explicit Runge–Kutta from (c, A, b). */
 typedef enum dynb__scheme_kind { DYNB_SCHEME_RK = 0 } dynb__scheme_kind;
 
+/* How a block's backward pass is computed (SPEC §1.5): the exact gradient
+ * of the steps that ran (discretise-then-optimise), or the continuous
+ * adjoint solved backward (optimise-then-discretise). */
+typedef enum dynb__gradient_mode {
+  DYNB_GRADIENT_DISCRETE = 0,
+  DYNB_GRADIENT_ADJOINT = 1,
+} dynb__gradient_mode;
+
 typedef struct dynb__tableau {
   char name[32];
   dynb__scheme_kind kind; /* zero (RK) for every tableau built from (c, A, b) */
@@ -38,6 +46,8 @@ typedef struct dynb__tableau {
    * dynb__tableau_set_embedded). */
   double rtol, atol;
   int max_steps;
+  /* The block's gradient mode, carried the same way (any tableau). */
+  dynb__gradient_mode gradient;
 } dynb__tableau;
 
 /* Built-in names, in one list: euler (alias rk1), midpoint, heun, rk3
@@ -251,14 +261,6 @@ size_t dynb__block_param_count(const dynb__block *b); /* P, per control point */
 dynb_status dynb__block_rediscretise(dynb__block *b, int nstates, const double *t_states,
                                      int ncontrols, const double *t_controls, char *err,
                                      size_t errlen);
-
-/* How a block's backward pass is computed (SPEC §1.5): the exact gradient
- * of the steps that ran (discretise-then-optimise), or the continuous
- * adjoint solved backward (optimise-then-discretise). */
-typedef enum dynb__gradient_mode {
-  DYNB_GRADIENT_DISCRETE = 0,
-  DYNB_GRADIENT_ADJOINT = 1,
-} dynb__gradient_mode;
 
 /* ---- Network spec (spec.c) ---------------------------------------------------- */
 
