@@ -167,7 +167,8 @@ static dynb_status shape(dynb__block *b, int64_t n, int64_t h, int64_t w, dynb_m
   dynb_ctx *ctx = b->ctx;
   DYNB_CHECK(ctx, n >= 1 && h >= 1 && w >= 1, DYNB_STATUS_INVALID_ARGUMENT,
              "block: batch shape must be positive");
-  DYNB_CHECK(ctx, mode == DYNB_MEMORY_STORE || mode == DYNB_MEMORY_CHECKPOINT,
+  DYNB_CHECK(ctx, mode == DYNB_MEMORY_STORE || mode == DYNB_MEMORY_CHECKPOINT ||
+                      mode == DYNB_MEMORY_RECONSTRUCT,
              DYNB_STATUS_INVALID_ARGUMENT, "block: unknown memory mode");
   int64_t c = b->layer.channels;
   DYNB_CHECK(ctx, (double)n * c * h * w < 2147483647.0, DYNB_STATUS_SIZE_OVERFLOW,
@@ -301,6 +302,14 @@ dynb_status dynb__block_backward(dynb__block *b, const dynb__tensor *x, const dy
   DYNB_CHECK(b->ctx, b->forward_done, DYNB_STATUS_MISUSE,
              "block: backward needs a forward since the last prepare");
   return b->integ->backward(b, x, dout, dx);
+}
+
+dynb_status dynb__block_reconstruction_error(dynb__block *b, const dynb__tensor *x, double *err) {
+  DYNB_CHECK(b->ctx, err, DYNB_STATUS_INVALID_ARGUMENT, "block: NULL err");
+  *err = 0;
+  if (!b->prepared || !b->integ->reconstruction_error) return DYNB_OK;
+  DYNB_TRY(dynb__tensor_check(b->ctx, x, "block: x", b->real, 4));
+  return b->integ->reconstruction_error(b, x, err);
 }
 
 /* ---- re-discretisation --------------------------------------------------------------- */

@@ -8,6 +8,8 @@ const dynb__integrator *dynb__integrator_for(const dynb__tableau *t) {
   switch (t->kind) {
     case DYNB_SCHEME_RK:
       break;
+    case DYNB_SCHEME_LEAPFROG:
+      return &dynb__integrator_leapfrog;
   }
   return &dynb__integrator_rk;
 }

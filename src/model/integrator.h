@@ -85,6 +85,7 @@ struct dynb__integrator {
 const dynb__integrator *dynb__integrator_for(const dynb__tableau *t);
 
 extern const dynb__integrator dynb__integrator_rk;
+extern const dynb__integrator dynb__integrator_leapfrog;
 extern const dynb__integrator dynb__integrator_adaptive; /* embedded pairs */
 
 /* ---- helpers block.c gives every integrator ---------------------------------- */

@@ -74,16 +74,25 @@ static size_t row(const dynb__block *b, int r) { return (size_t)r * (size_t)(b->
 
 static dynb_status ad_check(const dynb__layer *l, const dynb__tableau *t, char *err,
                             size_t errlen) {
-  if (t->stages < 2 || t->stages > DYNB_MAX_STAGES || t->order < 1) {
-    snprintf(err, errlen, "embedded pair '%s' has %d stages, order %d", t->name, t->stages,
-             t->order);
+  /* Reversible schemes (integrator_leapfrog.c) have their own exact,
+   * memory-free backward; the adjoint here steps (c, A, b) only. */
+  if (t->kind != DYNB_SCHEME_RK) {
+    snprintf(err, errlen,
+             "gradient 'adjoint' applies to Runge-Kutta schemes; scheme '%s' is reversible",
+             t->name);
     return DYNB_STATUS_SPEC_ERROR;
   }
   if (l->norm == DYNB_NORM_BATCH) {
     snprintf(err, errlen,
-             "batch norm cannot be used in an adaptive block (scheme '%s'): its running "
-             "statistics belong to fixed evaluations",
+             "batch norm cannot be used in a block with adaptive steps or gradient 'adjoint' "
+             "(scheme '%s'): its running statistics belong to fixed evaluations",
              t->name);
+    return DYNB_STATUS_SPEC_ERROR;
+  }
+  if (!t->embedded) return DYNB_OK; /* fixed steps, gradient 'adjoint' */
+  if (t->stages < 2 || t->stages > DYNB_MAX_STAGES || t->order < 1) {
+    snprintf(err, errlen, "embedded pair '%s' has %d stages, order %d", t->name, t->stages,
+             t->order);
     return DYNB_STATUS_SPEC_ERROR;
   }
   if (t->embedded && (!(t->atol > 0) || !(t->rtol >= 0) || t->max_steps < 1 ||

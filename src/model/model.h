@@ -16,8 +16,13 @@
  * s×s, strictly lower triangular. `order` is the classical order of the
  * built-ins (0 when unknown, for custom tableaux). */
 /* The kind of integrator a scheme names (integrator.h picks the code):
- * explicit Runge–Kutta from (c, A, b). */
-typedef enum dynb__scheme_kind { DYNB_SCHEME_RK = 0 } dynb__scheme_kind;
+ * explicit Runge–Kutta from (c, A, b); the reversible two-step leapfrog of
+ * SPEC §1.4 (one evaluation per step at c = 0, kept as a one-stage tableau
+ * so that running statistics and re-discretisation treat it like one). */
+typedef enum dynb__scheme_kind {
+  DYNB_SCHEME_RK = 0,
+  DYNB_SCHEME_LEAPFROG = 1
+} dynb__scheme_kind;
 
 /* How a block's backward pass is computed (SPEC §1.5): the exact gradient
  * of the steps that ran (discretise-then-optimise), or the continuous
@@ -52,7 +57,7 @@ typedef struct dynb__tableau {
 
 /* Built-in names, in one list: euler (alias rk1), midpoint, heun, rk3
  * (Kutta's third order), ssprk3, rk4 (classic), rk38 (3/8 rule). */
-#define DYNB_TABLEAU_NAMES "euler, rk1, midpoint, heun, rk3, ssprk3, rk4, rk38" DYNB_TABLEAU_EMBEDDED_NAMES
+#define DYNB_TABLEAU_NAMES "euler, rk1, midpoint, heun, rk3, ssprk3, rk4, rk38, leapfrog" DYNB_TABLEAU_EMBEDDED_NAMES
 /* The embedded pairs (tableau_embedded.c): dopri5 (Dormand–Prince 5(4)),
  * bosh3 (Bogacki–Shampine 3(2)), heun_euler (2(1)). */
 #define DYNB_TABLEAU_EMBEDDED_NAMES ", dopri5, bosh3, heun_euler"
@@ -246,6 +251,10 @@ dynb_status dynb__block_forward(dynb__block *b, const dynb__tensor *x, const dyn
 dynb_status dynb__block_backward(dynb__block *b, const dynb__tensor *x, const dynb__tensor *dout,
                                  const dynb__tensor *dx);
 
+/* After a backward in reconstruct mode: the largest |rebuilt Y_0 − x| over
+ * max |x| (0 where nothing was rebuilt: other schemes or modes, one step). */
+dynb_status dynb__block_reconstruction_error(dynb__block *b, const dynb__tensor *x, double *err);
+
 /* Device tensors of the block: controls and gradients [J, P]; running
  * statistics [K, s, norms, 2, C] (NULL view mem when the layer has no batch
  * norm). Borrowed; valid until rediscretise or free. */
@@ -375,6 +384,20 @@ dynb_status dynb__net_zero_grads(dynb__net *net);
  * time and their statistics belong to each (step, stage), so no single
  * convolution owns them. */
 dynb_status dynb__net_fold_batch_norms(dynb__net *net);
+/* Re-discretisation (SPEC §1.1) of block bi: new grids (validated as a
+ * spec's; the reason in err and on the context), new control points θ(t)
+ * of the old ones, running statistics from the nearest old evaluation
+ * (dynb__block_rediscretise). The spec and the tensor list follow; views
+ * taken before (plans, optimisers, health checks) are invalid after. */
+dynb_status dynb__net_regrid(dynb__net *net, int bi, int nstates, const double *t_states,
+                             int ncontrols, const double *t_controls, char *err, size_t errlen);
+/* Every block's every interval of t_states and t_controls cut into
+ * `factor` equal parts (factor >= 1; the old points stay, exactly). Sizes
+ * are checked for all blocks before any changes. */
+dynb_status dynb__net_refine(dynb__net *net, int factor, char *err, size_t errlen);
+/* out = t[0..n) with each interval cut into `factor` equal parts; returns
+ * the count, (n - 1) * factor + 1. */
+int dynb__grid_refine(const double *t, int n, int factor, double *out);
 
 /* ---- Normalisation dispatch (norm.c) ------------------------------------------- */
 

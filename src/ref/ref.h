@@ -41,6 +41,9 @@ void ref_rk_combine(size_t p, int S, const double *y, const double *k, const dou
                     double *out);
 void ref_rk_combine_backward(size_t p, int S, const double *dout, const double *coef, double *dy,
                              double *dk);
+/* out = a x + b y + c z (y, z NULL: their terms drop). */
+void ref_lincomb(size_t p, double a, const double *x, double b, const double *y, double c,
+                 const double *z, double *out);
 
 /* ---- act (ref_act.c) ---- */
 /* act is a dynb_act value (0 identity, 1 relu, 2 tanh, 3 leaky_relu with
@@ -149,6 +152,12 @@ void ref_block_forward(const struct dynb__layer *l, int n, int h, int w, int s, 
                        const double *a, const double *b, int nstates, const double *t_states,
                        int ncontrols, const double *t_controls, const double *controls,
                        const double *x, int train, double *running, double *out);
+/* The leapfrog block of SPEC §1.4 over the same inputs (one evaluation per
+ * step, at tY[k]; running: [steps][norms][2][C] or NULL). */
+void ref_leapfrog_forward(const struct dynb__layer *l, int n, int h, int w, int nstates,
+                          const double *t_states, int ncontrols, const double *t_controls,
+                          const double *controls, const double *x, int train, double *running,
+                          double *out);
 
 /* ---- adaptive steps (ref_adaptive.c) ---- */
 struct dynb__tableau;
