@@ -896,6 +896,9 @@ static void adaptive_errors_name_the_key(void **state) {
       {HEAD "\"blocks\": [{\"width\": 4, \"layer\": \"double\", \"norm\": \"batch\", "
             "\"scheme\": \"heun_euler\", \"t_states\": [0,1]}]}",
        "blocks[0].norm: batch norm cannot be used in an adaptive block (scheme 'heun_euler')"},
+      {HEAD "\"blocks\": [{\"width\": 4, \"layer\": \"double\", \"norm\": \"batch\", "
+            "\"scheme\": \"rk4\", \"t_states\": [0,1], \"gradient\": \"adjoint\"}]}",
+       "blocks[0].norm: batch norm cannot be used with gradient 'adjoint'"},
       {ADAPT("{\"c\": [0, 1], \"A\": [[0, 0], [1, 0]], \"b\": [0.5, 0.5], \"b_err\": [1, 0]}", ""),
        "blocks[0].scheme.order: missing (required with b_err"},
       {ADAPT("{\"c\": [0, 1], \"A\": [[0, 0], [1, 0]], \"b\": [0.5, 0.5], \"order\": 2}", ""),

@@ -2,8 +2,9 @@
 #include "model/integrator.h"
 
 const dynb__integrator *dynb__integrator_for(const dynb__tableau *t) {
-  /* An embedded pair steps adaptively (SPEC §1.5) whatever its kind. */
-  if (t->embedded) return &dynb__integrator_adaptive;
+  /* An embedded pair steps adaptively (SPEC §1.5) whatever its kind, and
+   * the continuous adjoint of any tableau is solved there too. */
+  if (t->embedded || t->gradient == DYNB_GRADIENT_ADJOINT) return &dynb__integrator_adaptive;
   switch (t->kind) {
     case DYNB_SCHEME_RK:
       break;

@@ -44,7 +44,7 @@ typedef struct adaptive {
   double stops[2 * DYNB_MAX_TIME_POINTS];
   double t[DYNB_MAX_TIME_POINTS + 1];
   /* Counts of the last forward and backward (function evaluations). */
-  int attempts, rejected;
+  int attempts, rejected, adjoint_rejected;
   double nfe_forward, nfe_backward;
   dynb__tensor coef;   /* scratch: [2s+3][s+1] rows of the step at hand, see row() */
   dynb__run states;    /* keep: max_steps − 1 items of NCHW: y_k, k >= 1 */
@@ -56,6 +56,14 @@ typedef struct adaptive {
   dynb__tensor errv;   /* scratch: [NCHW], its error estimate */
   dynb__tensor theta;  /* scratch: [s][P], θ at the stage times */
   dynb__tensor dtheta; /* scratch: [s][P] */
+  /* Gradient "adjoint" (see the second half of this file). `fixed`: a
+   * tableau without error estimate, stepped on t_states alone. */
+  bool adjoint, fixed;
+  dynb__tensor coef2;   /* scratch: the a-equation's rows (step +h where y takes −h) */
+  dynb__tensor ka;      /* scratch: [s][NCHW], the stages of a */
+  dynb__run ainputs;    /* scratch: s items of NCHW, the stage inputs of a */
+  dynb__tensor abuf, acand, aerr, ybuf; /* scratch: [NCHW] each */
+  dynb__tensor dscaled; /* scratch: [P] */
 } adaptive;
 
 static adaptive *impl(const dynb__block *b) { return b->impl; }
@@ -66,20 +74,29 @@ static size_t row(const dynb__block *b, int r) { return (size_t)r * (size_t)(b->
 
 static dynb_status ad_check(const dynb__layer *l, const dynb__tableau *t, char *err,
                             size_t errlen) {
+  /* Reversible schemes (integrator_leapfrog.c) have their own exact,
+   * memory-free backward; the adjoint here steps (c, A, b) only. */
+  if (t->kind != DYNB_SCHEME_RK) {
+    snprintf(err, errlen,
+             "gradient 'adjoint' applies to Runge-Kutta schemes; scheme '%s' is reversible",
+             t->name);
+    return DYNB_STATUS_SPEC_ERROR;
+  }
+  if (l->norm == DYNB_NORM_BATCH) {
+    snprintf(err, errlen,
+             "batch norm cannot be used in a block with adaptive steps or gradient 'adjoint' "
+             "(scheme '%s'): its running statistics belong to fixed evaluations",
+             t->name);
+    return DYNB_STATUS_SPEC_ERROR;
+  }
+  if (!t->embedded) return DYNB_OK; /* fixed steps, gradient 'adjoint' */
   if (t->stages < 2 || t->stages > DYNB_MAX_STAGES || t->order < 1) {
     snprintf(err, errlen, "embedded pair '%s' has %d stages, order %d", t->name, t->stages,
              t->order);
     return DYNB_STATUS_SPEC_ERROR;
   }
-  if (l->norm == DYNB_NORM_BATCH) {
-    snprintf(err, errlen,
-             "batch norm cannot be used in an adaptive block (scheme '%s'): its running "
-             "statistics belong to fixed evaluations",
-             t->name);
-    return DYNB_STATUS_SPEC_ERROR;
-  }
-  if (!(t->atol > 0) || !(t->rtol >= 0) || t->max_steps < 1 ||
-      t->max_steps > DYNB_MAX_TIME_POINTS) {
+  if (t->embedded && (!(t->atol > 0) || !(t->rtol >= 0) || t->max_steps < 1 ||
+                      t->max_steps > DYNB_MAX_TIME_POINTS)) {
     snprintf(err, errlen, "scheme '%s': rtol %g, atol %g, max_steps %d out of range", t->name,
              t->rtol, t->atol, t->max_steps);
     return DYNB_STATUS_SPEC_ERROR;
@@ -89,6 +106,15 @@ static dynb_status ad_check(const dynb__layer *l, const dynb__tableau *t, char *
 
 static void ad_shape(dynb__block *b) {
   adaptive *a = impl(b);
+  a->adjoint = b->tab.gradient == DYNB_GRADIENT_ADJOINT;
+  a->fixed = !b->tab.embedded;
+  if (a->fixed) {
+    /* The steps of t_states, as the explicit RK integrator takes them. */
+    a->max_steps = b->nsteps;
+    a->nstops = b->nsteps + 1;
+    memcpy(a->stops, b->t_states, (size_t)a->nstops * sizeof *a->stops);
+    return;
+  }
   a->max_steps = b->tab.max_steps;
   a->nstops = dynb__ctrl_stops(b->nsteps + 1, b->t_states, b->ncontrols, b->t_controls, a->stops);
 }
@@ -96,7 +122,9 @@ static void ad_shape(dynb__block *b) {
 static void ad_carve(dynb__block *b, dynb__arena_cursor *k, dynb__arena_cursor *t) {
   adaptive *a = impl(b);
   size_t s = (size_t)b->tab.stages;
-  size_t kept = a->max_steps > 1 ? (size_t)a->max_steps - 1 : 1;
+  /* The adjoint restarts y from every accepted step's end, the last (the
+   * block's output) included. */
+  size_t kept = a->adjoint ? (size_t)a->max_steps : a->max_steps > 1 ? (size_t)a->max_steps - 1 : 1;
   a->states = dynb__arena_run(k, kept, b->nchw, "adaptive block step input");
   a->coef = dynb__arena_flat(t, row(b, 2 * (int)s + 3), "adaptive block coefficients");
   a->inputs = dynb__arena_run(t, s, b->nchw, "adaptive block stage input");
@@ -107,6 +135,15 @@ static void ad_carve(dynb__block *b, dynb__arena_cursor *k, dynb__arena_cursor *
   a->errv = dynb__arena_flat(t, b->nchw, "adaptive block error estimate");
   a->theta = dynb__arena_flat(t, s * b->P, "adaptive block parameters at stage times");
   a->dtheta = dynb__arena_flat(t, s * b->P, "adaptive block parameter gradients");
+  if (!a->adjoint) return;
+  a->coef2 = dynb__arena_flat(t, row(b, 2 * (int)s + 3), "adjoint coefficients");
+  a->ka = dynb__arena_flat(t, s * b->nchw, "adjoint stages");
+  a->ainputs = dynb__arena_run(t, s, b->nchw, "adjoint stage input");
+  a->abuf = dynb__arena_flat(t, b->nchw, "adjoint state");
+  a->acand = dynb__arena_flat(t, b->nchw, "adjoint candidate");
+  a->aerr = dynb__arena_flat(t, b->nchw, "adjoint error estimate");
+  a->ybuf = dynb__arena_flat(t, b->nchw, "adjoint backward state");
+  a->dscaled = dynb__arena_flat(t, b->P, "adjoint parameter gradient");
 }
 
 /* Coefficients depend on h, so they are written per step (upload has
@@ -153,8 +190,8 @@ static dynb__tensor cache_at(const dynb__block *b, int i) {
   return dynb__run_at(&impl(b)->caches, (size_t)i, 1, &n);
 }
 
-/* Writes every coefficient row of a step of size h. */
-static dynb_status write_coefs(dynb__block *b, double h) {
+/* Writes every coefficient row of a step of size h into `to`. */
+static dynb_status write_coefs_to(dynb__block *b, double h, const dynb__tensor *to) {
   int s = b->tab.stages;
   double c[(2 * DYNB_MAX_STAGES + 3) * (DYNB_MAX_STAGES + 1)];
   memset(c, 0, row(b, 2 * s + 3) * sizeof *c);
@@ -169,7 +206,11 @@ static dynb_status write_coefs(dynb__block *b, double h) {
     back[s] = sh * t->b[i];
     c[row(b, 2 * s + 2) + (size_t)i] = 1.0;
   }
-  return dynb__tensor_write_f64(b->ctx, &impl(b)->coef, c);
+  return dynb__tensor_write_f64(b->ctx, to, c);
+}
+
+static dynb_status write_coefs(dynb__block *b, double h) {
+  return write_coefs_to(b, h, &impl(b)->coef);
 }
 
 /* θ at the stage times and the stages g_i of a step from (t, y) of size h
@@ -193,6 +234,9 @@ static dynb_status stages(dynb__block *b, const dynb__tensor *y, double t, doubl
 }
 
 /* ---- forward ------------------------------------------------------------------------ */
+
+static dynb_status ad_forward_adaptive(dynb__block *b, const dynb__tensor *x,
+                                       const dynb__tensor *out, bool train);
 
 /* rms(v / (atol + rtol·|y|)) over the batch, v and y on the host. */
 static double scaled_rms(size_t n, const double *v, const double *y, double rtol, double atol) {
@@ -295,13 +339,49 @@ static dynb_status forward_steps(dynb__block *b, const dynb__tensor *x, const dy
   return DYNB_OK;
 }
 
+/* A tableau without error estimate (gradient "adjoint" only): one step per
+ * interval of t_states. */
+static dynb_status forward_fixed(dynb__block *b, const dynb__tensor *x, const dynb__tensor *out,
+                                 bool train) {
+  adaptive *a = impl(b);
+  int s = b->tab.stages;
+  a->nfe_forward = 0;
+  a->t[0] = a->stops[0];
+  for (int k = 0; k < b->nsteps; k++) {
+    double t = a->stops[k], h = a->stops[k + 1] - t;
+    dynb__tensor y = state_at(b, x, k), next = k + 1 == b->nsteps ? *out : state_at(b, x, k + 1);
+    DYNB_TRY(write_coefs(b, h));
+    DYNB_TRY(stages(b, &y, t, h, train));
+    dynb__tensor g = stages_view(b, s), cn = coef_view(b, s, s);
+    DYNB_TRY(dynb__rk_combine(b->ctx, &y, &g, &cn, &next));
+    a->nfe_forward += s;
+    a->t[k + 1] = a->stops[k + 1];
+    a->naccepted = a->attempts = k + 1;
+  }
+  return DYNB_OK;
+}
+
 static dynb_status ad_forward(dynb__block *b, const dynb__tensor *x, const dynb__tensor *out,
                               bool train) {
+  adaptive *a = impl(b);
+  a->naccepted = a->rejected = 0;
+  if (a->fixed) {
+    DYNB_TRY(forward_fixed(b, x, out, train));
+  } else {
+    DYNB_TRY(ad_forward_adaptive(b, x, out, train));
+  }
+  /* The adjoint restarts y at the output too: keep a copy. */
+  if (!a->adjoint) return DYNB_OK;
+  dynb__tensor last = dynb__run_at(&a->states, (size_t)a->naccepted - 1, 4, b->dims);
+  return dynb__tensor_copy(b->ctx, out, &last);
+}
+
+static dynb_status ad_forward_adaptive(dynb__block *b, const dynb__tensor *x,
+                                       const dynb__tensor *out, bool train) {
   /* Host room for three states, for the error norm: allocated per call
    * (device memory stays fixed; this is the host side of the reduction). */
   double *host = dynb__alloc(b->ctx, 3 * b->nchw * sizeof *host);
   DYNB_CHECK(b->ctx, host, DYNB_STATUS_OUT_OF_HOST_MEMORY, "adaptive block: no host memory");
-  impl(b)->naccepted = 0;
   dynb_status st = forward_steps(b, x, out, train, host);
   dynb__free(b->ctx, host);
   return st;
@@ -339,9 +419,13 @@ static dynb_status step_backward(dynb__block *b, const dynb__tensor *x, int k,
   return dynb__rk_combine(b->ctx, &ybar, &adj, &ones, target);
 }
 
+static dynb_status adjoint_backward(dynb__block *b, const dynb__tensor *dout,
+                                    const dynb__tensor *dx);
+
 static dynb_status ad_backward(dynb__block *b, const dynb__tensor *x, const dynb__tensor *dout,
                                const dynb__tensor *dx) {
   adaptive *a = impl(b);
+  if (a->adjoint) return adjoint_backward(b, dout, dx);
   int s = b->tab.stages;
   dynb__tensor ybar = dynb__block_nchw_at(b, &a->adj, (size_t)s);
   DYNB_TRY(dynb__tensor_copy(b->ctx, dout, &ybar));
@@ -349,6 +433,137 @@ static dynb_status ad_backward(dynb__block *b, const dynb__tensor *x, const dynb
     DYNB_TRY(step_backward(b, x, k, k == 0 ? dx : &ybar));
   a->nfe_backward = 2.0 * s * a->naccepted; /* recomputed stages + their backward */
   return DYNB_OK;
+}
+
+/* ---- backward (adjoint: the continuous adjoint solved backward) ---------------------- *
+ *
+ * The augmented system, backward in time from a(t_end) = ∂L/∂out:
+ *   y' = f(y, θ(t)),   a' = −aᵀ ∂f/∂y,   ∂L/∂θ(t) = aᵀ ∂f/∂θ(t),
+ * with ∂L/∂θ_j = ∫ w_j(t) aᵀ ∂f/∂θ dt through the interpolation weights w_j,
+ * each stage's contribution h b_i aᵀ ∂f/∂θ(t_i) sent to the control points
+ * of its time t_i. The segments between accepted forward steps are solved
+ * from last to first with the same pair and tolerances (y and a both
+ * controlled; first try: the whole segment), and y restarts at each segment
+ * from the stored state y_{k+1} instead of being carried backward from the
+ * output: integrating y backward (Chen et al.; torchdiffeq's adjoint) is
+ * unstable where the forward flow contracts (dissipative layers: backward
+ * it expands, and errors grow by the same factor), while a restart bounds
+ * the drift to one segment (ANODE, Gholami et al. 2019, who checkpoint for
+ * the same reason). With a fixed-step tableau the segments are the steps of
+ * t_states and each is one backward step. */
+
+/* One backward attempt over [t − h, t] from (ybuf, abuf) into (cand, acand)
+ * with error estimates; dtheta holds the stages' θ gradients, unscaled. */
+static dynb_status adjoint_attempt(dynb__block *b, double t, double h) {
+  adaptive *a = impl(b);
+  int s = b->tab.stages;
+  DYNB_TRY(write_coefs_to(b, -h, &a->coef));
+  DYNB_TRY(write_coefs_to(b, h, &a->coef2));
+  DYNB_TRY(dynb__tensor_zero(b->ctx, &a->dtheta));
+  dynb__tensor y = dynb__block_nchw_at(b, &a->ybuf, 0), av = dynb__block_nchw_at(b, &a->abuf, 0);
+  int64_t d2[2] = {s, (int64_t)b->nchw};
+  dynb__tensor ky = stages_view(b, s), ka = dynb__tensor_sub(&a->ka, 0, 2, d2);
+  for (int i = 0; i < s; i++) {
+    bool zero = row_is_zero(&b->tab, i);
+    dynb__tensor yin = zero ? y : dynb__run_at(&a->inputs, (size_t)i, 4, b->dims);
+    dynb__tensor ain = zero ? av : dynb__run_at(&a->ainputs, (size_t)i, 4, b->dims);
+    if (!zero) {
+      dynb__tensor cy = coef_view(b, i, s);
+      int64_t len = s;
+      dynb__tensor ca = dynb__tensor_sub(&a->coef2, row(b, i), 1, &len);
+      DYNB_TRY(dynb__rk_combine(b->ctx, &y, &ky, &cy, &yin));
+      DYNB_TRY(dynb__rk_combine(b->ctx, &av, &ka, &ca, &ain));
+    }
+    dynb__tensor th = p_at(b, &a->theta, i), cache = cache_at(b, i), dth = p_at(b, &a->dtheta, i);
+    DYNB_TRY(dynb__block_theta(b, t - b->tab.c[i] * h, &th));
+    dynb__layer_eval e = {&th, &yin, &cache, NULL, b->train_last};
+    dynb__tensor gy = dynb__block_nchw_at(b, &a->adj, (size_t)i);
+    dynb__tensor ga = dynb__block_nchw_at(b, &a->ka, (size_t)i);
+    DYNB_TRY(dynb__layer_forward(b->ctx, &b->layer, &e, &gy, &b->work));
+    DYNB_TRY(dynb__layer_backward(b->ctx, &b->layer, &e, &ain, &ga, false, &dth, &b->work));
+  }
+  a->nfe_backward += 2.0 * s;
+  int64_t len = s;
+  dynb__tensor cy = coef_view(b, s, s), ey = coef_view(b, s + 1, s);
+  dynb__tensor ca = dynb__tensor_sub(&a->coef2, row(b, s), 1, &len);
+  dynb__tensor ea = dynb__tensor_sub(&a->coef2, row(b, s + 1), 1, &len);
+  dynb__tensor yc = dynb__block_nchw_at(b, &a->cand, 0), ac = dynb__block_nchw_at(b, &a->acand, 0);
+  DYNB_TRY(dynb__rk_combine(b->ctx, &y, &ky, &cy, &yc));
+  DYNB_TRY(dynb__rk_combine(b->ctx, &av, &ka, &ca, &ac));
+  if (a->fixed) return DYNB_OK;
+  DYNB_TRY(dynb__rk_combine(b->ctx, NULL, &ky, &ey, &a->errv));
+  return dynb__rk_combine(b->ctx, NULL, &ka, &ea, &a->aerr);
+}
+
+/* Accepts the attempt: y, a move on; each stage's θ gradient, scaled by
+ * σ h b_i, goes to the control points of its time. */
+static dynb_status adjoint_accept(dynb__block *b, double t, double h) {
+  adaptive *a = impl(b);
+  int s = b->tab.stages;
+  DYNB_TRY(dynb__tensor_copy(b->ctx, &a->cand, &a->ybuf));
+  DYNB_TRY(dynb__tensor_copy(b->ctx, &a->acand, &a->abuf));
+  int64_t one = 1, p = (int64_t)b->P;
+  for (int i = 0; i < s; i++) {
+    if (b->tab.b[i] == 0) continue;
+    dynb__tensor w = dynb__tensor_sub(&a->coef2, row(b, s) + (size_t)i, 1, &one);
+    dynb__tensor dth = dynb__tensor_sub(&a->dtheta, (size_t)i * b->P, 2, (int64_t[2]){1, p});
+    DYNB_TRY(dynb__rk_combine(b->ctx, NULL, &dth, &w, &a->dscaled));
+    DYNB_TRY(dynb__block_theta_backward(b, t - b->tab.c[i] * h, &a->dscaled));
+  }
+  return DYNB_OK;
+}
+
+/* Solves one segment [t0, t1] backward, from (ybuf, abuf) at t1. */
+static dynb_status adjoint_segment(dynb__block *b, double t0, double t1, double *host) {
+  adaptive *a = impl(b);
+  size_t n = b->nchw;
+  if (a->fixed) {
+    DYNB_TRY(adjoint_attempt(b, t1, t1 - t0));
+    return adjoint_accept(b, t1, t1 - t0);
+  }
+  /* Reversed time τ = −t, so the controller's stops increase. */
+  double stops[2] = {-t1, -t0};
+  dynb__ctrl c;
+  dynb__ctrl_start(&c, stops, 2, b->tab.order, a->max_steps, t1 - t0);
+  char why[256];
+  while (!dynb__ctrl_done(&c)) {
+    double tau, h;
+    dynb_status st = dynb__ctrl_propose(&c, &tau, &h, why, sizeof why);
+    if (st != DYNB_OK)
+      return dynb__fail(b->ctx, st, "adaptive block (%s), adjoint over [%g, %g]: %s",
+                        b->tab.name, t0, t1, why);
+    DYNB_TRY(adjoint_attempt(b, -tau, h));
+    const dynb__tensor *v[6] = {&a->ybuf, &a->cand, &a->errv, &a->abuf, &a->acand, &a->aerr};
+    for (int q = 0; q < 6; q++) DYNB_TRY(dynb__tensor_read_f64(b->ctx, v[q], host + q * n));
+    double sumsq = dynb__ctrl_sumsq(n, host + 2 * n, host, host + n, b->tab.rtol, b->tab.atol) +
+                   dynb__ctrl_sumsq(n, host + 5 * n, host + 3 * n, host + 4 * n, b->tab.rtol,
+                                    b->tab.atol);
+    double r = dynb__ctrl_ratio(sumsq, 2.0 * (double)n);
+    bool ok = false;
+    st = dynb__ctrl_judge(&c, r, &ok, why, sizeof why);
+    a->adjoint_rejected += !ok;
+    if (st != DYNB_OK)
+      return dynb__fail(b->ctx, st, "adaptive block (%s), adjoint: %s", b->tab.name, why);
+    if (ok) DYNB_TRY(adjoint_accept(b, -tau, h));
+  }
+  return DYNB_OK;
+}
+
+static dynb_status adjoint_backward(dynb__block *b, const dynb__tensor *dout,
+                                    const dynb__tensor *dx) {
+  adaptive *a = impl(b);
+  double *host = dynb__alloc(b->ctx, 6 * b->nchw * sizeof *host);
+  DYNB_CHECK(b->ctx, host, DYNB_STATUS_OUT_OF_HOST_MEMORY, "adaptive block: no host memory");
+  a->nfe_backward = 0, a->adjoint_rejected = 0;
+  dynb_status st = dynb__tensor_copy(b->ctx, dout, &a->abuf);
+  for (int k = a->naccepted - 1; st == DYNB_OK && k >= 0; k--) {
+    dynb__tensor yk1 = dynb__run_at(&a->states, (size_t)k, 4, b->dims);
+    st = dynb__tensor_copy(b->ctx, &yk1, &a->ybuf);
+    if (st == DYNB_OK) st = adjoint_segment(b, a->t[k], a->t[k + 1], host);
+  }
+  if (st == DYNB_OK) st = dynb__tensor_copy(b->ctx, &a->abuf, dx);
+  dynb__free(b->ctx, host);
+  return st;
 }
 
 /* Before any forward, the most max_steps allows; after one, what it did. */
@@ -365,8 +580,11 @@ static void ad_evals(const dynb__block *b, double *forward, double *backward,
   *backward = *recomputed = s * a->naccepted;
 }
 
-void dynb__adaptive_counts(const dynb__block *b, dynb__step_counts *out) {
+void dynb__block_step_counts(const dynb__block *b, dynb__step_counts *out) {
   memset(out, 0, sizeof *out);
+  double fwd, bwd, rec;
+  b->integ->evals(b, &fwd, &bwd, &rec);
+  out->nfe_forward = fwd, out->nfe_backward = bwd + rec;
   if (b->integ != &dynb__integrator_adaptive) return;
   const adaptive *a = impl(b);
   out->adaptive = true;
@@ -375,6 +593,16 @@ void dynb__adaptive_counts(const dynb__block *b, dynb__step_counts *out) {
   out->nfe_forward = a->nfe_forward;
   out->nfe_backward = a->nfe_backward;
   out->t = a->t;
+}
+
+double dynb__net_nfe(const dynb__net *net) {
+  double n = 0;
+  for (int i = 0; i < net->spec.nblocks; i++) {
+    dynb__step_counts c;
+    dynb__block_step_counts(net->blocks[i], &c);
+    n += c.nfe_forward + c.nfe_backward;
+  }
+  return n;
 }
 
 const dynb__integrator dynb__integrator_adaptive = {

@@ -24,6 +24,14 @@ typedef enum dynb__scheme_kind {
   DYNB_SCHEME_LEAPFROG = 1
 } dynb__scheme_kind;
 
+/* How a block's backward pass is computed (SPEC §1.5): the exact gradient
+ * of the steps that ran (discretise-then-optimise), or the continuous
+ * adjoint solved backward (optimise-then-discretise). */
+typedef enum dynb__gradient_mode {
+  DYNB_GRADIENT_DISCRETE = 0,
+  DYNB_GRADIENT_ADJOINT = 1,
+} dynb__gradient_mode;
+
 typedef struct dynb__tableau {
   char name[32];
   dynb__scheme_kind kind; /* zero (RK) for every tableau built from (c, A, b) */
@@ -43,6 +51,8 @@ typedef struct dynb__tableau {
    * dynb__tableau_set_embedded). */
   double rtol, atol;
   int max_steps;
+  /* The block's gradient mode, carried the same way (any tableau). */
+  dynb__gradient_mode gradient;
 } dynb__tableau;
 
 /* Built-in names, in one list: euler (alias rk1), midpoint, heun, rk3
@@ -261,14 +271,6 @@ dynb_status dynb__block_rediscretise(dynb__block *b, int nstates, const double *
                                      int ncontrols, const double *t_controls, char *err,
                                      size_t errlen);
 
-/* How a block's backward pass is computed (SPEC §1.5): the exact gradient
- * of the steps that ran (discretise-then-optimise), or the continuous
- * adjoint solved backward (optimise-then-discretise). */
-typedef enum dynb__gradient_mode {
-  DYNB_GRADIENT_DISCRETE = 0,
-  DYNB_GRADIENT_ADJOINT = 1,
-} dynb__gradient_mode;
-
 /* ---- Network spec (spec.c) ---------------------------------------------------- */
 
 /* Compiled caps, checked before allocating (SQLite-style hard limits). */
@@ -479,5 +481,22 @@ dynb_status dynb__ctrl_propose(dynb__ctrl *c, double *t, double *h, char *err, s
  * exactly onto the stop when cut to one) if r <= 1, and sizes the next.
  * A NaN or infinite r fails with DYNB_STATUS_NON_FINITE. */
 dynb_status dynb__ctrl_judge(dynb__ctrl *c, double r, bool *accepted, char *err, size_t errlen);
+
+/* ---- Counts of function evaluations (integrator_adaptive.c) ------------------- */
+
+/* Steps and layer evaluations of a block's last forward and backward:
+ * for an adaptive block the accepted and rejected steps and the accepted
+ * step ends; for any block the evaluations (forward: f evaluations;
+ * backward: vector–Jacobian products plus recomputed forward evaluations). */
+typedef struct dynb__step_counts {
+  bool adaptive;
+  int accepted, rejected;
+  double nfe_forward, nfe_backward;
+  const double *t; /* adaptive only: the accepted step ends t[0..accepted], borrowed */
+} dynb__step_counts;
+void dynb__block_step_counts(const dynb__block *b, dynb__step_counts *out);
+/* Σ over the blocks of forward + backward evaluations of the last step:
+ * the training log's nfe column. */
+double dynb__net_nfe(const dynb__net *net);
 
 #endif

@@ -127,10 +127,6 @@ static dynb_status net_build(dynb__net *net) {
   char err[256], prefix[32];
   for (int b = 0; b < sp->nblocks; b++) {
     const dynb__block_spec *bs = &sp->blocks[b];
-    /* The continuous adjoint (SPEC §1.5) is parsed but not implemented:
-     * refused here rather than silently trained with the discrete gradient. */
-    DYNB_CHECK(net->ctx, bs->gradient == DYNB_GRADIENT_DISCRETE, DYNB_STATUS_UNSUPPORTED,
-               "blocks[%d].gradient: 'adjoint' is not implemented yet (issue 15)", b);
     dynb__block_desc d = {bs->layer, bs->tableau, bs->nstates, bs->t_states, bs->ncontrols,
                           bs->t_controls};
     DYNB_TRY(dynb__block_create(net->ctx, &d, net->real, &net->blocks[b], err, sizeof err));

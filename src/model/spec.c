@@ -312,7 +312,13 @@ static dynb_status get_adaptive(parser *p, const cJSON *blk, const char *path,
   int grad = 0;
   DYNB_TRY(get_name(p, blk, path, "gradient", parse_gradient, "discrete, adjoint", false,
                     DYNB_GRADIENT_DISCRETE, &grad));
-  b->gradient = (dynb__gradient_mode)grad;
+  b->gradient = b->tableau.gradient = (dynb__gradient_mode)grad;
+  if (grad == DYNB_GRADIENT_ADJOINT && b->layer.norm == DYNB_NORM_BATCH) {
+    join(at, path, "norm");
+    return fail(p, at,
+                "batch norm cannot be used with gradient 'adjoint': its running statistics "
+                "belong to fixed evaluations; use tv or none");
+  }
   if (!b->tableau.embedded) {
     static const char *const adaptive_keys[] = {"rtol", "atol", "max_steps"};
     for (int k = 0; k < 3; k++) {

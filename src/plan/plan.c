@@ -352,7 +352,13 @@ static dynb_status forward_passes(dynb__plan *p, bool train) {
   for (int b = 0; b < nb; b++) {
     level_buffers *lv = &p->level[b];
     dynb__profile_layer(ctx, "block", b);
-    DYNB_TRY(dynb__block_forward(net->blocks[b], &lv->in, &lv->out, train));
+    dynb_status bst = dynb__block_forward(net->blocks[b], &lv->in, &lv->out, train);
+    /* An adaptive block can fail in the middle (max_steps): say which. */
+    if (bst != DYNB_OK) {
+      char where[32];
+      snprintf(where, sizeof where, "blocks[%d]", b);
+      return dynb__fail_prefixed(ctx, bst, where);
+    }
     dynb__profile_layer(ctx, "connect", b);
     DYNB_TRY(unit_forward(p, &net->connect[b], &lv->conn, &lv->out, train, false));
     if (b + 1 < nb)

@@ -103,6 +103,9 @@ typedef struct dynb__epoch_row {
    * training steps' seconds; then replicas is 1 and shard[0] the batch). */
   double busy_seconds[DYNB_MAX_REPLICAS];
   bool refined; /* the grids were refined at the start of this epoch (--refine) */
+  /* Layer evaluations per training batch (forward + backward, every block),
+   * the mean over the epoch: grows when adaptive blocks take more steps. */
+  double nfe;
 } dynb__epoch_row;
 
 typedef void (*dynb__row_fn)(void *user, const dynb__epoch_row *row);

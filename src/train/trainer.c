@@ -209,7 +209,7 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
     int64_t j = (int64_t)(next_u64(&s->rng) % (uint64_t)(i + 1)), t = s->perm[i];
     s->perm[i] = s->perm[j], s->perm[j] = t;
   }
-  double lr = dynb__schedule_lr(&d->lr, epoch), sum = 0, correct = 0, reg = 0, busy = 0;
+  double lr = dynb__schedule_lr(&d->lr, epoch), sum = 0, correct = 0, reg = 0, busy = 0, nfe = 0;
   for (int64_t bi = 0; bi < nb; bi++) {
     /* The whole global batch is drawn here, in its sample order, so that
      * each sample's shift and flip do not depend on the split. */
@@ -240,6 +240,7 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
     DYNB_TRY(dynb__plan_forward(s->plan, true));
     if (s->reg) DYNB_TRY(dynb__timereg_apply(s->reg, &s->reg_value));
     DYNB_TRY(dynb__plan_backward(s->plan, false));
+    nfe += dynb__net_nfe(s->net);
     /* The step's one wait: loss and gradients checked before they move the
      * parameters, so a diverged step never reaches them. */
     DYNB_TRY(dynb__health_check(s->health, epoch, bi, out));
@@ -261,6 +262,9 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
   row->time_reg = reg;
   row->shard[0] = B;
   row->busy_seconds[0] = busy;
+  /* Data-parallel steps go through the group: replica 0's network (each
+   * replica evaluates as often on its shard). */
+  row->nfe = s->group ? dynb__net_nfe(s->net) : nfe / (double)nb;
   return DYNB_OK;
 }
 

@@ -75,6 +75,33 @@ BUILTIN_TABLEAUX = {
 }
 BUILTIN_TABLEAUX["rk1"] = BUILTIN_TABLEAUX["euler"]
 
+# Embedded pairs (SPEC §1.5): (c, A, b, b_err, order of b), typed from
+# Dormand & Prince (1980) and Bogacki & Shampine (1989).
+EMBEDDED = {
+    "dopri5": ([0.0, 0.2, 0.3, 0.8, 8 / 9, 1.0, 1.0],
+               [[0] * 7, [0.2] + [0] * 6, [3 / 40, 9 / 40] + [0] * 5,
+                [44 / 45, -56 / 15, 32 / 9] + [0] * 4,
+                [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729] + [0] * 3,
+                [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656] + [0] * 2,
+                [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0]],
+               [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0],
+               [5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40],
+               5),
+    "bosh3": ([0.0, 0.5, 0.75, 1.0], [[0] * 4, [0.5, 0, 0, 0], [0, 0.75, 0, 0],
+                                      [2 / 9, 1 / 3, 4 / 9, 0]],
+              [2 / 9, 1 / 3, 4 / 9, 0], [7 / 24, 1 / 4, 1 / 3, 1 / 8], 3),
+    "heun_euler": ([0.0, 1.0], [[0, 0], [1.0, 0]], [0.5, 0.5], [1.0, 0.0], 2),
+}
+
+
+def embedded(scheme):
+    """(c, A, b, b_err, order) of an embedded scheme, or None."""
+    if isinstance(scheme, str):
+        return EMBEDDED.get(scheme)
+    if "b_err" in scheme:
+        return scheme["c"], scheme["A"], scheme["b"], scheme["b_err"], scheme["order"]
+    return None
+
 
 def tableau(scheme):
     if isinstance(scheme, str):
@@ -221,8 +248,86 @@ class DynNet:
             return N(F.conv2d(s1, th["conv2.weight"], th["conv2.bias"], padding=pad), "norm2")
         raise ValueError(kind)
 
+    def adaptive_block(self, blk, theta, y, train, pair):
+        """SPEC §1.5, written independently of controller.c: the RMS error
+        ratio over the batch, accept at r <= 1, factor
+        min(10, max(0.2, 0.9 r^(-1/q))) (>= 1 after an accepted step), Hairer's
+        first step, steps ending on t_states and interior control times. The
+        step decisions are taken outside autograd; the gradient is that of
+        the accepted steps (the "discrete" mode)."""
+        c, A, bw, be, q = pair
+        rtol, atol = blk.get("rtol", 1e-3), blk.get("atol", 1e-4)
+        max_steps = blk.get("max_steps", 100)
+        ts, tc = blk["t_states"], blk["t_controls"]
+        stops = sorted(set(ts) | {t for t in tc if ts[0] < t < ts[-1]})
+
+        def f(t, v):
+            return self.layer_f(blk, theta(t), v, None, train)
+
+        def rms(v, scale):
+            return (v / scale).pow(2).mean().sqrt().item()
+
+        with torch.no_grad():
+            scale = atol + rtol * y.abs()
+            f0 = f(stops[0], y)
+            d0, d1 = rms(y, scale), rms(f0, scale)
+            h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+            f1 = f(stops[0] + h0, y + h0 * f0)
+            d2 = rms(f1 - f0, scale) / h0
+            m = max(d1, d2)
+            h1 = max(1e-6, h0 * 1e-3) if m <= 1e-15 else (0.01 / m) ** (1 / q)
+            h = min(100 * h0, h1, stops[-1] - stops[0])
+        t, nxt, tries = stops[0], 1, 0
+        while nxt < len(stops):
+            if tries >= max_steps:
+                raise RuntimeError("max_steps reached")
+            tries += 1
+            left = stops[nxt] - t
+            cut = h >= left * (1 - 1e-10)
+            hs = left if cut else h
+            Ks = []
+            for i in range(len(c)):
+                Yi = y
+                for j in range(i):
+                    if A[i][j] != 0:
+                        Yi = Yi + (hs * A[i][j]) * Ks[j]
+                Ks.append(f(t + c[i] * hs, Yi))
+            y1, err = y, 0
+            for i in range(len(c)):
+                if bw[i] != 0:
+                    y1 = y1 + (hs * bw[i]) * Ks[i]
+                if bw[i] != be[i]:
+                    err = err + (hs * (bw[i] - be[i])) * Ks[i]
+            with torch.no_grad():
+                tol = atol + rtol * torch.maximum(y.abs(), y1.abs())
+                r = rms(err, tol)
+            ok = r <= 1
+            fac = 10.0 if r == 0 else min(10.0, max(0.2, 0.9 * r ** (-1.0 / q)))
+            h = hs * (max(1.0, fac) if ok else fac)
+            if ok:
+                y = y1
+                if cut:
+                    t = stops[nxt]
+                    nxt += 1
+                else:
+                    t = t + hs
+        return y
+
     def block(self, b, y, train):
         blk = self.spec["blocks"][b]
+        pair = embedded(blk["scheme"])
+        if pair is not None:
+            names, _ = layer_param_names(blk["layer"], blk["norm"])
+            tc = blk["t_controls"]
+            ctrl = [{n: self.params[f"blocks.{b}.controls.{j}.{n}"] for n in names}
+                    for j in range(len(tc))]
+
+            def theta_a(t):
+                j0, w = interp_weights(tc, t)
+                if w == 0.0:
+                    return dict(ctrl[j0])
+                return {n: (1 - w) * ctrl[j0][n] + w * ctrl[j0 + 1][n] for n in names}
+            return self.adaptive_block(blk, theta_a, y, train, pair)
         c, A, bw = tableau(blk["scheme"])
         ts, tc = blk["t_states"], blk["t_controls"]
         names, _ = layer_param_names(blk["layer"], blk["norm"])

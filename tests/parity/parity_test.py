@@ -88,6 +88,26 @@ SPECS = [
 ]
 
 
+def adaptive(s, **keys):
+    for b in s["blocks"]:
+        b.update(keys)
+    return s
+
+
+# An adaptive block (SPEC §1.5) against the reference's own dopri5 and
+# controller. The f32 and f64 step sequences may differ, and each solution
+# and its discrete gradient is within ~rtol of the flow's: at rtol 1e-5 the
+# worst gradient tensor (a small one, block 1's first conv1.bias) differed by
+# 1.7e-4 of its own scale, at rtol 1e-6 by 1.5e-5 (logits 5e-7), so 1e-6 is
+# used. tanh and no norm in the blocks keep the field smooth. One spec only:
+# each adds ~30 s (bosh3 on doublesym passed at 4.9e-6, rtol 1e-5).
+SPECS += [
+    ("double-none-dopri5-adaptive", adaptive(spec("double", "none", "dopri5", [0, 1.0],
+                                                  [0, 0.4, 1.0], act="tanh"),
+                                             rtol=1e-6, atol=1e-7, max_steps=500)),
+]
+
+
 def write_st(path, tensors):
     header, data = {}, b""
     for name, (dtype, shape, raw) in tensors.items():

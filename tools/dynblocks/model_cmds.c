@@ -184,6 +184,23 @@ int cmd_predict(int argc, char **argv) {
   return rc;
 }
 
+/* Steps and evaluations of each adaptive block's last forward and
+ * backward (SPEC §1.5): the figure whose growth is the known pain of
+ * adaptive solvers. Fixed-step blocks print nothing (their counts are fixed
+ * by the spec). */
+static void print_step_counts(FILE *f, const dynb__net *net) {
+  for (int i = 0; i < net->spec.nblocks; i++) {
+    dynb__step_counts c;
+    dynb__block_step_counts(net->blocks[i], &c);
+    if (!c.adaptive) continue;
+    fprintf(f,
+            "block %d (%s): forward %.0f evaluations, %d accepted and %d rejected steps; "
+            "backward %.0f evaluations\n",
+            i, net->spec.blocks[i].tableau.name, c.nfe_forward, c.accepted, c.rejected,
+            c.nfe_backward);
+  }
+}
+
 int cmd_grad(int argc, char **argv) {
   model_run m;
   int rc = model_run_open(&cli_grad_command, argc, argv, true, &m);
@@ -194,6 +211,7 @@ int cmd_grad(int argc, char **argv) {
         dynb__plan_backward(m.plan, true) != DYNB_OK) {
       cli_fail("grad", m.ctx);
     } else {
+      print_step_counts(stderr, net);
       size_t n = 2;
       for (size_t i = 0; i < net->ntensors; i++) n += net->tensors[i].trainable;
       const char **names = calloc(n, sizeof *names);
@@ -321,6 +339,7 @@ int cmd_bench(int argc, char **argv) {
       st = train_step(ctx, net, plan, opt);
       if (i >= 2) t_train += now_seconds() - t0;
     }
+    if (st == DYNB_OK) print_step_counts(stdout, net);
     for (long i = 0; st == DYNB_OK && i < iters + 2; i++) {
       double t0 = now_seconds();
       st = dynb__plan_forward(plan, false);

@@ -72,6 +72,7 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
   for (int k = 0; k < row.replicas; k++)
     fprintf(r->csv, "%c%.3f", k ? ';' : ',', row.busy_seconds[k]);
   fprintf(r->csv, ",%d", row.refined);
+  fprintf(r->csv, ",%.6g", row.nfe);
   fprintf(r->csv, "\n");
   fflush(r->csv);
   if (r->nrows < 4096) r->rows[r->nrows++] = row;
@@ -342,7 +343,7 @@ int cmd_train(int argc, char **argv) {
   }
   if (!o.resume)
     fprintf(r.csv, "epoch,seconds,d_running_mean,d_running_var,lr,d_params,train_loss,train_acc,"
-                   "val_loss,val_acc,time_reg,shards,busy_seconds,refined\n");
+                   "val_loss,val_acc,time_reg,shards,busy_seconds,refined,nfe\n");
   if (r.rank == 0)
   fprintf(stderr, "dynblocks train: %s, %lld training / %lld validation / %lld test samples on %s\n",
           o.data ? o.data : "fashion-mnist", (long long)train.n, (long long)val.n,
