@@ -636,8 +636,9 @@ static dynb_status resplit(replica *rep, int64_t shard, int64_t offset) {
   return DYNB_OK;
 }
 
-dynb_status dynb__group_rebalance(dynb__group *g, const dynb__balance_opts *opts, int64_t steps_left) {
-  bool changed = false;
+dynb_status dynb__group_rebalance(dynb__group *g, const dynb__balance_opts *opts, int64_t steps_left,
+                                  bool *changed) {
+  *changed = false;
   if (g->window < 1) return DYNB_OK;
   balance_args a = {opts, steps_left};
   DYNB_TRY(run_all(g, replica_balance, &a, "balancing"));
@@ -656,9 +657,9 @@ dynb_status dynb__group_rebalance(dynb__group *g, const dynb__balance_opts *opts
                       : dynb__fail(g->r[0].net->ctx, st, "re-split: replica %d (%s): %s", r,
                                    rep->net->ctx->info.device_name,
                                    dynb_ctx_last_error(rep->net->ctx));
-      changed = true;
+      *changed = true;
     }
   }
-  if (changed) g->skip = true;
+  if (*changed) g->skip = true;
   return DYNB_OK;
 }

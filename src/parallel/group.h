@@ -84,7 +84,9 @@ void dynb__group_set_busy(dynb__group *g, dynb__busy_fn fn, void *user);
  * slowest replica's re-split cost). When it changes, each replica of this
  * process rebuilds its plan for its new shard, one after another (CLBlast
  * kernels are not built by two threads at once), keeping every tensor and
- * the optimiser state. Starts a new window. */
-dynb_status dynb__group_rebalance(dynb__group *g, const dynb__balance_opts *opts, int64_t steps_left);
+ * the optimiser state. Starts a new window; *changed tells whether the
+ * split moved. */
+dynb_status dynb__group_rebalance(dynb__group *g, const dynb__balance_opts *opts, int64_t steps_left,
+                                  bool *changed);
 
 #endif

@@ -227,8 +227,9 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
        * end re-balances anyway). */
       if (s->calibrations > 0 && bi + 1 < nb &&
           dynb__group_window(s->group) >= CALIBRATION_STEPS) {
+        bool changed;
         int64_t left = (nb - bi - 1) + (int64_t)(d->epochs - epoch - 1) * nb;
-        DYNB_TRY(dynb__group_rebalance(s->group, &s->balance, left));
+        DYNB_TRY(dynb__group_rebalance(s->group, &s->balance, left, &changed));
         s->calibrations--;
       }
       continue;
@@ -356,8 +357,9 @@ dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__datase
     /* --split auto: re-balance from the epoch's measurements for the
      * epochs left (the row shows the split the epoch ran with). */
     if (st == DYNB_OK && s.group && d->balance && e + 1 < d->epochs) {
+      bool changed;
       int64_t left = (int64_t)(d->epochs - e - 1) * (train->n / d->batch);
-      st = dynb__group_rebalance(s.group, &s.balance, left);
+      st = dynb__group_rebalance(s.group, &s.balance, left, &changed);
     }
     row.replicas = s.group ? d->replicas : 1;
     if (st == DYNB_OK) st = snapshot_take(net, &s.after);
