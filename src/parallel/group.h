@@ -33,10 +33,18 @@ typedef struct dynb__replica_stats {
  * check each. Warms every replica once, one after another, so that no two
  * threads compile the same CLBlast kernel at once (CLBlast#486 in Debian's
  * 1.5.3), leaving every tensor as it was. The nets stay the caller's. */
+/* Across MPI ranks (nets[0]'s context joined a communicator,
+ * dynb_mpi_join): replicas is the number of ranks, shard[] holds every
+ * rank's shard, and nets[0] is this rank's only replica; rank 0's
+ * parameters are broadcast. */
 dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64_t *shard,
                                dynb_memory_mode mode, const dynb__optim_desc *optim,
                                dynb__group **out);
 void dynb__group_free(dynb__group *g);
+/* Where this process's replicas sit: global replicas [first, first +
+ * local) of total (0, n, n in one process; rank, 1, ranks under MPI). The
+ * r of the functions below is local, 0 <= r < local. */
+void dynb__group_place(const dynb__group *g, int *first, int *local, int *total);
 /* Replica r's optimiser (for checkpoints: replica 0's, equal to all). */
 dynb__optimizer *dynb__group_optimizer(dynb__group *g, int r);
 /* Loads every replica's optimiser state from a checkpoint. */
@@ -88,5 +96,11 @@ void dynb__group_set_busy(dynb__group *g, dynb__busy_fn fn, void *user);
  * split moved. */
 dynb_status dynb__group_rebalance(dynb__group *g, const dynb__balance_opts *opts, int64_t steps_left,
                                   bool *changed);
+/* The end of a run across MPI ranks (ctx joined a communicator): a failure
+ * here (st) is passed to the other ranks, which then fail in whichever
+ * collective they wait in, naming this rank; success waits until every
+ * rank got here (and fails if one failed instead). Returns st, or the other
+ * rank's failure. Without a communicator: st. */
+dynb_status dynb__world_settle(dynb_ctx *ctx, dynb_status st);
 
 #endif
