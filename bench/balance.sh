@@ -3,16 +3,18 @@
 # (docs/distributed.md "Balancer"): PoCL's one-core "basic" device beside its
 # multi-core "pthread" device, and PoCL's pthread beside Mesa rusticl's
 # llvmpipe. Each pair trains the same small network on the same synthetic
-# data (tests/cli/make_idx.py: 8x8 images) with each split; printed: the
-# total seconds of the epochs (the CSV's `seconds`, calibration and
-# re-splits included), the ratio equal/auto (above 1: auto is faster), and
-# auto's shards and busy seconds per epoch. The load (uptime) is printed
+# data (tests/cli/make_idx.py: 8x8 images) with each split, in the order
+# equal, auto, auto, equal (so that a drift of the load favours neither);
+# printed: the mean over the two runs of the epochs' total seconds (the
+# CSV's `seconds`, calibration and re-splits included), the ratio equal/auto
+# (above 1: auto is faster), and the second auto run's and first equal
+# run's shards and busy seconds per epoch. The load (uptime) is printed
 # before and after: the devices share the machine's cores with everything
 # else, so figures from a loaded machine are ratios, not speeds.
-# Usage: bench/balance.sh [BUILD_DIR (default build)] [EPOCHS (default 3)]
+# Usage: bench/balance.sh [BUILD_DIR (default build)] [EPOCHS (default 5)]
 set -u
 src=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-build} epochs=${2:-3}
+build=${1:-build} epochs=${2:-5}
 bin=$(cd "$build" && pwd)/dynblocks
 [ -x "$bin" ] || { echo "no $bin: build first" >&2; exit 1; }
 dir=$(mktemp -d)
@@ -40,13 +42,15 @@ run() {
 pair() {
   local label=$1 devices=$2
   shift 2
-  local eq au
+  local eq1 au1 au eq
   # One untimed epoch first, so that neither timed run pays for building the
   # kernels at the equal shards (the devices' program caches keep them).
   run "$label-warm" equal "$devices" 1 "$@" >/dev/null || return 1
-  eq=$(run "$label-equal" equal "$devices" "$epochs" "$@") || return 1
+  eq1=$(run "$label-equal" equal "$devices" "$epochs" "$@") || return 1
+  au1=$(run "$label-auto1" auto "$devices" "$epochs" "$@") || return 1
   au=$(run "$label-auto" auto "$devices" "$epochs" "$@") || return 1
-  echo "$label ($devices): equal ${eq} s, auto ${au} s, ratio equal/auto $(awk -v a="$eq" -v b="$au" 'BEGIN { printf "%.2f", a / b }')"
+  eq=$(run "$label-equal2" equal "$devices" "$epochs" "$@") || return 1
+  echo "$label ($devices): equal ${eq1} + ${eq} s, auto ${au1} + ${au} s, ratio of the sums equal/auto $(awk -v a="$eq1" -v b="$eq" -v c="$au1" -v d="$au" 'BEGIN { printf "%.2f", (a + b) / (c + d) }')"
   awk -F, 'NR > 1 { printf "  auto epoch %d: %.1f s, shards %s, busy seconds %s\n", $1, $2, $12, $13 }' "$label-auto.csv"
   awk -F, 'NR > 1 { printf "  equal epoch %d: %.1f s, shards %s, busy seconds %s\n", $1, $2, $12, $13 }' "$label-equal.csv"
 }

@@ -26,7 +26,7 @@ typedef struct replica {
   double *grads; /* [2 · (ngrad + 2)]: this replica's, then the sums */
   double compute_s, step_s, busy_s; /* over the epoch (dynb__group_stats) */
   double wait_s;                     /* in synced batch norm, running total */
-  double window_busy;                /* over the balancer's window */
+  double window_busy;                /* the least of a step in the balancer's window; < 0: none */
   double rebuild_s;                  /* the last plan build and warm-up */
   int64_t split[DYNB_MAX_REPLICAS];  /* the split this replica computed */
 } replica;
@@ -312,6 +312,7 @@ dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64
   free(v);
   g->mode = mode;
   g->skip = true;
+  for (int r = 0; r < local; r++) g->r[r].window_busy = -1;
   for (int r = 1; r < local; r++) {
     const dynb_device_info *a = &nets[0]->ctx->info, *b = &nets[r]->ctx->info;
     if (strcmp(a->platform_name, b->platform_name) || strcmp(a->device_name, b->device_name) ||
@@ -499,8 +500,13 @@ static dynb_status replica_step(replica *rep, void *arg) {
   rep->compute_s += t1 - t0;
   rep->busy_s += busy;
   rep->step_s += now_seconds() - t0;
-  if (!g->skip)
-    rep->window_busy += g->busy_fn ? g->busy_fn(g->busy_user, rep->index, rep->shard, busy) : busy;
+  /* The balancer takes each replica's fastest step of the window: other
+   * work on the machine only ever adds time, so the least is the least
+   * disturbed (a mean moved the split on a load spike, at 12 on 2 cores). */
+  if (!g->skip) {
+    double b = g->busy_fn ? g->busy_fn(g->busy_user, rep->index, rep->shard, busy) : busy;
+    if (rep->window_busy < 0 || b < rep->window_busy) rep->window_busy = b;
+  }
   if (rep == &g->r[0]) a->out[0] = loss[0], a->out[1] = loss[1];
   return DYNB_OK;
 }
@@ -673,17 +679,17 @@ void dynb__group_set_busy(dynb__group *g, dynb__busy_fn fn, void *user) {
 
 typedef struct balance_args {
   const dynb__balance_opts *opts;
-  int64_t steps_left, window;
+  int64_t steps_left;
 } balance_args;
 
-/* Gathers every replica's {shard, busy per step, re-split seconds} in
+/* Gathers every replica's {shard, least busy seconds of a step, re-split seconds} in
  * global replica order and computes the new split from them alone, so
  * that every replica (in this process or another) computes the same. */
 static dynb_status replica_balance(replica *rep, void *arg) {
   balance_args *a = arg;
   dynb__group *g = rep->g;
   const int n = g->total; /* every replica, in this process or another */
-  double mine[3] = {(double)rep->shard, rep->window_busy / (double)a->window, rep->rebuild_s};
+  double mine[3] = {(double)rep->shard, rep->window_busy, rep->rebuild_s};
   double all[3 * DYNB_MAX_REPLICAS];
   DYNB_TRY(g->transport->allgather(g->transport, rep->index, rep->net->ctx, mine, 3, all));
   int64_t shard[DYNB_MAX_REPLICAS];
@@ -730,10 +736,10 @@ dynb_status dynb__group_rebalance(dynb__group *g, const dynb__balance_opts *opts
                                   bool *changed) {
   *changed = false;
   if (g->window < 1) return DYNB_OK;
-  balance_args a = {opts, steps_left, g->window};
+  balance_args a = {opts, steps_left};
   DYNB_TRY(run_all(g, replica_balance, &a, "balancing"));
   g->window = 0;
-  for (int r = 0; r < g->n; r++) g->r[r].window_busy = 0;
+  for (int r = 0; r < g->n; r++) g->r[r].window_busy = -1;
   for (int r = 0; r < g->n; r++) {
     replica *rep = &g->r[r];
     /* Each replica takes its part of the split it computed (the same on

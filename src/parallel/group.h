@@ -85,8 +85,8 @@ int64_t dynb__group_window(const dynb__group *g);
 /* Tests: busy seconds from fn(user, replica, shard, measured) instead of
  * the clock (NULL: the clock). */
 void dynb__group_set_busy(dynb__group *g, dynb__busy_fn fn, void *user);
-/* --split auto: every replica contributes its (shard, busy seconds per
- * step over the window, last re-split's seconds) by an all-gather in
+/* --split auto: every replica contributes its (shard, least busy seconds
+ * of a step in the window, last re-split's seconds) by an all-gather in
  * global replica order, and every replica computes the same new split from
  * the same numbers (dynb__balance_propose with opts, steps_left and the
  * slowest replica's re-split cost). When it changes, each replica of this
