@@ -103,8 +103,8 @@ cli_result cli_devices_options(int argc, char **argv, devices_opts *o, char *err
 
 static const cli_flag train_flags[] = {
     STR(train_opts, "--spec", spec, "network spec (JSON, see specs/); else built from the flags below"),
-    STR(train_opts, "--scheme", scheme, "integrator of every block (euler, midpoint, heun, rk3, ssprk3, rk4, rk38, leapfrog); default euler"),
-    STR(train_opts, "--layer", layer, "layer function: doublesym (default), double, preact"),
+    STR(train_opts, "--scheme", scheme, "integrator of every block (euler, midpoint, heun, rk3, ssprk3, rk4, rk38, leapfrog, verlet with --layer hamiltonian); default euler"),
+    STR(train_opts, "--layer", layer, "layer function: doublesym (default), double, preact, hamiltonian (with --scheme verlet)"),
     STR(train_opts, "--norm", norm, "norm inside blocks: tv (default), batch, none"),
     STR(train_opts, "--widths", widths, "block widths, e.g. 16,32,64 (default 8,16,32)"),
     STR(train_opts, "--head-width", head_width, "width before the linear head (default: last width)"),
