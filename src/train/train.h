@@ -98,6 +98,9 @@ typedef struct dynb__epoch_row {
   int replicas;
   int64_t shard[DYNB_MAX_REPLICAS];
   double compute_seconds[DYNB_MAX_REPLICAS], step_seconds[DYNB_MAX_REPLICAS];
+  /* With log_reconstruction: the plan's reconstruction error after the
+   * epoch's last backward (dynb__plan_reconstruction_error; 0 otherwise). */
+  double rec_err;
 } dynb__epoch_row;
 
 typedef void (*dynb__row_fn)(void *user, const dynb__epoch_row *row);
@@ -132,6 +135,9 @@ typedef struct dynb__train_desc {
   int replicas;
   dynb__net *const *nets;
   const int64_t *shard;
+  /* Measure the rebuilt states' error once an epoch (reconstruct mode, one
+   * device): a read of each reversible block's Y_0 and input. */
+  bool log_reconstruction;
 } dynb__train_desc;
 
 /* Loss and accuracy of `net` on a data set in evaluation mode, through

@@ -131,6 +131,8 @@ static const cli_flag train_flags[] = {
     STR(train_opts, "--devices", devices, "data-parallel on several devices: indices or name substrings, comma-separated, or all (or DYNBLOCKS_DEVICES)"),
     STR(train_opts, "--split", split, "shards of each batch over --devices: equal (default) or N,N,... summing to --batch"),
     SWITCH(train_opts, "--augment", augment, "random 2-pixel shifts and horizontal flips"),
+    SWITCH(train_opts, "--log-reconstruction", log_reconstruction,
+           "with --memory reconstruct: the rebuilt first state's relative error, column rec_err"),
     STR(train_opts, "--memory", memory_name, "store (default), checkpoint or reconstruct (reversible blocks keep two states): what blocks keep for backward"),
 };
 const cli_command cli_train_command = {

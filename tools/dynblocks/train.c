@@ -21,6 +21,7 @@ typedef struct run {
   bool failed;
   bool tty;
   const char *devices[DYNB_MAX_REPLICAS]; /* device names, data-parallel runs */
+  bool log_reconstruction;                /* a rec_err column */
 } run;
 
 static void on_progress(void *user, int epoch, int64_t done, int64_t total, double loss,
@@ -43,6 +44,7 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
          row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
          row.train_acc, row.val_loss, row.val_acc);
   if (r->net->spec.time_reg > 0) printf(" %10.4g", row.time_reg);
+  if (r->log_reconstruction) printf(" %9.3g", row.rec_err);
   printf("\n");
   /* Several devices: each one's shard and time, on stderr beside the
    * progress lines, so that stdout keeps one table row per epoch. */
@@ -51,9 +53,11 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
             r->devices[k], (long long)row.shard[k], row.compute_seconds[k],
             row.step_seconds[k]);
   fflush(stdout);
-  fprintf(r->csv, "%d,%.3f,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g\n", row.epoch, row.seconds,
+  fprintf(r->csv, "%d,%.3f,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g", row.epoch, row.seconds,
           row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
           row.train_acc, row.val_loss, row.val_acc, row.time_reg);
+  if (r->log_reconstruction) fprintf(r->csv, ",%.6g", row.rec_err);
+  fprintf(r->csv, "\n");
   fflush(r->csv);
   if (r->nrows < 4096) r->rows[r->nrows++] = row;
   r->ts.epoch = row.epoch + 1;
@@ -245,6 +249,7 @@ int cmd_train(int argc, char **argv) {
   memset(&r, 0, sizeof r);
   r.out_path = o.out;
   r.log_path = o.log;
+  r.log_reconstruction = o.log_reconstruction;
   r.ckpt_path = o.checkpoint;
   r.best_val = INFINITY;
   r.tty = isatty(2);
@@ -287,13 +292,13 @@ int cmd_train(int argc, char **argv) {
   }
   if (!o.resume)
     fprintf(r.csv, "epoch,seconds,d_running_mean,d_running_var,lr,d_params,train_loss,train_acc,"
-                   "val_loss,val_acc,time_reg\n");
+                   "val_loss,val_acc,time_reg%s\n", o.log_reconstruction ? ",rec_err" : "");
   fprintf(stderr, "dynblocks train: %s, %lld training / %lld validation / %lld test samples on %s\n",
           o.data ? o.data : "fashion-mnist", (long long)train.n, (long long)val.n,
           (long long)test.n, ctx->info.device_name);
-  printf("%5s %8s %10s %10s %9s %10s %10s %9s %10s %9s%s\n", "epoch", "seconds", "d_rmean",
+  printf("%5s %8s %10s %10s %9s %10s %10s %9s %10s %9s%s%s\n", "epoch", "seconds", "d_rmean",
          "d_rvar", "lr", "d_params", "train_loss", "train_acc", "val_loss", "val_acc",
-         r.net->spec.time_reg > 0 ? "   time_reg" : "");
+         r.net->spec.time_reg > 0 ? "   time_reg" : "", o.log_reconstruction ? "   rec_err" : "");
   d.epochs = (int)o.epochs;
   d.batch = o.batch;
   d.lr = o.lr;
@@ -301,6 +306,7 @@ int cmd_train(int argc, char **argv) {
   d.memory = o.memory;
   d.seed = (uint64_t)o.seed;
   d.augment = o.augment;
+  d.log_reconstruction = o.log_reconstruction;
   d.on_row = on_row;
   d.on_progress = on_progress;
   d.user = &r;
