@@ -529,6 +529,30 @@ static void modes_case(dynb_ctx *ctx, dynb_dtype dt, const char *scheme, const d
   free(controls), free(xh), free(wh), free(s), free(c), free(q);
 }
 
+/* A Runge–Kutta block cannot rebuild its states: in reconstruct mode it
+ * checkpoints, bit for bit, and reports nothing rebuilt. */
+static void runge_kutta_falls_back_to_checkpoint(void **state) {
+  (void)state;
+  dynb_ctx *ctx = tu_ctx();
+  tu_rng r = tu_rng_seed(99);
+  dynb__layer l = layer_of(DYNB_LAYER_DOUBLE, DYNB_NORM_BATCH, DYNB_ACT_RELU, SM_C, 3);
+  dynb__block *b = make_block(ctx, DYNB_F32, &l, "rk4", NS, grid_ts, NC, grid_tc);
+  double *controls = random_controls(&r, &l, NC, 0.3), *xh = tu_random(&r, SM_M, -1, 1);
+  double *wh = tu_random(&r, SM_M, -1, 1);
+  int64_t dims[4] = {SM_N, SM_C, SM_H, SM_W};
+  dynb__tensor tx = tu_upload(ctx, DYNB_F32, 4, dims, xh), tw = tu_upload(ctx, DYNB_F32, 4, dims, wh);
+  size_t n1, n2;
+  double r1, r2;
+  double *c = run_mode(ctx, b, DYNB_MEMORY_CHECKPOINT, controls, &tx, &tw, &n1, &r1);
+  double *q = run_mode(ctx, b, DYNB_MEMORY_RECONSTRUCT, controls, &tx, &tw, &n2, &r2);
+  assert_true(n1 == n2 && r1 == 0 && r2 == 0);
+  for (size_t i = 0; i < n1; i++) assert_true(c[i] == q[i]);
+  dynb__tensor_release(&tx), dynb__tensor_release(&tw);
+  dynb__block_free(b);
+  free(controls), free(xh), free(wh), free(c), free(q);
+  dynb_ctx_free(ctx);
+}
+
 static void reconstruct_equals_store(void **state) {
   (void)state;
   dynb_ctx *ctx = tu_ctx();
@@ -622,6 +646,7 @@ int main(void) {
       cmocka_unit_test(spec_errors_name_the_key),
       cmocka_unit_test(gradients_match_finite_differences),
       cmocka_unit_test(reconstruct_equals_store),
+      cmocka_unit_test(runge_kutta_falls_back_to_checkpoint),
       cmocka_unit_test(api_reconstruct_mode),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
