@@ -11,6 +11,8 @@ dynb_status dynb__integrator_check_not_hamiltonian(const dynb__layer *l, const d
 }
 
 const dynb__integrator *dynb__integrator_for(const dynb__tableau *t) {
+  /* An embedded pair steps adaptively (SPEC §1.5) whatever its kind. */
+  if (t->embedded) return &dynb__integrator_adaptive;
   switch (t->kind) {
     case DYNB_SCHEME_RK:
       break;

@@ -87,11 +87,22 @@ const dynb__integrator *dynb__integrator_for(const dynb__tableau *t);
 extern const dynb__integrator dynb__integrator_rk;
 extern const dynb__integrator dynb__integrator_leapfrog;
 extern const dynb__integrator dynb__integrator_verlet;
+extern const dynb__integrator dynb__integrator_adaptive; /* embedded pairs */
 
 /* For the schemes other than verlet: refuses the hamiltonian layer, which
  * only verlet evaluates (in its two halves). */
 dynb_status dynb__integrator_check_not_hamiltonian(const dynb__layer *l, const dynb__tableau *t,
                                                   char *err, size_t errlen);
+
+/* Step and evaluation counts of an adaptive block's last forward and
+ * backward (integrator_adaptive.c); all zero, adaptive false, for others. */
+typedef struct dynb__step_counts {
+  bool adaptive;
+  int accepted, rejected;
+  double nfe_forward, nfe_backward;
+  const double *t; /* the accepted step ends t[0..accepted], borrowed from the block */
+} dynb__step_counts;
+void dynb__adaptive_counts(const dynb__block *b, dynb__step_counts *out);
 
 /* ---- helpers block.c gives every integrator ---------------------------------- */
 

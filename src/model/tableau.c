@@ -62,7 +62,7 @@ bool dynb__tableau_builtin(const char *name, dynb__tableau *out) {
     }
     return true;
   }
-  return false;
+  return dynb__tableau_embedded(name, out);
 }
 
 /* Writes the reason (when the caller gave room for one) and returns `status`. */

@@ -6,6 +6,7 @@
  * values every replica gathers in the same order, so the replicas stay
  * bitwise equal and two runs give the same bits. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,11 +24,23 @@ typedef struct replica {
   dynb__replica_link link;
   int64_t offset, shard;
   double *grads; /* [2 · (ngrad + 2)]: this replica's, then the sums */
-  double compute_s, step_s;
+  double compute_s, step_s, busy_s; /* over the epoch (dynb__group_stats) */
+  double wait_s;                     /* in synced batch norm, running total */
+  double window_busy;                /* over the balancer's window */
+  double rebuild_s;                  /* the last plan build and warm-up */
+  int64_t split[DYNB_MAX_REPLICAS];  /* the split this replica computed */
 } replica;
 
 struct dynb__group {
-  int n;
+  int n; /* replicas in this process: r[0..n) */
+  /* Their place among all replicas: first, first + 1, ... of total. In one
+   * process first = 0 and total = n; across MPI ranks (the context joined a
+   * communicator, dynb_mpi_join) this process holds one, first = its rank. */
+  int first, total;
+  bool own_transport; /* the in-process one; else the context's world */
+  int64_t steps;      /* steps taken, for the fault hook */
+  long fail_replica, fail_step; /* DYNBLOCKS_TEST_FAIL_STEP, else -1 */
+  bool fail_kill;
   int64_t batch;
   size_t ngrad; /* trainable elements */
   /* Devices that may round differently (another platform, device or
@@ -35,9 +48,37 @@ struct dynb__group {
    * parameters and optimiser state, so that the replicas stay one model.
    * Identical devices compute the same bits and skip that transfer. */
   bool resync;
+  dynb_memory_mode mode;
   dynb__transport *transport;
+  /* The balancer's window: steps measured, and whether the next step is
+   * skipped (the first after a start or re-split). */
+  int64_t window;
+  bool skip;
+  dynb__busy_fn busy_fn;
+  void *busy_user;
+  int64_t lo[DYNB_MAX_REPLICAS + 1]; /* every replica's first row, then the batch */
   replica r[DYNB_MAX_REPLICAS];
 };
+
+/* FNV-1a, for the device identity and the parameter checksum across ranks. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * UINT64_C(0x100000001b3);
+  return h;
+}
+#define FNV_START UINT64_C(0xcbf29ce484222325)
+
+/* A hash gathered from every rank (as two exact doubles of 32 bits);
+ * *same: every rank's equals rank 0's, else *who is the first that
+ * differs. */
+static dynb_status gather_hash(dynb__group *g, dynb_ctx *ctx, uint64_t h, bool *same, int *who) {
+  double mine[2] = {(double)(h >> 32), (double)(h & 0xffffffffu)}, all[2 * DYNB_MAX_REPLICAS];
+  DYNB_TRY(g->transport->allgather(g->transport, g->first, ctx, mine, 2, all));
+  *same = true, *who = -1;
+  for (int k = 1; k < g->total && *same; k++)
+    if (all[2 * k] != all[0] || all[2 * k + 1] != all[1]) *same = false, *who = k;
+  return DYNB_OK;
+}
 
 static double now_seconds(void) {
   struct timespec ts;
@@ -47,9 +88,11 @@ static double now_seconds(void) {
 
 /* ---- shards ---------------------------------------------------------------- */
 
+bool dynb__split_is_auto(const char *text) { return !text || strcmp(text, "auto") == 0; }
+
 dynb_status dynb__split_parse(const char *text, int replicas, int64_t batch, int64_t *shard,
                               char *err, size_t errlen) {
-  if (!text || strcmp(text, "equal") == 0) {
+  if (dynb__split_is_auto(text) || strcmp(text, "equal") == 0) {
     if (batch < replicas) {
       snprintf(err, errlen, "--batch %lld is smaller than the %d devices", (long long)batch,
                replicas);
@@ -57,10 +100,6 @@ dynb_status dynb__split_parse(const char *text, int replicas, int64_t batch, int
     }
     for (int r = 0; r < replicas; r++) shard[r] = batch / replicas + (r < batch % replicas);
     return DYNB_OK;
-  }
-  if (strcmp(text, "auto") == 0) {
-    snprintf(err, errlen, "--split auto (load balancing) is not implemented yet; use equal or N,N,...");
-    return DYNB_STATUS_UNSUPPORTED;
   }
   const char *p = text;
   int64_t sum = 0;
@@ -135,18 +174,26 @@ static dynb_status run_all(dynb__group *g, replica_fn fn, void *arg, const char 
   if (first < 0) return DYNB_OK;
   dynb_ctx *c0 = g->r[0].net->ctx;
   if (!started[first] && first > 0)
-    return dynb__fail(c0, jobs[first].st, "%s: replica %d (%s): no thread for it", what, first,
+    return dynb__fail(c0, jobs[first].st, "%s: replica %d (%s): no thread for it", what,
+                      g->r[first].index,
                       g->r[first].net->ctx->info.device_name);
   char msg[sizeof c0->last_error];
   snprintf(msg, sizeof msg, "%s", dynb_ctx_last_error(g->r[first].net->ctx));
-  return dynb__fail(c0, jobs[first].st, "%s: replica %d (%s): %s", what, first,
+  /* Another rank's failure names that rank already. */
+  if (strncmp(msg, "rank ", 5) == 0) return dynb__fail(c0, jobs[first].st, "%s: %s", what, msg);
+  return dynb__fail(c0, jobs[first].st, "%s: replica %d (%s): %s", what, g->r[first].index,
                     g->r[first].net->ctx->info.device_name, msg);
 }
 
 static dynb_status link_allgather(dynb__replica_link *link, dynb_ctx *ctx, const double *mine,
                                   size_t n, double *all) {
   replica *rep = link->user;
-  return rep->g->transport->allgather(rep->g->transport, rep->index, ctx, mine, n, all);
+  /* Time spent here is waiting for the slower replicas (this replica's own
+   * device work for the statistics is done before the call). */
+  double t0 = now_seconds();
+  dynb_status st = rep->g->transport->allgather(rep->g->transport, rep->index, ctx, mine, n, all);
+  rep->wait_s += now_seconds() - t0;
+  return st;
 }
 
 /* ---- creation ---------------------------------------------------------------- */
@@ -192,9 +239,14 @@ dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64
                                dynb__group **out) {
   *out = NULL;
   dynb_ctx *c0 = nets[0]->ctx;
+  dynb__transport *world = c0->world;
+  const int local = world ? 1 : replicas;
   DYNB_CHECK(c0, replicas >= 2 && replicas <= DYNB_MAX_REPLICAS, DYNB_STATUS_INVALID_ARGUMENT,
              "a replica group needs 2 to %d replicas, not %d", DYNB_MAX_REPLICAS, replicas);
-  for (int r = 1; r < replicas; r++) {
+  DYNB_CHECK(c0, !world || world->replicas == replicas, DYNB_STATUS_INVALID_ARGUMENT,
+             "%d replicas, but the context's MPI communicator has %d ranks", replicas,
+             world ? world->replicas : 0);
+  for (int r = 1; r < local; r++) {
     DYNB_CHECK(c0, nets[r]->ctx != c0 && nets[r]->ntensors == nets[0]->ntensors &&
                        nets[r]->real == nets[0]->real,
                DYNB_STATUS_INVALID_ARGUMENT,
@@ -208,25 +260,41 @@ dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64
   }
   dynb__group *g = calloc(1, sizeof *g);
   DYNB_CHECK(c0, g, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory for a replica group");
-  g->n = replicas;
+  g->n = local;
+  g->first = world ? c0->world_rank : 0;
+  g->total = replicas;
+  g->fail_replica = g->fail_step = -1;
+  /* Test hook: DYNBLOCKS_TEST_FAIL_STEP=replica:step[:kill] fails (or
+   * SIGKILLs) that replica at that step of the group (counted from 0). */
+  const char *hook = getenv("DYNBLOCKS_TEST_FAIL_STEP");
+  if (hook && sscanf(hook, "%ld:%ld", &g->fail_replica, &g->fail_step) == 2)
+    g->fail_kill = strstr(hook, ":kill") != NULL;
   for (size_t i = 0; i < nets[0]->ntensors; i++)
     if (nets[0]->tensors[i].trainable) g->ngrad += dynb__tensor_numel(&nets[0]->tensors[i].value);
-  dynb_status st = dynb__transport_local_create(replicas, &g->transport);
-  if (st != DYNB_OK) st = dynb__fail(c0, st, "no host memory for the transport");
-  /* Replica 0's tensors, everywhere. */
+  dynb_status st = DYNB_OK;
+  if (world) {
+    g->transport = world;
+  } else {
+    g->own_transport = true;
+    st = dynb__transport_local_create(replicas, &g->transport);
+    if (st != DYNB_OK) st = dynb__fail(c0, st, "no host memory for the transport");
+  }
+  for (int k = 0; k < replicas; k++) g->lo[k + 1] = g->lo[k] + shard[k];
+  g->batch = g->lo[replicas];
+  /* Replica 0's tensors, everywhere (across ranks: broadcast from rank 0). */
   size_t total = all_numel(nets[0]);
   double *v = malloc(total * sizeof *v);
   if (st == DYNB_OK && !v) st = dynb__fail(c0, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
-  if (st == DYNB_OK) st = read_all(nets[0], v);
-  int64_t offset = 0;
-  for (int r = 0; st == DYNB_OK && r < replicas; r++) {
+  if (st == DYNB_OK && g->first == 0) st = read_all(nets[0], v);
+  if (st == DYNB_OK && world) st = world->broadcast(world, g->first, 0, c0, v, total);
+  for (int r = 0; st == DYNB_OK && r < local; r++) {
     replica *rep = &g->r[r];
     dynb_ctx *ctx = nets[r]->ctx;
-    rep->g = g, rep->index = r, rep->net = nets[r];
-    rep->offset = offset, rep->shard = shard[r];
-    offset += shard[r];
-    if (r > 0) st = write_all(nets[r], v);
-    if (st == DYNB_OK) st = dynb__plan_build(nets[r], shard[r], mode, &rep->plan);
+    rep->g = g, rep->index = g->first + r, rep->net = nets[r];
+    rep->offset = g->lo[rep->index], rep->shard = shard[rep->index];
+    if (world || r > 0) st = write_all(nets[r], v);
+    double t0 = now_seconds();
+    if (st == DYNB_OK) st = dynb__plan_build(nets[r], rep->shard, mode, &rep->plan);
     if (st == DYNB_OK) st = dynb__optimizer_create(nets[r], optim, &rep->opt);
     if (st == DYNB_OK) st = dynb__health_create(nets[r], dynb__plan_loss(rep->plan), &rep->health);
     if (st == DYNB_OK) {
@@ -235,18 +303,31 @@ dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64
     }
     /* Warm alone, then put back what the warm-up moved (running statistics). */
     if (st == DYNB_OK) st = warm(rep);
+    rep->rebuild_s = now_seconds() - t0;
     if (st == DYNB_OK) st = write_all(nets[r], v);
     if (st != DYNB_OK && r > 0)
       st = dynb__fail(c0, st, "replica %d (%s): %s", r, ctx->info.device_name,
                       dynb_ctx_last_error(ctx));
   }
   free(v);
-  g->batch = offset;
-  for (int r = 1; r < replicas; r++) {
+  g->mode = mode;
+  g->skip = true;
+  for (int r = 1; r < local; r++) {
     const dynb_device_info *a = &nets[0]->ctx->info, *b = &nets[r]->ctx->info;
     if (strcmp(a->platform_name, b->platform_name) || strcmp(a->device_name, b->device_name) ||
         strcmp(a->driver_version, b->driver_version))
       g->resync = true;
+  }
+  if (st == DYNB_OK && world) {
+    /* The ranks' devices, compared by a hash of the same three names. */
+    const dynb_device_info *a = &c0->info;
+    uint64_t h = fnv(FNV_START, a->platform_name, strlen(a->platform_name) + 1);
+    h = fnv(h, a->device_name, strlen(a->device_name) + 1);
+    h = fnv(h, a->driver_version, strlen(a->driver_version) + 1);
+    bool same;
+    int who;
+    st = gather_hash(g, c0, h, &same, &who);
+    if (!same) g->resync = true;
   }
   /* The widest batch norm: the opening layer, the blocks, the connectors
    * (their outputs are the next block's width or the head width). */
@@ -256,9 +337,9 @@ dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64
     if (sp->blocks[b].width > widest) widest = sp->blocks[b].width;
   const int64_t staging = 2 * widest;
   if (st == DYNB_OK) {
-    for (int r = 0; r < replicas; r++) {
+    for (int r = 0; r < local; r++) {
       replica *rep = &g->r[r];
-      rep->link = (dynb__replica_link){replicas, r, link_allgather, rep, {0}};
+      rep->link = (dynb__replica_link){replicas, rep->index, link_allgather, rep, {0}};
       st = dynb__tensor_alloc(rep->net->ctx, nets[0]->real, 1, &staging, &rep->link.staging);
       if (st != DYNB_OK) break;
       dynb__plan_set_loss_scale(rep->plan, (double)rep->shard / (double)g->batch);
@@ -273,6 +354,10 @@ dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64
   return DYNB_OK;
 }
 
+void dynb__group_place(const dynb__group *g, int *first, int *local, int *total) {
+  *first = g->first, *local = g->n, *total = g->total;
+}
+
 void dynb__group_free(dynb__group *g) {
   if (!g) return;
   for (int r = 0; r < g->n; r++) {
@@ -284,7 +369,7 @@ void dynb__group_free(dynb__group *g) {
     dynb__plan_free(rep->plan);
     free(rep->grads);
   }
-  if (g->transport) g->transport->destroy(g->transport);
+  if (g->transport && g->own_transport) g->transport->destroy(g->transport);
   free(g);
 }
 
@@ -329,13 +414,13 @@ static dynb_status sum_grads(replica *rep, double *loss_out) {
   DYNB_TRY(dynb__tensor_read_f64(ctx, dynb__plan_loss(rep->plan), loss));
   mine[at] = loss[0] * ((double)rep->shard / (double)g->batch);
   mine[at + 1] = loss[1];
-  double *all = malloc((size_t)g->n * per * sizeof *all);
+  double *all = malloc((size_t)g->total * per * sizeof *all);
   DYNB_CHECK(ctx, all, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory for the gradient sum");
   dynb_status st = g->transport->allgather(g->transport, rep->index, ctx, mine, per, all);
   if (st == DYNB_OK) {
     for (size_t j = 0; j < per; j++) {
       double t = 0;
-      for (int k = 0; k < g->n; k++) t += all[(size_t)k * per + j];
+      for (int k = 0; k < g->total; k++) t += all[(size_t)k * per + j];
       sum[j] = t;
     }
   }
@@ -383,7 +468,14 @@ static dynb_status take_replica0(replica *rep) {
 static dynb_status replica_step(replica *rep, void *arg) {
   step_args *a = arg;
   dynb_ctx *ctx = rep->net->ctx;
-  double t0 = now_seconds();
+  dynb__group *g = rep->g;
+  if (rep->index == g->fail_replica && g->steps == g->fail_step) {
+    if (g->fail_kill) raise(SIGKILL);
+    return dynb__fail(ctx, DYNB_STATUS_OPENCL_ERROR,
+                      "injected failure at step %lld (DYNBLOCKS_TEST_FAIL_STEP)",
+                      (long long)g->steps);
+  }
+  double t0 = now_seconds(), wait0 = rep->wait_s;
   size_t row = dynb__tensor_numel(dynb__plan_input(rep->plan)) / (size_t)rep->shard;
   size_t esize = dynb__dtype_size(rep->net->real);
   DYNB_TRY(dynb__tensor_write(ctx, dynb__plan_input(rep->plan),
@@ -403,9 +495,13 @@ static dynb_status replica_step(replica *rep, void *arg) {
   DYNB_TRY(dynb__optimizer_step(rep->opt, a->lr));
   if (rep->g->resync) DYNB_TRY(take_replica0(rep));
   DYNB_TRY(dynb__finish(ctx));
+  double busy = (t1 - t0) - (rep->wait_s - wait0);
   rep->compute_s += t1 - t0;
+  rep->busy_s += busy;
   rep->step_s += now_seconds() - t0;
-  if (rep->index == 0) a->out[0] = loss[0], a->out[1] = loss[1];
+  if (!g->skip)
+    rep->window_busy += g->busy_fn ? g->busy_fn(g->busy_user, rep->index, rep->shard, busy) : busy;
+  if (rep == &g->r[0]) a->out[0] = loss[0], a->out[1] = loss[1];
   return DYNB_OK;
 }
 
@@ -415,7 +511,13 @@ dynb_status dynb__group_step(dynb__group *g, const void *x, const int32_t *y, do
   step_args a = {x, y, lr, reg, reg_value, epoch, step, {0, 0}};
   char what[96];
   snprintf(what, sizeof what, "epoch %d, step %lld", epoch, (long long)step);
-  DYNB_TRY(run_all(g, replica_step, &a, what));
+  dynb_status st = run_all(g, replica_step, &a, what);
+  g->steps++;
+  DYNB_TRY(st);
+  if (g->skip)
+    g->skip = false;
+  else
+    g->window++;
   out[0] = a.out[0], out[1] = a.out[1];
   return DYNB_OK;
 }
@@ -436,7 +538,14 @@ static dynb_status replica_eval(replica *rep, void *arg) {
   part.n = hi - lo;
   part.images = a->d->images + (size_t)lo * per;
   part.labels = a->d->labels + lo;
-  return dynb__evaluate(rep->plan, &part, &a->loss[rep->index], &a->acc[rep->index]);
+  double mine[2], all[2 * DYNB_MAX_REPLICAS];
+  DYNB_TRY(dynb__evaluate(rep->plan, &part, &mine[0], &mine[1]));
+  /* Every replica's result, in replica order, kept by this process's first. */
+  dynb__transport *t = rep->g->transport;
+  DYNB_TRY(t->allgather(t, rep->index, rep->net->ctx, mine, 2, all));
+  if (rep == &rep->g->r[0])
+    for (int k = 0; k < rep->g->total; k++) a->loss[k] = all[2 * k], a->acc[k] = all[2 * k + 1];
+  return DYNB_OK;
 }
 
 dynb_status dynb__group_evaluate(dynb__group *g, const dynb__dataset *d, double *loss,
@@ -446,11 +555,11 @@ dynb_status dynb__group_evaluate(dynb__group *g, const dynb__dataset *d, double 
   eval_args a;
   memset(&a, 0, sizeof a);
   a.d = d;
-  for (int r = 0; r <= g->n; r++)
-    a.lo[r] = r == g->n ? d->n : (int64_t)((double)d->n * (double)g->r[r].offset / (double)g->batch);
+  for (int r = 0; r <= g->total; r++)
+    a.lo[r] = r == g->total ? d->n : (int64_t)((double)d->n * (double)g->lo[r] / (double)g->batch);
   DYNB_TRY(run_all(g, replica_eval, &a, "evaluation"));
   double sl = 0, sa = 0;
-  for (int r = 0; r < g->n; r++) {
+  for (int r = 0; r < g->total; r++) {
     double n = (double)(a.lo[r + 1] - a.lo[r]);
     sl += a.loss[r] * n, sa += a.acc[r] * n;
   }
@@ -466,7 +575,8 @@ dynb_status dynb__evaluate_split(dynb__net *const *nets, int replicas, const int
              "a split evaluation needs 2 to %d replicas, not %d", DYNB_MAX_REPLICAS, replicas);
   dynb__group *g = calloc(1, sizeof *g);
   DYNB_CHECK(c0, g, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
-  g->n = replicas;
+  g->n = g->total = replicas;
+  g->own_transport = true;
   dynb_status st = dynb__transport_local_create(replicas, &g->transport);
   if (st != DYNB_OK) st = dynb__fail(c0, st, "no host memory for the transport");
   size_t total = all_numel(nets[0]);
@@ -478,6 +588,7 @@ dynb_status dynb__evaluate_split(dynb__net *const *nets, int replicas, const int
     rep->g = g, rep->index = r, rep->net = nets[r];
     rep->offset = g->batch, rep->shard = shard[r];
     g->batch += shard[r];
+    g->lo[r + 1] = g->batch;
     if (r > 0) st = write_all(nets[r], v);
     if (st == DYNB_OK) st = dynb__plan_build(nets[r], shard[r], DYNB_MEMORY_STORE, &rep->plan);
     if (st != DYNB_OK && r > 0)
@@ -508,9 +619,11 @@ dynb_status dynb__group_check_equal(dynb__group *g, int epoch) {
   DYNB_CHECK(c0, a, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory for the replica check");
   double *b = a + most;
   dynb_status st = DYNB_OK;
+  uint64_t h = FNV_START;
   for (size_t i = 0; st == DYNB_OK && i < n0->ntensors; i++) {
     size_t k = dynb__tensor_numel(&n0->tensors[i].value);
     st = dynb__tensor_read_f64(c0, &n0->tensors[i].value, a);
+    if (st == DYNB_OK) h = fnv(h, a, k * sizeof *a);
     for (int r = 1; st == DYNB_OK && r < g->n; r++) {
       dynb__net *nr = g->r[r].net;
       st = dynb__tensor_read_f64(nr->ctx, &nr->tensors[i].value, b);
@@ -529,6 +642,16 @@ dynb_status dynb__group_check_equal(dynb__group *g, int epoch) {
     }
   }
   free(a);
+  /* Across ranks: a checksum of every tensor, gathered and compared. */
+  if (st == DYNB_OK && !g->own_transport) {
+    bool same;
+    int who;
+    DYNB_TRY(gather_hash(g, c0, h, &same, &who));
+    DYNB_CHECK(c0, same, DYNB_STATUS_UNSUPPORTED,
+               "after epoch %d the replicas differ: the parameter checksum of rank %d is not "
+               "rank 0's",
+               epoch, who);
+  }
   return st;
 }
 
@@ -536,5 +659,112 @@ void dynb__group_stats(dynb__group *g, int r, dynb__replica_stats *out, bool res
   out->shard = g->r[r].shard;
   out->compute_seconds = g->r[r].compute_s;
   out->step_seconds = g->r[r].step_s;
-  if (reset) g->r[r].compute_s = g->r[r].step_s = 0;
+  out->busy_seconds = g->r[r].busy_s;
+  if (reset) g->r[r].compute_s = g->r[r].step_s = g->r[r].busy_s = 0;
+}
+
+/* ---- balancing ---------------------------------------------------------------- */
+
+int64_t dynb__group_window(const dynb__group *g) { return g->window; }
+
+void dynb__group_set_busy(dynb__group *g, dynb__busy_fn fn, void *user) {
+  g->busy_fn = fn, g->busy_user = user;
+}
+
+typedef struct balance_args {
+  const dynb__balance_opts *opts;
+  int64_t steps_left, window;
+} balance_args;
+
+/* Gathers every replica's {shard, busy per step, re-split seconds} in
+ * global replica order and computes the new split from them alone, so
+ * that every replica (in this process or another) computes the same. */
+static dynb_status replica_balance(replica *rep, void *arg) {
+  balance_args *a = arg;
+  dynb__group *g = rep->g;
+  const int n = g->total; /* every replica, in this process or another */
+  double mine[3] = {(double)rep->shard, rep->window_busy / (double)a->window, rep->rebuild_s};
+  double all[3 * DYNB_MAX_REPLICAS];
+  DYNB_TRY(g->transport->allgather(g->transport, rep->index, rep->net->ctx, mine, 3, all));
+  int64_t shard[DYNB_MAX_REPLICAS];
+  double busy[DYNB_MAX_REPLICAS];
+  dynb__balance_opts o = *a->opts;
+  o.steps_left = a->steps_left;
+  o.resplit_seconds = 0;
+  for (int k = 0; k < n; k++) {
+    shard[k] = (int64_t)all[3 * k];
+    busy[k] = all[3 * k + 1];
+    if (all[3 * k + 2] > o.resplit_seconds) o.resplit_seconds = all[3 * k + 2];
+  }
+  dynb__balance_propose(n, g->batch, shard, busy, &o, rep->split);
+  return DYNB_OK;
+}
+
+/* Replica rep's plan rebuilt for `shard` samples at `offset`, alone (its
+ * link detached, so the warm-up merges nothing), with every tensor as it
+ * was before (the warm-up moves running statistics). */
+static dynb_status resplit(replica *rep, int64_t shard, int64_t offset) {
+  dynb__net *net = rep->net;
+  dynb_ctx *ctx = net->ctx;
+  double t0 = now_seconds();
+  double *v = malloc(all_numel(net) * sizeof *v);
+  DYNB_CHECK(ctx, v, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory for a re-split");
+  dynb_status st = read_all(net, v);
+  dynb__health_free(rep->health), rep->health = NULL;
+  dynb__plan_free(rep->plan), rep->plan = NULL;
+  ctx->link = NULL;
+  if (st == DYNB_OK) st = dynb__plan_build(net, shard, rep->g->mode, &rep->plan);
+  if (st == DYNB_OK) st = dynb__health_create(net, dynb__plan_loss(rep->plan), &rep->health);
+  if (st == DYNB_OK) st = warm(rep);
+  if (st == DYNB_OK) st = write_all(net, v);
+  ctx->link = &rep->link;
+  free(v);
+  DYNB_TRY(st);
+  rep->shard = shard, rep->offset = offset;
+  dynb__plan_set_loss_scale(rep->plan, (double)shard / (double)rep->g->batch);
+  rep->rebuild_s = now_seconds() - t0;
+  return DYNB_OK;
+}
+
+dynb_status dynb__group_rebalance(dynb__group *g, const dynb__balance_opts *opts, int64_t steps_left,
+                                  bool *changed) {
+  *changed = false;
+  if (g->window < 1) return DYNB_OK;
+  balance_args a = {opts, steps_left, g->window};
+  DYNB_TRY(run_all(g, replica_balance, &a, "balancing"));
+  g->window = 0;
+  for (int r = 0; r < g->n; r++) g->r[r].window_busy = 0;
+  for (int r = 0; r < g->n; r++) {
+    replica *rep = &g->r[r];
+    /* Each replica takes its part of the split it computed (the same on
+     * every replica). */
+    int64_t mine = rep->split[rep->index], offset = 0;
+    for (int k = 0; k < rep->index; k++) offset += rep->split[k];
+    if (mine != rep->shard || offset != rep->offset) {
+      dynb_status st = resplit(rep, mine, offset);
+      if (st != DYNB_OK)
+        return r == 0 ? st
+                      : dynb__fail(g->r[0].net->ctx, st, "re-split: replica %d (%s): %s", r,
+                                   rep->net->ctx->info.device_name,
+                                   dynb_ctx_last_error(rep->net->ctx));
+      *changed = true;
+    }
+  }
+  /* Every replica's rows, for the evaluation split (SPEC §2.1). */
+  for (int k = 0; k < g->total; k++) g->lo[k + 1] = g->lo[k] + g->r[0].split[k];
+  if (*changed) g->skip = true;
+  return DYNB_OK;
+}
+
+/* ---- across ranks ---------------------------------------------------------------- */
+
+dynb_status dynb__world_settle(dynb_ctx *ctx, dynb_status st) {
+  dynb__transport *w = ctx->world;
+  if (!w) return st;
+  if (st != DYNB_OK) {
+    w->abort(w, ctx->world_rank, st, dynb_ctx_last_error(ctx));
+    return st;
+  }
+  double done = 1, all[DYNB_MAX_REPLICAS];
+  return w->allgather(w, ctx->world_rank, ctx, &done, 1, all);
 }

@@ -11,8 +11,9 @@
  * doubles in replica order, from which every replica computes every merge
  * itself in the same fixed order (so all get the same bits, whatever the
  * transport). The in-process transport (transport_local.c) serves replicas
- * on threads of one process; an MPI transport (phase 2, not built yet)
- * would implement the same functions over a communicator. */
+ * on threads of one process; the MPI transport (transport_mpi.c, in the
+ * separate library dynblocks_mpi) implements the same functions over a
+ * communicator, one replica per rank, replica index = rank. */
 typedef struct dynb__transport dynb__transport;
 struct dynb__transport {
   int replicas;

@@ -8,6 +8,7 @@
 
 #include <clblast_c.h>
 
+#include "parallel/transport.h"
 #include "runtime/kernels_embedded.h"
 #include "runtime/runtime.h"
 
@@ -316,6 +317,8 @@ dynb_status dynb_ctx_create_cl(const dynb_ctx_desc *desc, cl_context context,
 
 void dynb_ctx_free(dynb_ctx *ctx) {
   if (!ctx) return;
+  /* The MPI transport (a vtable: the core library calls no MPI itself). */
+  if (ctx->world) ctx->world->destroy(ctx->world);
   dynb__profile_release(ctx);
   if (ctx->queue) clFinish(ctx->queue);
   if (ctx->programs) dynb__programs_release(ctx);

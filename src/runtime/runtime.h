@@ -182,6 +182,13 @@ struct dynb_ctx {
   /* Set while the context is one replica of a data-parallel group
    * (src/parallel); NULL: it trains alone, and no op waits for others. */
   struct dynb__replica_link *link;
+  /* Set by dynb_mpi_join (libdynblocks_mpi): a transport over the ranks of
+   * an MPI communicator (src/parallel/transport.h) and this process's rank
+   * in it; training on this context is then one replica of a group that
+   * spans the processes. Owned by the context (freed with it). NULL: the
+   * process trains on its own. */
+  struct dynb__transport *world;
+  int world_rank;
 };
 
 /* ---- Replicas (set by src/parallel, read by the ops) --------------------- */

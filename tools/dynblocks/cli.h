@@ -32,6 +32,7 @@ int cmd_predict(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_fold(int argc, char **argv);
+int cmd_refine(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
 int cmd_selftest(int argc, char **argv);
 
@@ -43,5 +44,26 @@ double cli_print_profile(const dynb__prof_sample *s, size_t n, long steps, doubl
 /* Writes the per-epoch curves (loss and accuracy, train and validation) as
  * an SVG file. */
 bool cli_plot_svg(const char *path, const dynb__epoch_row *rows, int n);
+
+/* Training across MPI ranks (ranks.c; stubs in a build without MPI).
+ * Whether this build has MPI. */
+bool cli_ranks_available(void);
+/* MPI_Init; this process's rank, its rank on its node; returns the number
+ * of ranks. */
+int cli_ranks_start(int *rank, int *local_rank);
+/* ctx joins MPI_COMM_WORLD; prints the error and returns false. */
+bool cli_ranks_join(const char *cmd, dynb_ctx *ctx);
+/* The ranks compare hashes of their flags (but the device choice), their
+ * network's values and their data; false (rank 0 prints which rank and
+ * what differs) when any differs or a rank failed. Collective. */
+bool cli_ranks_same(const char *cmd, dynb_ctx *ctx, int argc, char **argv, dynb__net *net,
+                    const dynb__dataset *const *sets, int nsets);
+/* This rank failed before training: the others, waiting in a collective,
+ * fail too, naming it (`why`). */
+void cli_ranks_abort(dynb_ctx *ctx, const char *why);
+/* MPI_Abort of every rank: the last resort, where no collective waits. */
+void cli_ranks_fatal(void);
+/* MPI_Finalize, once. */
+void cli_ranks_end(void);
 
 #endif

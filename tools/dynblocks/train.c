@@ -21,6 +21,8 @@ typedef struct run {
   bool failed;
   bool tty;
   const char *devices[DYNB_MAX_REPLICAS]; /* device names, data-parallel runs */
+  int64_t shard[DYNB_MAX_REPLICAS];       /* the last epoch's split (--split auto moves it) */
+  int rank;                               /* under mpirun; only rank 0 writes files */
   bool log_reconstruction;                /* a rec_err column */
 } run;
 
@@ -28,6 +30,7 @@ static void on_progress(void *user, int epoch, int64_t done, int64_t total, doub
                         double acc) {
   run *r = user;
   int64_t every = total / 10 > 0 ? total / 10 : 1;
+  if (r->rank > 0) return;
   if (r->tty)
     fprintf(stderr, "\r  epoch %d: batch %lld/%lld  loss %.4f  acc %.4f ", epoch,
             (long long)done, (long long)total, loss, acc);
@@ -40,7 +43,11 @@ static void on_progress(void *user, int epoch, int64_t done, int64_t total, doub
 static void on_row(void *user, const dynb__epoch_row *row0) {
   run *r = user;
   dynb__epoch_row row = *row0;
-  printf("%5d %8.1f %10.3g %10.3g %9.3g %10.3g %10.4f %9.4f %10.4f %9.4f", row.epoch, row.seconds,
+  if (r->rank > 0) return;
+  /* A refined epoch is marked "3*" in the same five columns. */
+  printf(row.refined ? "%4d* %8.1f %10.3g %10.3g %9.3g %10.3g %10.4f %9.4f %10.4f %9.4f"
+                     : "%5d %8.1f %10.3g %10.3g %9.3g %10.3g %10.4f %9.4f %10.4f %9.4f",
+         row.epoch, row.seconds,
          row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
          row.train_acc, row.val_loss, row.val_acc);
   if (r->net->spec.time_reg > 0) printf(" %10.4g", row.time_reg);
@@ -49,13 +56,24 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
   /* Several devices: each one's shard and time, on stderr beside the
    * progress lines, so that stdout keeps one table row per epoch. */
   for (int k = 0; row.replicas > 1 && k < row.replicas; k++)
-    fprintf(stderr, "  device %d (%s): shard %lld, forward+backward %.2f s, steps %.2f s\n", k,
-            r->devices[k], (long long)row.shard[k], row.compute_seconds[k],
-            row.step_seconds[k]);
+    fprintf(stderr,
+            "  device %d (%s): shard %lld, forward+backward %.2f s (busy %.2f s), steps %.2f s\n",
+            k, r->devices[k], (long long)row.shard[k], row.compute_seconds[k],
+            row.busy_seconds[k], row.step_seconds[k]);
+  for (int k = 0; row.replicas > 1 && k < row.replicas; k++) r->shard[k] = row.shard[k];
   fflush(stdout);
+  for (int b = 0; row.refined && b < r->net->spec.nblocks; b++)
+    fprintf(stderr, "  epoch %d: refined block %d to %d steps, %d control points\n", row.epoch, b,
+            r->net->spec.blocks[b].nstates - 1, r->net->spec.blocks[b].ncontrols);
   fprintf(r->csv, "%d,%.3f,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g", row.epoch, row.seconds,
           row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
           row.train_acc, row.val_loss, row.val_acc, row.time_reg);
+  /* Each device's shard and busy seconds, ';'-separated in device order. */
+  for (int k = 0; k < row.replicas; k++)
+    fprintf(r->csv, "%c%lld", k ? ';' : ',', (long long)row.shard[k]);
+  for (int k = 0; k < row.replicas; k++)
+    fprintf(r->csv, "%c%.3f", k ? ';' : ',', row.busy_seconds[k]);
+  fprintf(r->csv, ",%d", row.refined);
   if (r->log_reconstruction) fprintf(r->csv, ",%.6g", row.rec_err);
   fprintf(r->csv, "\n");
   fflush(r->csv);
@@ -234,7 +252,7 @@ int cmd_train(int argc, char **argv) {
   if (rc >= 0) return rc;
   /* Several ranks without MPI support would each train (and write) the same model on their own. */
   long nranks = launcher_size();
-  if (nranks > 1) {
+  if (nranks > 1 && !cli_ranks_available()) {
     fprintf(stderr,
             "dynblocks %s: started by mpirun with %ld ranks, but this build has no MPI support "
             "(training across MPI ranks is not implemented yet); run it without mpirun, with --devices "
@@ -256,21 +274,50 @@ int cmd_train(int argc, char **argv) {
   uint32_t idx[DYNB_MAX_REPLICAS];
   int ndev = device_list(cmd, &o, idx);
   if (ndev < 0) return 1;
-  if (o.split && ndev == 0) {
+  /* Under mpirun: one device per rank, entry local-rank of --devices (or
+   * the device of that index), and the split is over the ranks. */
+  int local_rank = 0;
+  const char *split = o.split;
+  if (nranks > 1) {
+    nranks = cli_ranks_start(&r.rank, &local_rank);
+    size_t count = 0;
+    if (ndev > 0) {
+      idx[0] = idx[local_rank % ndev];
+    } else if (!o.device && dynb_device_list(NULL, 0, &count) == DYNB_OK && count > 0) {
+      idx[0] = (uint32_t)(local_rank % (int)count);
+    }
+    ndev = ndev > 0 || !o.device ? 1 : 0;
+    if (split && strcmp(split, "auto") == 0) {
+      if (r.rank == 0)
+        fprintf(stderr, "dynblocks %s: --split auto is not done across MPI ranks; equal shards\n",
+                cmd);
+      split = "equal";
+    }
+    if (r.rank > 0 && !freopen("/dev/null", "w", stdout)) return 1;
+  }
+  if (o.split && ndev == 0 && nranks <= 1) {
     fprintf(stderr, "dynblocks %s: --split needs --devices (or DYNBLOCKS_DEVICES)\n", cmd);
     return 1;
   }
   int64_t shard[DYNB_MAX_REPLICAS];
-  if (ndev > 0 &&
-      dynb__split_parse(o.split, ndev, o.batch, shard, err, sizeof err) != DYNB_OK) {
+  if ((ndev > 0 || nranks > 1) &&
+      dynb__split_parse(split, nranks > 1 ? (int)nranks : ndev, o.batch, shard, err,
+                        sizeof err) != DYNB_OK) {
     fprintf(stderr, "dynblocks %s: %s\n", cmd, err);
+    if (nranks > 1) cli_ranks_end();
     return 1;
   }
   char sel0[16];
   snprintf(sel0, sizeof sel0, "%u", idx[0]);
   dynb__net *nets[DYNB_MAX_REPLICAS] = {NULL};
   dynb_ctx *ctx = cli_context(cmd, ndev > 0 ? sel0 : o.device);
-  if (!ctx) return 1;
+  if (!ctx || (nranks > 1 && !cli_ranks_join(cmd, ctx))) {
+    /* Before the join no collective waits: MPI_Abort ends every rank. */
+    if (nranks > 1) cli_ranks_fatal();
+    dynb_ctx_free(ctx);
+    return 1;
+  }
+  bool trained = false;
   dynb__dataset train = {0}, val = {0}, test = {0};
   if (o.resume && dynb__model_load(ctx, o.resume, DYNB_F32, &r.net, &r.ts) != DYNB_OK) {
     cli_fail(cmd, ctx);
@@ -284,15 +331,24 @@ int cmd_train(int argc, char **argv) {
   if (!load_data(cmd, &o, &train, &val, &test, &r.ts)) goto done;
   if (!r.net && !new_network(cmd, &o, ctx, &train, &r.net)) goto done;
   nets[0] = r.net;
-  if (ndev > 1 && !replica_networks(cmd, idx, ndev, nets, &r)) goto done;
-  r.csv = fopen(r.log_path, o.resume ? "a" : "w");
+  if (ndev > 1 && nranks <= 1 && !replica_networks(cmd, idx, ndev, nets, &r)) goto done;
+  if (nranks > 1) {
+    const dynb__dataset *sets[3] = {&train, &val, &test};
+    if (!cli_ranks_same(cmd, ctx, argc, argv, r.net, sets, 3)) {
+      trained = true; /* every rank knows: none waits */
+      goto done;
+    }
+  }
+  r.csv = r.rank > 0 ? fopen("/dev/null", "w") : fopen(r.log_path, o.resume ? "a" : "w");
   if (!r.csv) {
     fprintf(stderr, "dynblocks %s: cannot write %s\n", cmd, r.log_path);
     goto done;
   }
   if (!o.resume)
     fprintf(r.csv, "epoch,seconds,d_running_mean,d_running_var,lr,d_params,train_loss,train_acc,"
-                   "val_loss,val_acc,time_reg%s\n", o.log_reconstruction ? ",rec_err" : "");
+                   "val_loss,val_acc,time_reg,shards,busy_seconds,refined%s\n",
+            o.log_reconstruction ? ",rec_err" : "");
+  if (r.rank == 0)
   fprintf(stderr, "dynblocks train: %s, %lld training / %lld validation / %lld test samples on %s\n",
           o.data ? o.data : "fashion-mnist", (long long)train.n, (long long)val.n,
           (long long)test.n, ctx->info.device_name);
@@ -310,19 +366,35 @@ int cmd_train(int argc, char **argv) {
   d.on_row = on_row;
   d.on_progress = on_progress;
   d.user = &r;
-  d.checkpoint_path = r.ckpt_path;
+  d.checkpoint_path = r.rank == 0 ? r.ckpt_path : NULL;
   d.resume_path = o.resume;
   d.state = &r.ts;
-  if (ndev > 1) {
+  d.refine_epochs = o.refine_epochs;
+  d.nrefine = o.nrefine;
+  if (nranks > 1) {
+    d.replicas = (int)nranks;
+    d.shard = shard;
+    if (r.rank == 0)
+      fprintf(stderr, "dynblocks train: %ld MPI ranks, shards %s of %lld\n", nranks,
+              split ? split : "equal", (long long)o.batch);
+  } else if (ndev > 1) {
     d.replicas = ndev;
     d.nets = nets;
     d.shard = shard;
+    d.balance = dynb__split_is_auto(o.split);
+    memcpy(r.shard, shard, sizeof r.shard);
     for (int k = 0; k < ndev; k++)
-      fprintf(stderr, "dynblocks train: device %d: %s, shard %lld of %lld\n", k, r.devices[k],
-              (long long)shard[k], (long long)o.batch);
+      fprintf(stderr, "dynblocks train: device %d: %s, shard %lld of %lld%s\n", k, r.devices[k],
+              (long long)shard[k], (long long)o.batch, d.balance ? " (to start; --split auto)" : "");
   }
+  trained = true;
   if (dynb__train(r.net, &train, &val, &d) != DYNB_OK || r.failed) {
     cli_fail(cmd, ctx);
+    goto done;
+  }
+  /* Across ranks the test set is rank 0's alone, from the model it wrote. */
+  if (r.rank > 0) {
+    rc = 0;
     goto done;
   }
   /* With no epoch run (--epochs 0, or resuming a finished run) the model as
@@ -336,10 +408,10 @@ int cmd_train(int argc, char **argv) {
   dynb__plan *plan = NULL;
   double loss, acc;
   dynb_status est = dynb__model_load(ctx, r.out_path, DYNB_F32, &best, NULL);
-  if (est == DYNB_OK && ndev > 1) {
+  if (est == DYNB_OK && ndev > 1 && nranks <= 1) {
     /* Split over the devices as validation was (SPEC §2.1). */
     nets[0] = best;
-    est = dynb__evaluate_split(nets, ndev, shard, &test, &loss, &acc);
+    est = dynb__evaluate_split(nets, ndev, r.shard, &test, &loss, &acc);
     nets[0] = r.net;
   } else if (est == DYNB_OK) {
     est = dynb__plan_build(best, o.batch, DYNB_MEMORY_STORE, &plan);
@@ -355,10 +427,13 @@ int cmd_train(int argc, char **argv) {
   dynb__plan_free(plan);
   dynb__net_free(best);
 done:
+  /* A rank that fails before training: the others wait in a collective. */
+  if (nranks > 1 && !trained) cli_ranks_abort(ctx, "it failed before training (its error is above)");
   if (r.csv) fclose(r.csv);
-  free_replicas(nets, ndev);
+  if (nranks <= 1) free_replicas(nets, ndev);
   dynb__net_free(r.net);
   dynb__dataset_release(&train), dynb__dataset_release(&val), dynb__dataset_release(&test);
   dynb_ctx_free(ctx);
+  if (nranks > 1) cli_ranks_end();
   return rc;
 }
