@@ -116,6 +116,12 @@ static int spec_names(const dynb__layer *l, const char *names[DYNB_LAYER_MAX_PAR
     if (any) names[n++] = "norm.bias";
     return n;
   }
+  if (l->kind == DYNB_LAYER_HAMILTONIAN) { /* SPEC §3: one K, two biases, two norms */
+    names[n++] = "conv.weight", names[n++] = "convt.bias", names[n++] = "conv.bias";
+    if (batch) names[n++] = "norm1.weight", names[n++] = "norm2.weight";
+    if (any) names[n++] = "norm1.bias", names[n++] = "norm2.bias";
+    return n;
+  }
   names[n++] = "conv1.weight", names[n++] = "conv1.bias";
   names[n++] = "conv2.weight", names[n++] = "conv2.bias";
   if (batch) names[n++] = "norm1.weight", names[n++] = "norm2.weight";
@@ -153,6 +159,8 @@ static void check_layout(const dynb__layer *l) {
   size_t per_norm = (size_t)c * (size_t)l->norm;
   size_t want_total = l->kind == DYNB_LAYER_DOUBLESYM
                           ? (size_t)(c * c * k * k + 2 * c) + per_norm
+                      : l->kind == DYNB_LAYER_HAMILTONIAN
+                          ? (size_t)(c * c * k * k + 2 * c) + 2 * per_norm
                           : (size_t)(2 * c * c * k * k + 2 * c) + 2 * per_norm;
   assert_int_equal(total, want_total);
   int nbn = l->norm != DYNB_NORM_BATCH ? 0 : l->kind == DYNB_LAYER_DOUBLESYM ? 1 : 2;
@@ -168,6 +176,8 @@ static void params_follow_spec_names(void **state) {
         for (int k = 1; k <= 3; k += 2) {
           dynb__layer l = {kinds[a], norms[b], DYNB_ACT_RELU, c, k};
           check_layout(&l);
+          l.kind = DYNB_LAYER_HAMILTONIAN;
+          check_layout(&l);
         }
   /* Names round-trip; unknown names are refused. */
   for (int a = 0; a < 3; a++) {
@@ -181,6 +191,7 @@ static void params_follow_spec_names(void **state) {
   assert_false(dynb__layer_parse("Doublesym", &k));
   assert_false(dynb__norm_parse("instance", &n));
   assert_string_equal(dynb__layer_name(DYNB_LAYER_PREACT), "preact");
+  assert_true(dynb__layer_parse("hamiltonian", &k) && k == DYNB_LAYER_HAMILTONIAN);
   assert_string_equal(dynb__norm_name(DYNB_NORM_TV), "tv");
 }
 
@@ -192,7 +203,7 @@ static void validate_refuses_bad_layers(void **state) {
       {DYNB_LAYER_DOUBLE, DYNB_NORM_TV, DYNB_ACT_RELU, 3, 0},     /* no kernel */
       {DYNB_LAYER_DOUBLE, DYNB_NORM_TV, DYNB_ACT_RELU, 0, 3},     /* no channels */
       {DYNB_LAYER_DOUBLE, DYNB_NORM_TV, DYNB_ACT_RELU, -2, 3},    /* negative channels */
-      {(dynb_layer_kind)3, DYNB_NORM_TV, DYNB_ACT_RELU, 3, 3},    /* unknown kind */
+      {(dynb_layer_kind)4, DYNB_NORM_TV, DYNB_ACT_RELU, 3, 3},    /* unknown kind (3 is hamiltonian) */
       {DYNB_LAYER_DOUBLE, (dynb_norm_kind)3, DYNB_ACT_RELU, 3, 3}, /* unknown norm */
       {DYNB_LAYER_DOUBLE, DYNB_NORM_TV, (dynb_act)4, 3, 3},       /* unknown activation */
   };

@@ -262,7 +262,7 @@ static void wrong_types_are_rejected(void **state) {
       {HEAD "\"blocks\": [3]}", "blocks[0]: must be an object"},
       {HEAD "\"blocks\": [{\"width\": 4, \"layer\": 3, \"norm\": \"tv\", \"scheme\": \"rk4\", "
             "\"t_states\": [0,1]}]}",
-       "blocks[0].layer: must be a string, one of doublesym, double, preact"},
+       "blocks[0].layer: must be a string, one of doublesym, double, preact, hamiltonian"},
       {HEAD "\"blocks\": [{\"width\": 4, \"layer\": \"double\", \"norm\": \"tv\", \"scheme\": 4, "
             "\"t_states\": [0,1]}]}",
        "blocks[0].scheme: must be a name"},
@@ -333,7 +333,7 @@ static void missing_required_keys_are_named(void **state) {
             "\"t_states\": [0,1]}]}",
        "blocks[0].width: missing"},
       {HEAD "\"blocks\": [{\"width\": 4, \"norm\": \"tv\", \"scheme\": \"rk4\", \"t_states\": [0,1]}]}",
-       "blocks[0].layer: missing (required: one of doublesym, double, preact)"},
+       "blocks[0].layer: missing (required: one of doublesym, double, preact, hamiltonian)"},
       {HEAD "\"blocks\": [{\"width\": 4, \"layer\": \"double\", \"scheme\": \"rk4\", "
             "\"t_states\": [0,1]}]}",
        "blocks[0].norm: missing (required: one of none, tv, batch)"},
@@ -398,7 +398,7 @@ static void unknown_names_are_rejected(void **state) {
   static const bad_case cases[] = {
       {HEAD "\"blocks\": [{\"width\": 4, \"layer\": \"triple\", \"norm\": \"tv\", \"scheme\": \"euler\", "
             "\"t_states\": [0,1]}]}",
-       "blocks[0].layer: unknown value 'triple' (one of doublesym, double, preact)"},
+       "blocks[0].layer: unknown value 'triple' (one of doublesym, double, preact, hamiltonian)"},
       {HEAD "\"blocks\": [{\"width\": 4, \"layer\": \"double\", \"norm\": \"group\", \"scheme\": "
             "\"euler\", \"t_states\": [0,1]}]}",
        "blocks[0].norm: unknown value 'group' (one of none, tv, batch)"},
@@ -612,6 +612,11 @@ static void round_trip_is_exact(void **state) {
     check_round_trip(b.s);
     free(b.s);
   }
+  /* The reversible schemes (SPEC §1.4) by name, verlet with its layer. */
+  check_round_trip(HEAD "\"blocks\": [{\"width\": 4, \"layer\": \"double\", \"norm\": \"tv\", "
+                        "\"scheme\": \"leapfrog\", \"t_states\": [0, 0.1, 0.3]}]}");
+  check_round_trip(HEAD "\"blocks\": [{\"width\": 4, \"layer\": \"hamiltonian\", \"norm\": "
+                        "\"batch\", \"scheme\": \"verlet\", \"t_states\": [0, 0.1, 0.3]}]}");
 }
 
 /* Values set in the struct directly (not read from text) round-trip too. */

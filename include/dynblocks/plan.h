@@ -96,6 +96,16 @@ DYNB_API dynb_status dynb_plan_loss(dynb_plan *plan, double *loss, double *accur
  *         DYNB_STATUS_OPENCL_ERROR. Since: 0.1 */
 DYNB_API dynb_status dynb_plan_backward(dynb_plan *plan, dynb_tensor *dx);
 
+/** After dynb_plan_backward in DYNB_MEMORY_RECONSTRUCT mode: how far the
+ * rebuilt first state of the reversible blocks is from their input, the
+ * largest over blocks of max |rebuilt Y_0 − input| / max |input|, into
+ * `err` (out); 0 in other modes or when no block rebuilt a state. A
+ * measure of how much rounding the reconstructed gradients carry (f32:
+ * ~1e-6 to 1e-4; grows with the number of steps).
+ * @return DYNB_OK, DYNB_STATUS_MISUSE, DYNB_STATUS_INVALID_ARGUMENT,
+ *         DYNB_STATUS_OPENCL_ERROR. Since: 0.2 */
+DYNB_API dynb_status dynb_plan_reconstruction_error(dynb_plan *plan, double *err);
+
 /** Device bytes the plan holds for activations, gradients and scratch (not
  * the network's parameters), into `bytes` (out).
  * @return DYNB_OK, DYNB_STATUS_MISUSE, DYNB_STATUS_INVALID_ARGUMENT. Since: 0.1 */

@@ -112,6 +112,13 @@ dynb_status dynb_plan_backward(dynb_plan *p, dynb_tensor *dx) {
   return dx ? dynb__tensor_copy(ctx, gx, &dx->t) : DYNB_OK;
 }
 
+dynb_status dynb_plan_reconstruction_error(dynb_plan *p, double *err) {
+  DYNB__API_HANDLE(p);
+  DYNB_CHECK(p->net->ctx, err, DYNB_STATUS_INVALID_ARGUMENT,
+             "dynb_plan_reconstruction_error: err is NULL");
+  return dynb__plan_reconstruction_error(p->plan, err);
+}
+
 dynb_status dynb_plan_bytes(const dynb_plan *p, size_t *bytes) {
   DYNB__API_HANDLE(p);
   if (!bytes) return DYNB_STATUS_INVALID_ARGUMENT;

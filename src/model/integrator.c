@@ -1,5 +1,14 @@
 /* The one place that maps a scheme's kind to its integrator (integrator.h). */
+#include <stdio.h>
+
 #include "model/integrator.h"
+
+dynb_status dynb__integrator_check_not_hamiltonian(const dynb__layer *l, const dynb__tableau *t,
+                                                  char *err, size_t errlen) {
+  if (l->kind != DYNB_LAYER_HAMILTONIAN) return DYNB_OK;
+  snprintf(err, errlen, "layer 'hamiltonian' takes only scheme 'verlet', not '%s'", t->name);
+  return DYNB_STATUS_SPEC_ERROR;
+}
 
 const dynb__integrator *dynb__integrator_for(const dynb__tableau *t) {
   /* An embedded pair steps adaptively (SPEC §1.5) whatever its kind, and
@@ -10,6 +19,8 @@ const dynb__integrator *dynb__integrator_for(const dynb__tableau *t) {
       break;
     case DYNB_SCHEME_LEAPFROG:
       return &dynb__integrator_leapfrog;
+    case DYNB_SCHEME_VERLET:
+      return &dynb__integrator_verlet;
   }
   return &dynb__integrator_rk;
 }

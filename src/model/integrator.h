@@ -86,7 +86,13 @@ const dynb__integrator *dynb__integrator_for(const dynb__tableau *t);
 
 extern const dynb__integrator dynb__integrator_rk;
 extern const dynb__integrator dynb__integrator_leapfrog;
+extern const dynb__integrator dynb__integrator_verlet;
 extern const dynb__integrator dynb__integrator_adaptive; /* embedded pairs */
+
+/* For the schemes other than verlet: refuses the hamiltonian layer, which
+ * only verlet evaluates (in its two halves). */
+dynb_status dynb__integrator_check_not_hamiltonian(const dynb__layer *l, const dynb__tableau *t,
+                                                  char *err, size_t errlen);
 
 /* ---- helpers block.c gives every integrator ---------------------------------- */
 

@@ -82,6 +82,8 @@ static dynb_status ad_check(const dynb__layer *l, const dynb__tableau *t, char *
              t->name);
     return DYNB_STATUS_SPEC_ERROR;
   }
+  if (dynb__integrator_check_not_hamiltonian(l, t, err, errlen) != DYNB_OK)
+    return DYNB_STATUS_SPEC_ERROR;
   if (l->norm == DYNB_NORM_BATCH) {
     snprintf(err, errlen,
              "batch norm cannot be used in a block with adaptive steps or gradient 'adjoint' "

@@ -37,9 +37,7 @@ static leapfrog *impl(const dynb__block *b) { return b->impl; }
 
 static dynb_status lf_check(const dynb__layer *l, const dynb__tableau *t, char *err,
                             size_t errlen) {
-  (void)t, (void)l;
-  (void)err, (void)errlen;
-  return DYNB_OK; /* any layer function of §1.2 */
+  return dynb__integrator_check_not_hamiltonian(l, t, err, errlen); /* any layer of §1.2 */
 }
 
 static void lf_shape(dynb__block *b) {

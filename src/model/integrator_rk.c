@@ -55,12 +55,11 @@ static size_t coef_row(const dynb__block *b, int k, int row) {
 
 static dynb_status rk_check(const dynb__layer *l, const dynb__tableau *t, char *err,
                             size_t errlen) {
-  (void)l;
   if (t->stages < 1 || t->stages > DYNB_MAX_STAGES) {
     snprintf(err, errlen, "tableau has %d stages", t->stages);
     return DYNB_STATUS_SPEC_ERROR;
   }
-  return DYNB_OK;
+  return dynb__integrator_check_not_hamiltonian(l, t, err, errlen);
 }
 
 static bool row_is_zero(const dynb__tableau *t, int i) {

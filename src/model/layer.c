@@ -97,7 +97,14 @@ static int layer_layout(const dynb__layer *l, dynb__param_entry *e, layout *lo) 
   size_t at = 0;
   int64_t c = l->channels, k = l->kernel;
   for (int j = 0; j < 2; j++) lo->k[j] = lo->b[j] = lo->nw[j] = lo->nb[j] = SIZE_MAX;
-  if (l->kind == DYNB_LAYER_DOUBLESYM) {
+  if (l->kind == DYNB_LAYER_HAMILTONIAN) {
+    /* One K; index 0 is the half with Kᵀ (b₁, norm1), 1 the half with K. */
+    append(e, &n, &at, &lo->k[0], "conv.weight", 4, c, c, k, k, false);
+    append(e, &n, &at, &lo->b[0], "convt.bias", 1, c, 0, 0, 0, false);
+    append(e, &n, &at, &lo->b[1], "conv.bias", 1, c, 0, 0, 0, false);
+    append_norm(l, e, &n, &at, lo, 0, "norm1");
+    append_norm(l, e, &n, &at, lo, 1, "norm2");
+  } else if (l->kind == DYNB_LAYER_DOUBLESYM) {
     append(e, &n, &at, &lo->k[0], "conv.weight", 4, c, c, k, k, false);
     append(e, &n, &at, &lo->b[0], "conv.bias", 1, c, 0, 0, 0, false);
     append(e, &n, &at, &lo->b[1], "convt.bias", 1, c, 0, 0, 0, false);
@@ -116,7 +123,7 @@ static int layer_layout(const dynb__layer *l, dynb__param_entry *e, layout *lo) 
 
 dynb_status dynb__layer_validate(const dynb__layer *l, char *err, size_t errlen) {
   const char *why = NULL;
-  if (l->kind < DYNB_LAYER_DOUBLESYM || l->kind > DYNB_LAYER_PREACT)
+  if (l->kind < DYNB_LAYER_DOUBLESYM || l->kind > DYNB_LAYER_HAMILTONIAN)
     why = "unknown layer kind";
   else if (l->norm < DYNB_NORM_NONE || l->norm > DYNB_NORM_BATCH)
     why = "unknown norm";
@@ -176,7 +183,7 @@ static size_t carve_cache(const dynb__layer *l, const dynb__tensor *base, int64_
   v->a[0] = keep_a ? dynb__cursor_take(&c, 4, d) : v->z[0];
   v->s[0] = dynb__cursor_take(&c, 4, d);
   if (norm && !keep_a) v->a[0] = v->s[0];
-  if (l->kind != DYNB_LAYER_DOUBLESYM) {
+  if (l->kind != DYNB_LAYER_DOUBLESYM && l->kind != DYNB_LAYER_HAMILTONIAN) {
     /* preact's last norm output is g itself, and with no norm z₂ is not read
      * by the backward pass: it then goes straight to the output. */
     if (l->kind == DYNB_LAYER_DOUBLE || norm) v->z[1] = dynb__cursor_take(&c, 4, d);
@@ -336,6 +343,8 @@ static dynb_status norm_backward(dynb_ctx *ctx, const dynb__layer *l, const part
 
 dynb_status dynb__layer_forward(dynb_ctx *ctx, const dynb__layer *l, const dynb__layer_eval *e,
                                 const dynb__tensor *out, const dynb__tensor *work) {
+  DYNB_CHECK(ctx, !l || l->kind != DYNB_LAYER_HAMILTONIAN, DYNB_STATUS_INVALID_ARGUMENT,
+             "layer: the hamiltonian layer is evaluated in halves (verlet only)");
   parts p;
   DYNB_TRY(prepare(ctx, l, e, work, &p));
   DYNB_TRY(dynb__tensor_check(ctx, out, "layer: out", e->x->dtype, 4));
@@ -365,6 +374,65 @@ dynb_status dynb__layer_forward(dynb_ctx *ctx, const dynb__layer *l, const dynb_
     return dynb__conv2d_forward(ctx, &v->s[0], &p.k[1], &p.b[1], out, cw);
   DYNB_TRY(dynb__conv2d_forward(ctx, &v->s[0], &p.k[1], &p.b[1], &v->z[1], cw));
   return norm_forward(ctx, l, &p, 1, e->train, &v->z[1], out);
+}
+
+/* ---- the hamiltonian layer's halves --------------------------------------------- */
+
+static dynb_status check_half(dynb_ctx *ctx, const dynb__layer *l, int half) {
+  DYNB_CHECK(ctx, l && l->kind == DYNB_LAYER_HAMILTONIAN && (half == 0 || half == 1),
+             DYNB_STATUS_INVALID_ARGUMENT, "layer: halves are the hamiltonian layer's (0 or 1)");
+  return DYNB_OK;
+}
+
+/* z = Kᵀ y + b₁ (half 0) or K y + b₂ (half 1); a = N_half(z); s = σ(a),
+ * kept in the cache for backward and copied out. */
+dynb_status dynb__layer_half_forward(dynb_ctx *ctx, const dynb__layer *l, int half,
+                                     const dynb__layer_eval *e, const dynb__tensor *out,
+                                     const dynb__tensor *work) {
+  DYNB_TRY(check_half(ctx, l, half));
+  parts p;
+  DYNB_TRY(prepare(ctx, l, e, work, &p));
+  DYNB_TRY(dynb__tensor_check(ctx, out, "layer: out", e->x->dtype, 4));
+  DYNB_TRY(dynb__tensor_check_same(ctx, out, "layer: out", e->x, "layer: x"));
+  const cache_views *v = &p.cv;
+  if (half == 0)
+    DYNB_TRY(dynb__conv2d_transpose_forward(ctx, e->x, &p.k[0], &p.b[0], &v->z[0], &p.conv_work));
+  else
+    DYNB_TRY(dynb__conv2d_forward(ctx, e->x, &p.k[0], &p.b[1], &v->z[0], &p.conv_work));
+  DYNB_TRY(dynb__norm_act_forward(ctx, layer_norm(l, &p, half, e->train), l->act, &v->z[0],
+                                  &v->a[0], &v->s[0]));
+  return dynb__tensor_copy(ctx, &v->s[0], out);
+}
+
+dynb_status dynb__layer_half_backward(dynb_ctx *ctx, const dynb__layer *l, int half,
+                                      const dynb__layer_eval *e, const dynb__tensor *dout,
+                                      const dynb__tensor *dx, bool acc_dx,
+                                      const dynb__tensor *dtheta, const dynb__tensor *work) {
+  DYNB_TRY(check_half(ctx, l, half));
+  parts p;
+  DYNB_TRY(prepare(ctx, l, e, work, &p));
+  dynb_dtype dt = e->x->dtype;
+  DYNB_CHECK(ctx, dout && dx && dtheta, DYNB_STATUS_INVALID_ARGUMENT, "layer: NULL gradient");
+  DYNB_TRY(dynb__tensor_check_same(ctx, dout, "layer: dout", e->x, "layer: x"));
+  DYNB_TRY(dynb__tensor_check_same(ctx, dx, "layer: dx", e->x, "layer: x"));
+  DYNB_TRY(dynb__tensor_check(ctx, dtheta, "layer: dtheta", dt, -1));
+  DYNB_CHECK(ctx, dynb__tensor_numel(dtheta) == p.lo.total, DYNB_STATUS_SHAPE_MISMATCH,
+             "layer: dtheta has %zu elements, the layer needs %zu", dynb__tensor_numel(dtheta),
+             p.lo.total);
+  const cache_views *v = &p.cv;
+  int64_t c = l->channels, kd[4] = {c, c, l->kernel, l->kernel};
+  dynb__tensor dk = dynb__tensor_sub(dtheta, p.lo.k[0], 4, kd);
+  dynb__tensor db = dynb__tensor_sub(dtheta, p.lo.b[half], 1, &c);
+  const dynb__tensor *dz;
+  DYNB_TRY(dynb__act_backward(ctx, l->act, &v->a[0], dout, &p.t1, false));
+  DYNB_TRY(norm_backward(ctx, l, &p, half, e->train, &v->z[0], &p.t1, &p.t2, dtheta, &dz));
+  DYNB_TRY(dynb__channel_sum(ctx, dz, &db, true));
+  if (half == 0) {
+    DYNB_TRY(dynb__conv2d_transpose_backward_weights(ctx, e->x, dz, &dk, true, &p.conv_work));
+    return dynb__conv2d_transpose_backward_data(ctx, dz, &p.k[0], dx, acc_dx, &p.conv_work);
+  }
+  DYNB_TRY(dynb__conv2d_backward_weights(ctx, e->x, dz, &dk, true, &p.conv_work));
+  return dynb__conv2d_backward_data(ctx, dz, &p.k[0], dx, acc_dx, &p.conv_work);
 }
 
 /* ---- backward ------------------------------------------------------------------ */
@@ -457,6 +525,7 @@ dynb_status dynb__layer_backward(dynb_ctx *ctx, const dynb__layer *l, const dynb
     case DYNB_LAYER_DOUBLESYM: return doublesym_backward(ctx, l, &p, e, dout, dx, acc_dx, dtheta);
     case DYNB_LAYER_DOUBLE: return double_backward(ctx, l, &p, e, dout, dx, acc_dx, dtheta);
     case DYNB_LAYER_PREACT: return preact_backward(ctx, l, &p, e, dout, dx, acc_dx, dtheta);
+    case DYNB_LAYER_HAMILTONIAN: break; /* in halves only */
   }
   return DYNB_STATUS_INVALID_ARGUMENT;
 }

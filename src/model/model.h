@@ -21,7 +21,8 @@
  * so that running statistics and re-discretisation treat it like one). */
 typedef enum dynb__scheme_kind {
   DYNB_SCHEME_RK = 0,
-  DYNB_SCHEME_LEAPFROG = 1
+  DYNB_SCHEME_LEAPFROG = 1,
+  DYNB_SCHEME_VERLET = 2 /* the hamiltonian layer's two-state scheme */
 } dynb__scheme_kind;
 
 /* How a block's backward pass is computed (SPEC §1.5): the exact gradient
@@ -57,7 +58,7 @@ typedef struct dynb__tableau {
 
 /* Built-in names, in one list: euler (alias rk1), midpoint, heun, rk3
  * (Kutta's third order), ssprk3, rk4 (classic), rk38 (3/8 rule). */
-#define DYNB_TABLEAU_NAMES "euler, rk1, midpoint, heun, rk3, ssprk3, rk4, rk38, leapfrog" DYNB_TABLEAU_EMBEDDED_NAMES
+#define DYNB_TABLEAU_NAMES "euler, rk1, midpoint, heun, rk3, ssprk3, rk4, rk38, leapfrog, verlet" DYNB_TABLEAU_EMBEDDED_NAMES
 /* The embedded pairs (tableau_embedded.c): dopri5 (Dormand–Prince 5(4)),
  * bosh3 (Bogacki–Shampine 3(2)), heun_euler (2(1)). */
 #define DYNB_TABLEAU_EMBEDDED_NAMES ", dopri5, bosh3, heun_euler"
@@ -90,7 +91,8 @@ dynb_status dynb__tableau_set_embedded(dynb__tableau *t, const double *b_err, in
 #define DYNB_LAYER_MAP(X)            \
   X(DOUBLESYM, 0, "doublesym")       \
   X(DOUBLE, 1, "double")             \
-  X(PREACT, 2, "preact")
+  X(PREACT, 2, "preact")             \
+  X(HAMILTONIAN, 3, "hamiltonian")
 typedef enum dynb_layer_kind {
 #define DYNB__LAYER_ENUM(name, value, str) DYNB_LAYER_##name = value,
   DYNB_LAYER_MAP(DYNB__LAYER_ENUM)
@@ -181,6 +183,20 @@ dynb_status dynb__layer_forward(dynb_ctx *ctx, const dynb__layer *l, const dynb_
 dynb_status dynb__layer_backward(dynb_ctx *ctx, const dynb__layer *l, const dynb__layer_eval *e,
                                  const dynb__tensor *dout, const dynb__tensor *dx, bool acc_dx,
                                  const dynb__tensor *dtheta, const dynb__tensor *work);
+
+/* The hamiltonian layer (SPEC §1.4) is two functions, evaluated apart by
+ * the verlet integrator: half 0, σ(N₁(Kᵀ y + b₁)), and half 1,
+ * σ(N₂(K z + b₂)), with one K. dynb__layer_forward and _backward refuse
+ * it; these take only it. The cache (dynb__layer_cache_size) holds one
+ * half's intermediates; running statistics are both norms', as for the
+ * other layers ([2][2][C]), of which half j uses norm j. */
+dynb_status dynb__layer_half_forward(dynb_ctx *ctx, const dynb__layer *l, int half,
+                                     const dynb__layer_eval *e, const dynb__tensor *out,
+                                     const dynb__tensor *work);
+dynb_status dynb__layer_half_backward(dynb_ctx *ctx, const dynb__layer *l, int half,
+                                      const dynb__layer_eval *e, const dynb__tensor *dout,
+                                      const dynb__tensor *dx, bool acc_dx,
+                                      const dynb__tensor *dtheta, const dynb__tensor *work);
 
 /* ---- Dynamic blocks (block.c) ----------------------------------------------- */
 

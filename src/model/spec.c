@@ -363,6 +363,15 @@ static dynb_status get_block(parser *p, const cJSON *blk, int index, dynb__block
   DYNB_TRY(get_kernel(p, blk, path, &kernel));
   DYNB_TRY(get_scheme(p, blk, path, &b->tableau));
   char at[PATH_CAP];
+  /* SPEC §1.4: verlet and the hamiltonian layer take only each other. */
+  if ((kind == DYNB_LAYER_HAMILTONIAN) != (b->tableau.kind == DYNB_SCHEME_VERLET)) {
+    join(at, path, kind == DYNB_LAYER_HAMILTONIAN ? "scheme" : "layer");
+    if (kind == DYNB_LAYER_HAMILTONIAN)
+      return fail(p, at, "layer 'hamiltonian' takes only scheme 'verlet', not '%s'",
+                  b->tableau.name);
+    return fail(p, at, "scheme 'verlet' takes only layer 'hamiltonian', not '%s'",
+                dynb__layer_name((dynb_layer_kind)kind));
+  }
   join(at, path, "t_states");
   if (!member(blk, "t_states")) return fail(p, at, "missing (required: at least 2 times)");
   DYNB_TRY(get_grid(p, blk, path, "t_states", 2, b->t_states, &b->nstates));

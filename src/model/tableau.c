@@ -36,6 +36,7 @@ static const builtin builtins[] = {
     /* Reversible (SPEC §1.4): one evaluation per step at tY[k]; b is not
      * what the integrator uses, only what says "one stage". */
     {"leapfrog", NULL, 1, 2, {0}, {{0}}, {1}, DYNB_SCHEME_LEAPFROG},
+    {"verlet", NULL, 1, 1, {0}, {{0}}, {1}, DYNB_SCHEME_VERLET},
 };
 
 /* Names are matched exactly (case-sensitive), like every other spec key. */

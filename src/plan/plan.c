@@ -420,3 +420,16 @@ dynb_status dynb__plan_backward(dynb__plan *p, bool want_dx) {
 }
 
 void dynb__plan_set_loss_scale(dynb__plan *p, double scale) { p->loss_scale = scale; }
+
+/* A block's input is the opening unit's s or the previous level's pooled
+ * map, which no backward step writes (a recomputing unit rewrites its own
+ * z, a, s with the same values), so after backward it is still x. */
+dynb_status dynb__plan_reconstruction_error(dynb__plan *p, double *err) {
+  *err = 0;
+  for (int b = 0; b < p->net->spec.nblocks; b++) {
+    double e = 0;
+    DYNB_TRY(dynb__block_reconstruction_error(p->net->blocks[b], &p->level[b].in, &e));
+    if (!(e <= *err)) *err = e;
+  }
+  return DYNB_OK;
+}

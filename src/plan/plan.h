@@ -57,5 +57,9 @@ dynb_status dynb__plan_forward(dynb__plan *plan, bool train);
  * added to the network's gradient tensors (zero them first, see
  * dynb__net_zero_grads); ∂L/∂input too when want_dx. */
 dynb_status dynb__plan_backward(dynb__plan *plan, bool want_dx);
+/* After a backward in reconstruct mode: the largest, over the blocks, of
+ * |rebuilt Y_0 − block input| / max |block input| (0 where no block rebuilt
+ * anything). Reads device memory: finishes the queue. */
+dynb_status dynb__plan_reconstruction_error(dynb__plan *plan, double *err);
 
 #endif

@@ -142,6 +142,12 @@ struct dynb__layer;
 void ref_layer_f(const struct dynb__layer *l, int n, int h, int w, const double *theta,
                  const double *x, int train, double *running, double *f, double *margin);
 
+/* One half of the hamiltonian layer (SPEC §1.4): half 0 σ(N₁(Kᵀ x + b₁)),
+ * half 1 σ(N₂(K x + b₂)); running: [2 norms][2][C] or NULL (half j uses
+ * norm j's). */
+void ref_hamiltonian_half(const struct dynb__layer *l, int n, int h, int w, const double *theta,
+                          const double *x, int half, int train, double *running, double *out);
+
 /* ---- block (ref_block.c) ---- */
 /* out = a block's output for x ([n][C][h][w]): nstates - 1 steps over
  * t_states of the explicit tableau (s stages; c [s], a [s][s] row-major,
@@ -158,6 +164,12 @@ void ref_leapfrog_forward(const struct dynb__layer *l, int n, int h, int w, int 
                           const double *t_states, int ncontrols, const double *t_controls,
                           const double *controls, const double *x, int train, double *running,
                           double *out);
+/* The verlet block of SPEC §1.4 on the hamiltonian layer (Z_0 = 0; outputs
+ * Y_K; running: [steps][2 norms][2][C] or NULL). */
+void ref_verlet_forward(const struct dynb__layer *l, int n, int h, int w, int nstates,
+                        const double *t_states, int ncontrols, const double *t_controls,
+                        const double *controls, const double *x, int train, double *running,
+                        double *out);
 
 /* ---- adaptive steps (ref_adaptive.c) ---- */
 struct dynb__tableau;

@@ -83,3 +83,31 @@ void ref_leapfrog_forward(const struct dynb__layer *l, int n, int h, int w, int 
   memcpy(out, cur, m * sizeof *out);
   free(prev), free(cur), free(f), free(theta);
 }
+
+/* Verlet on the hamiltonian layer (SPEC §1.4), Z_0 = 0:
+ * Z_{k+1} = Z_k − h_k σ(N₁(Kᵀ Y_k + b₁)), Y_{k+1} = Y_k + h_k σ(N₂(K Z_{k+1} + b₂)). */
+void ref_verlet_forward(const struct dynb__layer *l, int n, int h, int w, int nstates,
+                        const double *t_states, int ncontrols, const double *t_controls,
+                        const double *controls, const double *x, int train, double *running,
+                        double *out) {
+  size_t m = (size_t)n * (size_t)l->channels * (size_t)h * (size_t)w, P;
+  dynb__layer_params(l, NULL, &P);
+  size_t per_eval = (size_t)dynb__layer_batch_norms(l) * 2 * (size_t)l->channels;
+  double *y = malloc(m * sizeof *y), *z = calloc(m, sizeof *z), *s = malloc(m * sizeof *s);
+  double *theta = malloc(P * sizeof *theta);
+  memcpy(y, x, m * sizeof *y);
+  for (int k = 0; k + 1 < nstates; k++) {
+    double hk = t_states[k + 1] - t_states[k];
+    int j0;
+    double wt;
+    ref_interp_weights(t_controls, ncontrols, t_states[k], &j0, &wt);
+    ref_interp_forward(P, controls, j0, wt, theta);
+    double *run = running && per_eval ? running + (size_t)k * per_eval : NULL;
+    ref_hamiltonian_half(l, n, h, w, theta, y, 0, train, run, s);
+    for (size_t e = 0; e < m; e++) z[e] -= hk * s[e];
+    ref_hamiltonian_half(l, n, h, w, theta, z, 1, train, run, s);
+    for (size_t e = 0; e < m; e++) y[e] += hk * s[e];
+  }
+  memcpy(out, y, m * sizeof *out);
+  free(y), free(z), free(s), free(theta);
+}

@@ -116,3 +116,19 @@ void ref_layer_f(const struct dynb__layer *l, int n, int h, int w, const double 
   free(a);
   free(s);
 }
+
+void ref_hamiltonian_half(const struct dynb__layer *l, int n, int h, int w, const double *theta,
+                          const double *x, int half, int train, double *running, double *out) {
+  job j = {l, n, l->channels, h, w, (size_t)n * l->channels * h * w, theta, train, running,
+           INFINITY};
+  double *z = malloc(j.m * sizeof *z), *a = malloc(j.m * sizeof *a);
+  if (half == 0)
+    ref_conv2d_transpose_forward(n, j.c, j.c, h, w, l->kernel, x, param(&j, "conv.weight"),
+                                 param(&j, "convt.bias"), z);
+  else
+    conv(&j, x, "conv", z);
+  norm(&j, half == 0 ? "norm1" : "norm2", half, z, a);
+  act(&j, a, out);
+  free(z);
+  free(a);
+}

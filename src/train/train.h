@@ -106,6 +106,9 @@ typedef struct dynb__epoch_row {
   /* Layer evaluations per training batch (forward + backward, every block),
    * the mean over the epoch: grows when adaptive blocks take more steps. */
   double nfe;
+  /* With log_reconstruction: the plan's reconstruction error after the
+   * epoch's last backward (dynb__plan_reconstruction_error; 0 otherwise). */
+  double rec_err;
 } dynb__epoch_row;
 
 typedef void (*dynb__row_fn)(void *user, const dynb__epoch_row *row);
@@ -155,6 +158,9 @@ typedef struct dynb__train_desc {
    * clock) replaces the measured busy seconds (tests). */
   bool balance;
   dynb__busy_fn busy;
+  /* Measure the rebuilt states' error once an epoch (reconstruct mode, one
+   * device): a read of each reversible block's Y_0 and input. */
+  bool log_reconstruction;
 } dynb__train_desc;
 
 /* Loss and accuracy of `net` on a data set in evaluation mode, through

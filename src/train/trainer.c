@@ -256,6 +256,10 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
     DYNB_TRY(dynb__tensor_read_f64(s->ctx, &s->reg_value, &v));
     reg = v;
   }
+  /* After the last batch's backward, whose rebuilt states the optimiser
+   * step left alone. */
+  if (d->log_reconstruction && s->plan)
+    DYNB_TRY(dynb__plan_reconstruction_error(s->plan, &row->rec_err));
   row->lr = lr;
   row->train_loss = sum / (double)nb;
   row->train_acc = correct / (double)(nb * B);

@@ -138,5 +138,19 @@ expect_fail "missing data" "no-such-dir" "$bin" train --data no-such-dir
 [ ! -e o.safetensors ] && ok "no output file after failures" || bad "o.safetensors written"
 expect_fail "unwritable output" "/proc/forbidden.safetensors: cannot create" "$bin" predict --model m.safetensors --input batch.safetensors --out /proc/forbidden.safetensors
 
+# Reversible schemes (SPEC §1.4): reconstruct mode with its rec_err column, verlet's layer.
+if "$bin" train "${common[@]}" --epochs 1 --t-states 0,0.5,1,1.5 --scheme leapfrog --memory reconstruct --log-reconstruction \
+    --out lf.safetensors --log lf.csv >lf.txt 2>lf.err; then
+  head -1 lf.csv | grep -q ',refined,rec_err$' && grep -q 'rec_err' lf.txt &&
+    python3 -c "import csv; r = list(csv.DictReader(open('lf.csv'))); assert 0 < float(r[-1]['rec_err']) < 1e-3" &&
+    ok "leapfrog reconstruct logs rec_err" || bad "rec_err column: $(cat lf.csv)"
+else
+  bad "leapfrog reconstruct: $(cat lf.err)"
+fi
+"$bin" train "${common[@]}" --epochs 1 --scheme verlet --layer hamiltonian --norm batch --memory checkpoint \
+  --out vl.safetensors --log vl.csv >/dev/null 2>vl.err && ok "verlet hamiltonian trains" || bad "verlet: $(cat vl.err)"
+expect_fail "verlet needs hamiltonian" "blocks[0].layer: scheme 'verlet' takes only layer 'hamiltonian'" "$bin" train "${common[@]}" --scheme verlet
+expect_fail "bad memory mode" "--memory must be store, checkpoint or reconstruct" "$bin" train --memory all
+
 if [ "$fails" -eq 0 ]; then echo "cli tests: all passed"; else echo "cli tests: $fails failed"; fi
 exit $((fails > 0))

@@ -53,6 +53,12 @@ def specs():
     out("spec", "decreasing-grid.json", json.dumps(bad))
     out("spec", "trailing-comma.json", json.dumps(TINY)[:-1] + ",}")
     out("spec", "cut.json", json.dumps(TINY)[:40])
+    # The reversible schemes (SPEC §1.4): verlet with its layer, and with another.
+    rev = json.loads(json.dumps(TINY))
+    rev["blocks"][0].update({"layer": "hamiltonian", "scheme": "verlet"})
+    out("spec", "verlet.json", json.dumps(rev))
+    rev["blocks"][0]["layer"] = "double"
+    out("spec", "verlet-wrong-layer.json", json.dumps(rev))
 
 
 def safetensors(tensors, meta=None, pad=True):

@@ -104,6 +104,8 @@ def embedded(scheme):
 
 
 def tableau(scheme):
+    if scheme in ("leapfrog", "verlet"):  # one evaluation per step at c = 0 (SPEC §1.4)
+        return [0], [[0]], [1]
     if isinstance(scheme, str):
         return BUILTIN_TABLEAUX[scheme]
     return scheme["c"], scheme["A"], scheme["b"]
@@ -184,6 +186,9 @@ def layer_param_names(layer, norm_kind):
     if layer == "doublesym":
         names = ["conv.weight", "conv.bias", "convt.bias"]
         norms = ["norm"]
+    elif layer == "hamiltonian":
+        names = ["conv.weight", "convt.bias", "conv.bias"]
+        norms = ["norm1", "norm2"]
     else:
         names = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"]
         norms = ["norm1", "norm2"]
@@ -313,6 +318,41 @@ class DynNet:
                     t = t + hs
         return y
 
+    def hamiltonian_half(self, blk, th, x, half, stats_prefix, train):
+        """SPEC §1.4: half 0 σ(N₁(Kᵀ x + b₁)), half 1 σ(N₂(K x + b₂))."""
+        R, pad, n = self.running, blk["kernel"] // 2, "norm1" if half == 0 else "norm2"
+        K = th["conv.weight"]
+        if half == 0:
+            z = F.conv_transpose2d(x, K, th["convt.bias"], padding=pad)
+        else:
+            z = F.conv2d(x, K, th["conv.bias"], padding=pad)
+        a = norm(blk["norm"], z, th.get(n + ".weight"), th.get(n + ".bias"),
+                 R.get(f"{stats_prefix}.{n}.running_mean"), R.get(f"{stats_prefix}.{n}.running_var"),
+                 train)
+        return act(blk["act"], a)
+
+    def reversible(self, b, blk, theta, y, train):
+        """leapfrog and verlet of SPEC §1.4, written from the formulas there."""
+        ts = blk["t_states"]
+        if blk["scheme"] == "verlet":
+            z = torch.zeros_like(y)
+            for k in range(len(ts) - 1):
+                h, th, sp = ts[k + 1] - ts[k], theta(ts[k]), f"blocks.{b}.steps.{k}.stages.0"
+                z = z - h * self.hamiltonian_half(blk, th, y, 0, sp, train)
+                y = y + h * self.hamiltonian_half(blk, th, z, 1, sp, train)
+            return y
+        prev = None
+        for k in range(len(ts) - 1):
+            h = ts[k + 1] - ts[k]
+            f = self.layer_f(blk, theta(ts[k]), y, f"blocks.{b}.steps.{k}.stages.0", train)
+            if k == 0:
+                nxt = y + 0.5 * h * h * f
+            else:
+                hp = ts[k] - ts[k - 1]
+                nxt = y + (h / hp) * (y - prev) + 0.5 * h * (h + hp) * f
+            prev, y = y, nxt
+        return y
+
     def block(self, b, y, train):
         blk = self.spec["blocks"][b]
         pair = embedded(blk["scheme"])
@@ -340,6 +380,8 @@ class DynNet:
                 return dict(ctrl[j0])
             return {n: (1 - w) * ctrl[j0][n] + w * ctrl[j0 + 1][n] for n in names}
 
+        if blk["scheme"] in ("leapfrog", "verlet"):
+            return self.reversible(b, blk, theta, y, train)
         for k in range(len(ts) - 1):
             h = ts[k + 1] - ts[k]
             Ks = []

@@ -85,6 +85,12 @@ SPECS = [
                                               [0.2, 0.6, 0.9], act="identity", size=6)),
     ("doublesym-batch-rk38-k5", spec("doublesym", "batch", "rk38", [0, 0.6, 1.0], [0.3, 0.8],
                                      kernel=5, act="leaky_relu", connect={"norm": "none"})),
+    # The reversible schemes of SPEC §1.4 on non-uniform grids.
+    ("leapfrog-double-tv-nonuni", spec("double", "tv", "leapfrog", NONUNI, [0.2, 0.9], act="tanh")),
+    ("leapfrog-doublesym-batch", spec("doublesym", "batch", "leapfrog", [0, 0.5, 1.2, 1.5])),
+    ("verlet-hamiltonian-batch-nonuni", spec("hamiltonian", "batch", "verlet", NONUNI,
+                                             [0.1, 1.0], act="leaky_relu")),
+    ("verlet-hamiltonian-tv", spec("hamiltonian", "tv", "verlet", [0, 0.6, 1.0], act="tanh")),
 ]
 
 

@@ -103,8 +103,8 @@ cli_result cli_devices_options(int argc, char **argv, devices_opts *o, char *err
 
 static const cli_flag train_flags[] = {
     STR(train_opts, "--spec", spec, "network spec (JSON, see specs/); else built from the flags below"),
-    STR(train_opts, "--scheme", scheme, "integrator of every block (euler, midpoint, heun, rk3, ssprk3, rk4, rk38, leapfrog); default euler"),
-    STR(train_opts, "--layer", layer, "layer function: doublesym (default), double, preact"),
+    STR(train_opts, "--scheme", scheme, "integrator of every block (euler, midpoint, heun, rk3, ssprk3, rk4, rk38, leapfrog, verlet with --layer hamiltonian); default euler"),
+    STR(train_opts, "--layer", layer, "layer function: doublesym (default), double, preact, hamiltonian (with --scheme verlet)"),
     STR(train_opts, "--norm", norm, "norm inside blocks: tv (default), batch, none"),
     STR(train_opts, "--widths", widths, "block widths, e.g. 16,32,64 (default 8,16,32)"),
     STR(train_opts, "--head-width", head_width, "width before the linear head (default: last width)"),
@@ -131,6 +131,8 @@ static const cli_flag train_flags[] = {
     STR(train_opts, "--devices", devices, "data-parallel on several devices: indices or name substrings, comma-separated, or all (or DYNBLOCKS_DEVICES)"),
     STR(train_opts, "--split", split, "shards of each batch over --devices: auto (default: balanced by measured speed), equal, or N,N,... summing to --batch"),
     SWITCH(train_opts, "--augment", augment, "random 2-pixel shifts and horizontal flips"),
+    SWITCH(train_opts, "--log-reconstruction", log_reconstruction,
+           "with --memory reconstruct: the rebuilt first state's relative error, column rec_err"),
     STR(train_opts, "--memory", memory_name, "store (default), checkpoint or reconstruct (reversible blocks keep two states): what blocks keep for backward"),
     STR(train_opts, "--refine", refine_text, "multilevel: at the start of these epochs (e.g. 10,20) halve every block's time steps and control intervals"),
 };

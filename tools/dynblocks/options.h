@@ -95,6 +95,7 @@ typedef struct train_opts {
   long steps, epochs, batch, seed, train_size;
   double val_size, momentum, weight_decay;
   bool nesterov, augment;
+  bool log_reconstruction;
   dynb__optim_desc optim;
   dynb_memory_mode memory;
   dynb__schedule lr;

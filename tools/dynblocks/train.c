@@ -23,6 +23,7 @@ typedef struct run {
   const char *devices[DYNB_MAX_REPLICAS]; /* device names, data-parallel runs */
   int64_t shard[DYNB_MAX_REPLICAS];       /* the last epoch's split (--split auto moves it) */
   int rank;                               /* under mpirun; only rank 0 writes files */
+  bool log_reconstruction;                /* a rec_err column */
 } run;
 
 static void on_progress(void *user, int epoch, int64_t done, int64_t total, double loss,
@@ -50,6 +51,7 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
          row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
          row.train_acc, row.val_loss, row.val_acc);
   if (r->net->spec.time_reg > 0) printf(" %10.4g", row.time_reg);
+  if (r->log_reconstruction) printf(" %9.3g", row.rec_err);
   printf("\n");
   /* Several devices: each one's shard and time, on stderr beside the
    * progress lines, so that stdout keeps one table row per epoch. */
@@ -73,6 +75,7 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
     fprintf(r->csv, "%c%.3f", k ? ';' : ',', row.busy_seconds[k]);
   fprintf(r->csv, ",%d", row.refined);
   fprintf(r->csv, ",%.6g", row.nfe);
+  if (r->log_reconstruction) fprintf(r->csv, ",%.6g", row.rec_err);
   fprintf(r->csv, "\n");
   fflush(r->csv);
   if (r->nrows < 4096) r->rows[r->nrows++] = row;
@@ -265,6 +268,7 @@ int cmd_train(int argc, char **argv) {
   memset(&r, 0, sizeof r);
   r.out_path = o.out;
   r.log_path = o.log;
+  r.log_reconstruction = o.log_reconstruction;
   r.ckpt_path = o.checkpoint;
   r.best_val = INFINITY;
   r.tty = isatty(2);
@@ -343,14 +347,15 @@ int cmd_train(int argc, char **argv) {
   }
   if (!o.resume)
     fprintf(r.csv, "epoch,seconds,d_running_mean,d_running_var,lr,d_params,train_loss,train_acc,"
-                   "val_loss,val_acc,time_reg,shards,busy_seconds,refined,nfe\n");
+                   "val_loss,val_acc,time_reg,shards,busy_seconds,refined,nfe%s\n",
+            o.log_reconstruction ? ",rec_err" : "");
   if (r.rank == 0)
   fprintf(stderr, "dynblocks train: %s, %lld training / %lld validation / %lld test samples on %s\n",
           o.data ? o.data : "fashion-mnist", (long long)train.n, (long long)val.n,
           (long long)test.n, ctx->info.device_name);
-  printf("%5s %8s %10s %10s %9s %10s %10s %9s %10s %9s%s\n", "epoch", "seconds", "d_rmean",
+  printf("%5s %8s %10s %10s %9s %10s %10s %9s %10s %9s%s%s\n", "epoch", "seconds", "d_rmean",
          "d_rvar", "lr", "d_params", "train_loss", "train_acc", "val_loss", "val_acc",
-         r.net->spec.time_reg > 0 ? "   time_reg" : "");
+         r.net->spec.time_reg > 0 ? "   time_reg" : "", o.log_reconstruction ? "   rec_err" : "");
   d.epochs = (int)o.epochs;
   d.batch = o.batch;
   d.lr = o.lr;
@@ -358,6 +363,7 @@ int cmd_train(int argc, char **argv) {
   d.memory = o.memory;
   d.seed = (uint64_t)o.seed;
   d.augment = o.augment;
+  d.log_reconstruction = o.log_reconstruction;
   d.on_row = on_row;
   d.on_progress = on_progress;
   d.user = &r;
