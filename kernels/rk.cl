@@ -70,3 +70,18 @@ __kernel void dynb_rk_combine_backward(const int n, const int S, DYNB_CTENSOR(do
     }
   }
 }
+
+/* out = a x + b y + c z over n elements (terms with has_* 0 left out).
+ * The states of two-step schemes (leapfrog, verlet) are separate buffers,
+ * so they cannot be the stacked stages rk_combine reads; out may alias any
+ * input (each element reads its own index only). */
+__kernel void dynb_lincomb(const int n, const real a, DYNB_CTENSOR(x), const real b,
+                           DYNB_CTENSOR(y), const int has_y, const real c, DYNB_CTENSOR(z),
+                           const int has_z, DYNB_TENSOR(out)) {
+  const int i = (int)get_global_id(0);
+  if (i >= n) return;
+  real v = a * DYNB_AT(x)[i];
+  if (has_y) v += b * DYNB_AT(y)[i];
+  if (has_z) v += c * DYNB_AT(z)[i];
+  DYNB_AT(out)[i] = v;
+}

@@ -24,6 +24,7 @@ typedef struct result {
   double val[EPOCHS];
   double *tensors;                       /* every tensor of the final network */
   size_t total;
+  int64_t shard[EPOCHS][MAXR];           /* each epoch's split, as its row reports it */
 } result;
 
 static dynb_ctx *ctxs[MAXR];
@@ -82,7 +83,18 @@ static void on_progress(void *user, int epoch, int64_t done, int64_t total, doub
 static void on_row(void *user, const dynb__epoch_row *row) {
   result *r = user;
   r->val[row->epoch] = row->val_loss;
+  for (int k = 0; k < row->replicas && k < MAXR; k++) r->shard[row->epoch][k] = row->shard[k];
 }
+
+/* The balancer's test clock: replica 1 takes three times as long per
+ * sample as replica 0 (seconds, so that any real re-split cost is small
+ * against the predicted gain). Balanced at 9,3 of 12: 9 s each. */
+static double busy_3to1(void *user, int replica, int64_t shard, double measured) {
+  (void)user, (void)measured;
+  return (double)shard * (replica == 0 ? 1.0 : 3.0);
+}
+
+static bool balance;
 
 /* Trains a fresh network (seed 7) on `replicas` replicas with the given
  * shards (NULL for one replica). */
@@ -114,6 +126,8 @@ static void train(dynb_dtype real, int replicas, const int64_t *shard, result *o
   d.replicas = replicas;
   d.nets = nets;
   d.shard = shard;
+  d.balance = balance;
+  d.busy = balance ? busy_3to1 : NULL;
   TU_OK(ctxs[0], dynb__train(nets[0], &tr, &val, &d));
   out->total = 0;
   for (size_t i = 0; i < nets[0]->ntensors; i++)
@@ -274,6 +288,49 @@ static void equivalent_f32(void **state) {
   equivalence(DYNB_F32, 4, 1e-4, 1e-4);
 }
 
+/* --split auto from 6,6 on the 3:1 clock of busy_3to1: the calibration
+ * windows (steps 1-3, re-split damped to 8,4; steps 5-7, to 9,3) reach the
+ * balanced split within the first epoch and it stays. Re-splitting keeps
+ * every tensor and the optimiser state, so the run is still one device on
+ * the global batch up to rounding: the bounds of equivalent_f64/f32 (the
+ * shards only change the order of the sums). */
+static void balanced(dynb_dtype real, double bound) {
+  open_contexts();
+  require_real(real);
+  result one, two;
+  train(real, 1, NULL, &one);
+  static const int64_t start[2] = {6, 6};
+  balance = true;
+  train(real, 2, start, &two);
+  balance = false;
+  for (int e = 0; e < EPOCHS; e++) {
+    printf("balanced %s epoch %d: shards %lld;%lld\n", dynb__dtype_name(real), e,
+           (long long)two.shard[e][0], (long long)two.shard[e][1]);
+    assert_true(two.shard[e][0] == 9 && two.shard[e][1] == 3);
+  }
+  dynb__net_spec s;
+  spec(&s);
+  dynb__net *shape;
+  TU_OK(ctxs[0], dynb__net_create(ctxs[0], &s, real, &shape));
+  double le = loss_err(&two, &one), te = tensor_err(shape, &two, &one);
+  printf("maxerr %s balanced losses: %.3g tensors: %.3g\n", dynb__dtype_name(real), le, te);
+  assert_true(le <= bound);
+  assert_true(te <= bound);
+  dynb__net_free(shape);
+  free(one.tensors), free(two.tensors);
+  close_contexts();
+}
+
+static void balanced_f64(void **state) {
+  (void)state;
+  balanced(DYNB_F64, 1e-12);
+}
+
+static void balanced_f32(void **state) {
+  (void)state;
+  balanced(DYNB_F32, 1e-4);
+}
+
 /* The time regularisation is of the parameters, not of a shard: added on
  * one replica only (TV norm in the blocks, see block_norm). */
 static void regularised_f64(void **state) {
@@ -303,9 +360,11 @@ static void splits_are_checked(void **state) {
                      DYNB_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "--split"));
   }
-  assert_int_equal(dynb__split_parse("auto", 2, 8, shard, err, sizeof err),
-                   DYNB_STATUS_UNSUPPORTED);
-  assert_non_null(strstr(err, "not implemented"));
+  /* auto (and the default) start from the equal split. */
+  assert_int_equal(dynb__split_parse("auto", 3, 8, shard, err, sizeof err), DYNB_OK);
+  assert_true(shard[0] == 3 && shard[1] == 3 && shard[2] == 2);
+  assert_true(dynb__split_is_auto("auto") && dynb__split_is_auto(NULL));
+  assert_false(dynb__split_is_auto("equal") || dynb__split_is_auto("5,3"));
 }
 
 int main(void) {
@@ -314,6 +373,8 @@ int main(void) {
       cmocka_unit_test(equivalent_f64),
       cmocka_unit_test(equivalent_f32),
       cmocka_unit_test(regularised_f64),
+      cmocka_unit_test(balanced_f64),
+      cmocka_unit_test(balanced_f32),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -159,12 +159,62 @@ static void bad_arguments_are_reported(void **state) {
   dynb_ctx_free(ctx);
 }
 
+/* lincomb (the two-step schemes' state update): a hand-checked value, then
+ * the kernel against ref_lincomb on edge sizes (one element; odd sizes not
+ * a multiple of any work-group size), with y and z absent, and in place
+ * (out aliasing x, as a leapfrog state overwrites the one two steps back).
+ * Three products and two sums: the bound of rtol_for holds. */
+static void lincomb_case(dynb_ctx *ctx, dynb_dtype dt, int64_t p, int terms, bool alias) {
+  tu_rng r = tu_rng_seed((uint64_t)(p * 10 + terms));
+  double *x = tu_random(&r, (size_t)p, -1, 1), *y = tu_random(&r, (size_t)p, -1, 1);
+  double *z = tu_random(&r, (size_t)p, -1, 1), *want = malloc((size_t)p * sizeof *want);
+  double *got = malloc((size_t)p * sizeof *got), a = 1.25, b = -0.75, c = 0.3;
+  dynb__tensor tx = tu_upload(ctx, dt, 1, &p, x), ty = tu_upload(ctx, dt, 1, &p, y);
+  dynb__tensor tz = tu_upload(ctx, dt, 1, &p, z);
+  dynb__tensor to = alias ? tx : tu_upload(ctx, dt, 1, &p, NULL);
+  TU_OK(ctx, dynb__lincomb(ctx, a, &tx, b, terms > 1 ? &ty : NULL, c, terms > 2 ? &tz : NULL,
+                           &to));
+  tu_download(ctx, &to, got);
+  ref_lincomb((size_t)p, a, x, b, terms > 1 ? y : NULL, c, terms > 2 ? z : NULL, want);
+  char what[96];
+  snprintf(what, sizeof what, "lincomb %s p=%lld terms=%d%s", dynb__dtype_name(dt), (long long)p,
+           terms, alias ? " in place" : "");
+  tu_assert_close(what, got, want, (size_t)p, rtol_for(dt), rtol_for(dt));
+  if (!alias) dynb__tensor_release(&to);
+  dynb__tensor_release(&tx), dynb__tensor_release(&ty), dynb__tensor_release(&tz);
+  free(x), free(y), free(z), free(want), free(got);
+}
+
+static void lincomb_matches_reference(void **state) {
+  (void)state;
+  double x[2] = {1, 2}, y[2] = {3, -1}, z[2] = {0.5, 4}, out[2];
+  ref_lincomb(2, 2, x, -1, y, 4, z, out); /* 2 - 3 + 2 = 1; 4 + 1 + 16 = 21 */
+  assert_true(out[0] == 1 && out[1] == 21);
+  dynb_ctx *ctx = tu_ctx();
+  for (int d = 0; d < 2; d++) {
+    dynb_dtype dt = d ? DYNB_F64 : DYNB_F32;
+    if (dt == DYNB_F64 && !ctx->info.has_fp64) continue;
+    lincomb_case(ctx, dt, 1, 3, false);
+    lincomb_case(ctx, dt, 1989, 1, false);
+    lincomb_case(ctx, dt, 1989, 2, false);
+    lincomb_case(ctx, dt, 4097, 3, true);
+  }
+  int64_t p = 10, q = 9;
+  dynb__tensor a = tu_upload(ctx, DYNB_F32, 1, &p, NULL), b = tu_upload(ctx, DYNB_F32, 1, &q, NULL);
+  TU_EXPECT_STATUS(ctx, dynb__lincomb(ctx, 1, &a, 1, &b, 0, NULL, &a), DYNB_STATUS_SHAPE_MISMATCH);
+  TU_EXPECT_STATUS(ctx, dynb__lincomb(ctx, 1, NULL, 1, NULL, 0, NULL, &a),
+                   DYNB_STATUS_INVALID_ARGUMENT);
+  dynb__tensor_release(&a), dynb__tensor_release(&b);
+  dynb_ctx_free(ctx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(ref_hand_checked),
       cmocka_unit_test(combine_matches_reference),
       cmocka_unit_test(backward_matches_reference_and_fd),
       cmocka_unit_test(bad_arguments_are_reported),
+      cmocka_unit_test(lincomb_matches_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -838,6 +838,84 @@ static void shipped_specs_parse(void **state) {
   assert_true(s->clip && s->clip_max == 5 && s->clip_min == -5);
 }
 
+/* ---- adaptive blocks (SPEC §1.5) --------------------------------------------- */
+
+#define ADAPT(scheme, extra)                                                                    \
+  HEAD "\"blocks\": [{\"width\": 4, \"layer\": \"double\", \"norm\": \"tv\", \"scheme\": " scheme \
+       ", \"t_states\": [0,1]" extra "}]}"
+
+static void adaptive_keys_are_read_with_defaults(void **state) {
+  (void)state;
+  dynb__net_spec *s = &spec_a;
+  parse_ok(ADAPT("\"dopri5\"", ""), s);
+  assert_true(s->blocks[0].tableau.embedded);
+  assert_true(s->blocks[0].rtol == 1e-3 && s->blocks[0].atol == 1e-4);
+  assert_int_equal(s->blocks[0].max_steps, 100);
+  assert_int_equal(s->blocks[0].gradient, DYNB_GRADIENT_DISCRETE);
+  parse_ok(ADAPT("\"bosh3\"", ", \"rtol\": 0, \"atol\": 1e-9, \"max_steps\": 1, "
+                              "\"gradient\": \"adjoint\""),
+           s);
+  assert_true(s->blocks[0].rtol == 0 && s->blocks[0].atol == 1e-9);
+  assert_int_equal(s->blocks[0].max_steps, 1);
+  assert_int_equal(s->blocks[0].gradient, DYNB_GRADIENT_ADJOINT);
+  /* gradient applies to fixed-step blocks too; the tolerances stay zero. */
+  parse_ok(ADAPT("\"rk4\"", ", \"gradient\": \"adjoint\""), s);
+  assert_int_equal(s->blocks[0].gradient, DYNB_GRADIENT_ADJOINT);
+  assert_true(s->blocks[0].rtol == 0 && s->blocks[0].max_steps == 0);
+  parse_ok(ADAPT("{\"c\": [0, 1], \"A\": [[0, 0], [1, 0]], \"b\": [0.5, 0.5], "
+                 "\"b_err\": [1, 0], \"order\": 2}",
+                 ", \"rtol\": 1e-6"),
+           s);
+  assert_true(s->blocks[0].tableau.embedded && s->blocks[0].tableau.order == 2);
+  assert_true(s->blocks[0].tableau.b_err[0] == 1 && s->blocks[0].rtol == 1e-6);
+  check_round_trip(ADAPT("\"dopri5\"", ", \"rtol\": 1e-7, \"gradient\": \"adjoint\""));
+  check_round_trip(ADAPT("{\"c\": [0, 1], \"A\": [[0, 0], [1, 0]], \"b\": [0.5, 0.5], "
+                         "\"b_err\": [1, 0], \"order\": 2}",
+                         ", \"max_steps\": 7"));
+}
+
+static void adaptive_errors_name_the_key(void **state) {
+  (void)state;
+  static const bad_case cases[] = {
+      {ADAPT("{\"c\": [0, 1], \"A\": [[0, 0], [1, 0]], \"b\": [0.5, 0.5]}", ", \"rtol\": 1e-3"),
+       "blocks[0].rtol: only for an adaptive scheme"},
+      {ADAPT("\"rk4\"", ", \"atol\": 1e-3"),
+       "blocks[0].atol: only for an adaptive scheme (an embedded pair: dopri5, bosh3, "
+       "heun_euler, or a custom scheme with b_err); scheme 'rk4' takes fixed steps"},
+      {ADAPT("\"euler\"", ", \"max_steps\": 5"), "blocks[0].max_steps: only for an adaptive"},
+      {ADAPT("\"dopri5\"", ", \"max_steps\": 0"), "blocks[0].max_steps: must be an integer in 1..4096, got 0"},
+      {ADAPT("\"dopri5\"", ", \"max_steps\": -3"), "blocks[0].max_steps: must be an integer in 1..4096"},
+      {ADAPT("\"dopri5\"", ", \"max_steps\": 4097"), "blocks[0].max_steps: must be an integer in 1..4096"},
+      {ADAPT("\"dopri5\"", ", \"rtol\": -1e-3"), "blocks[0].rtol: must be a finite number >= 0"},
+      {ADAPT("\"dopri5\"", ", \"atol\": 0"), "blocks[0].atol: must be a finite number > 0"},
+      {ADAPT("\"dopri5\"", ", \"atol\": \"1e-3\""), "blocks[0].atol: must be a finite number > 0"},
+      {ADAPT("\"dopri5\"", ", \"rtol\": 1e400"), "blocks[0].rtol: must be a finite number"},
+      {ADAPT("\"dopri5\"", ", \"gradient\": \"backsolve\""),
+       "blocks[0].gradient: unknown value 'backsolve' (one of discrete, adjoint)"},
+      {ADAPT("\"dopri5\"", ", \"gradient\": 1"), "blocks[0].gradient: must be a string"},
+      {HEAD "\"blocks\": [{\"width\": 4, \"layer\": \"double\", \"norm\": \"batch\", "
+            "\"scheme\": \"heun_euler\", \"t_states\": [0,1]}]}",
+       "blocks[0].norm: batch norm cannot be used in an adaptive block (scheme 'heun_euler')"},
+      {ADAPT("{\"c\": [0, 1], \"A\": [[0, 0], [1, 0]], \"b\": [0.5, 0.5], \"b_err\": [1, 0]}", ""),
+       "blocks[0].scheme.order: missing (required with b_err"},
+      {ADAPT("{\"c\": [0, 1], \"A\": [[0, 0], [1, 0]], \"b\": [0.5, 0.5], \"order\": 2}", ""),
+       "blocks[0].scheme.order: only for an embedded scheme: give b_err too"},
+      {ADAPT("{\"c\": [0, 1], \"A\": [[0, 0], [1, 0]], \"b\": [0.5, 0.5], \"b_err\": [1], "
+             "\"order\": 2}", ""),
+       "blocks[0].scheme: b_err has 1 entries for 2 stages"},
+      {ADAPT("{\"c\": [0, 1], \"A\": [[0, 0], [1, 0]], \"b\": [0.5, 0.5], \"b_err\": [0.5, 0.5], "
+             "\"order\": 2}", ""),
+       "blocks[0].scheme: b_err equals b"},
+      {ADAPT("{\"c\": [0, 1], \"A\": [[0, 0], [1, 0]], \"b\": [0.5, 0.5], \"b_err\": [1, 0], "
+             "\"order\": 0}", ""),
+       "blocks[0].scheme.order: must be an integer in 1..16, got 0"},
+      {ADAPT("{\"c\": [0, 1], \"A\": [[0, 0], [1, 0]], \"b\": [0.5, 0.5], \"b_err\": [1, \"x\"], "
+             "\"order\": 2}", ""),
+       "blocks[0].scheme.b_err[1]: must be a number"},
+  };
+  RUN_BAD(cases);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(spec_example_parses_with_defaults),
@@ -862,6 +940,8 @@ int main(void) {
       cmocka_unit_test(allocation_failures_are_clean),
       cmocka_unit_test(bad_arguments),
       cmocka_unit_test(shipped_specs_parse),
+      cmocka_unit_test(adaptive_keys_are_read_with_defaults),
+      cmocka_unit_test(adaptive_errors_name_the_key),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

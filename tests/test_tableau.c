@@ -437,6 +437,121 @@ static void custom_bad_arguments(void **state) {
   assert_string_equal(tiny, "c[1] "); /* truncated, terminated */
 }
 
+/* ---- embedded pairs (SPEC §1.5) ------------------------------------------------ */
+
+/* The pairs as published (Dormand & Prince 1980, Table 2 for dopri5;
+ * Bogacki & Shampine 1989 for bosh3; Heun with Euler embedded), typed in
+ * again here: b is the higher-order solution, b_err the embedded one. */
+static const struct {
+  const char *name;
+  int stages, order;
+  double c[7], b[7], b_err[7];
+  double a_last[7]; /* the last row of A, the one with the most entries */
+} pairs[] = {
+    {"dopri5", 7, 5, {0, 0.2, 0.3, 0.8, 8.0 / 9.0, 1, 1},
+     {35.0 / 384.0, 0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0, 0},
+     {5179.0 / 57600.0, 0, 7571.0 / 16695.0, 393.0 / 640.0, -92097.0 / 339200.0,
+      187.0 / 2100.0, 1.0 / 40.0},
+     {35.0 / 384.0, 0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0, 0}},
+    {"bosh3", 4, 3, {0, 0.5, 0.75, 1}, {2.0 / 9.0, 1.0 / 3.0, 4.0 / 9.0, 0},
+     {7.0 / 24.0, 0.25, 1.0 / 3.0, 0.125}, {2.0 / 9.0, 1.0 / 3.0, 4.0 / 9.0, 0}},
+    {"heun_euler", 2, 2, {0, 1}, {0.5, 0.5}, {1, 0}, {1, 0}},
+};
+#define NPAIRS (int)(sizeof pairs / sizeof *pairs)
+
+/* Largest |Φ − 1/γ| allowed for a condition that holds. dopri5's entries
+ * reach |355/33| ≈ 10.8 and the fifth-order weights multiply up to four of
+ * them before cancelling to O(1), so terms of size ~10^3 are each rounded
+ * (2^-53 ≈ 1.1e-16 relative): ~1e-13 in all; 1e-12 leaves a margin, and a
+ * wrong coefficient moves Φ by >= 1e-4 (the smallest fraction here is
+ * 1/339200 ≈ 3e-6 of a coefficient, times weights of order 1e-1..1e1). */
+#define PAIR_TOL 1e-12
+
+static void check_order(const dynb__tableau *t, const char *which, int order) {
+  double phi[NTREE], worst_next = 0;
+  weights(t, phi);
+  for (int q = 0; q < NTREE; q++) {
+    double e = fabs(phi[q] - trees[q].want);
+    if (trees[q].order <= order && e > PAIR_TOL)
+      fail_msg("%s %s: %s = %.17g, want %.17g", t->name, which, trees[q].what, phi[q],
+               trees[q].want);
+    if (trees[q].order == order + 1 && e > worst_next) worst_next = e;
+  }
+  /* Trees of order 6 are not tabulated: dopri5's b is checked up to 5 only.
+   * Dormand and Prince chose b_err nearly fifth order: its largest miss,
+   * worked out in rational arithmetic, is b_err·AAAc − 1/120 = 97/120000
+   * ≈ 8.1e-4, so the bar for "clearly fails" is 1e-4 here, still 10^8
+   * times PAIR_TOL. */
+  if (order < 5 && worst_next < 1e-4)
+    fail_msg("%s %s: every order-%d condition holds", t->name, which, order + 1);
+  printf("maxerr %s %s order conditions <= %d: ok; worst order-%d miss %.4g\n", t->name, which,
+         order, order + 1, worst_next);
+}
+
+/* Coefficients as published (to one rounding of the same fraction: exact
+ * comparison), b of the declared order, b_err of one order less, rows of A
+ * summing to c. */
+static void embedded_pairs_are_published_and_of_their_order(void **state) {
+  (void)state;
+  for (int k = 0; k < NPAIRS; k++) {
+    dynb__tableau t = builtin(pairs[k].name);
+    assert_string_equal(t.name, pairs[k].name);
+    assert_true(t.embedded);
+    assert_int_equal(t.stages, pairs[k].stages);
+    assert_int_equal(t.order, pairs[k].order);
+    int s = t.stages;
+    for (int i = 0; i < DYNB_MAX_STAGES; i++) {
+      bool in = i < s;
+      assert_true(t.c[i] == (in ? pairs[k].c[i] : 0));
+      assert_true(t.b[i] == (in ? pairs[k].b[i] : 0));
+      assert_true(t.b_err[i] == (in ? pairs[k].b_err[i] : 0));
+      if (in) assert_true(t.a[s - 1][i] == pairs[k].a_last[i]);
+      double row = 0;
+      for (int j = 0; j < DYNB_MAX_STAGES; j++) {
+        if (j >= i || !in) assert_true(t.a[i][j] == 0);
+        row += t.a[i][j];
+      }
+      if (fabs(row - t.c[i]) > PAIR_TOL)
+        fail_msg("%s: row %d of A sums to %.17g, c = %.17g", t.name, i, row, t.c[i]);
+    }
+    check_order(&t, "b", t.order);
+    dynb__tableau low = t;
+    memcpy(low.b, t.b_err, sizeof low.b);
+    check_order(&low, "b_err", t.order - 1);
+  }
+  /* The fixed-step built-ins are not embedded. */
+  for (int k = 0; k < NBUILTIN; k++) assert_false(builtin(builtin_names[k]).embedded);
+  for (int k = 0; k < NPAIRS; k++)
+    assert_non_null(strstr(DYNB_TABLEAU_EMBEDDED_NAMES, pairs[k].name));
+}
+
+/* The embedded part of a custom tableau: checked entry by entry, and a
+ * rejection leaves the tableau as it was. */
+static void custom_embedded_is_validated(void **state) {
+  (void)state;
+  dynb__tableau t = builtin("heun"), before;
+  char err[256];
+  const double ok[2] = {1, 0}, same[2] = {0.5, 0.5}, nan2[2] = {1, NAN};
+  before = t;
+  assert_int_equal(dynb__tableau_set_embedded(&t, ok, 1, 2, err, sizeof err),
+                   DYNB_STATUS_SPEC_ERROR);
+  assert_non_null(strstr(err, "b_err has 1 entries for 2 stages"));
+  assert_int_equal(dynb__tableau_set_embedded(&t, nan2, 2, 2, err, sizeof err),
+                   DYNB_STATUS_SPEC_ERROR);
+  assert_non_null(strstr(err, "b_err[1] = nan is not finite"));
+  assert_int_equal(dynb__tableau_set_embedded(&t, same, 2, 2, err, sizeof err),
+                   DYNB_STATUS_SPEC_ERROR);
+  assert_non_null(strstr(err, "b_err equals b"));
+  assert_int_equal(dynb__tableau_set_embedded(&t, ok, 2, 0, err, sizeof err),
+                   DYNB_STATUS_SPEC_ERROR);
+  assert_non_null(strstr(err, "order 0 is outside"));
+  assert_memory_equal(&t, &before, sizeof t);
+  assert_int_equal(dynb__tableau_set_embedded(&t, ok, 2, 2, err, sizeof err), DYNB_OK);
+  assert_true(t.embedded && t.order == 2 && t.b_err[0] == 1 && t.b_err[1] == 0);
+  assert_int_equal(dynb__tableau_set_embedded(NULL, ok, 2, 2, err, sizeof err),
+                   DYNB_STATUS_INVALID_ARGUMENT);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(builtins_have_published_coefficients),
@@ -448,6 +563,8 @@ int main(void) {
       cmocka_unit_test(custom_max_stages_is_accepted),
       cmocka_unit_test(custom_rejections_name_the_entry),
       cmocka_unit_test(custom_bad_arguments),
+      cmocka_unit_test(embedded_pairs_are_published_and_of_their_order),
+      cmocka_unit_test(custom_embedded_is_validated),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -119,6 +119,42 @@ DYNB_API dynb_status dynb_net_param_set(dynb_net *net, const char *name, dynb_dt
 DYNB_API dynb_status dynb_net_grad_get(dynb_net *net, const char *name, dynb_dtype host_dtype,
                                        void *host, size_t count);
 
+/** Multilevel training (SPEC §1.1): cuts every interval of every block's
+ * state grid and control grid into `factor` equal parts. The new control
+ * points are θ(t) of the old ones at their times, so θ(t) does not change
+ * and the old points keep their values exactly; each new layer evaluation
+ * (step, stage) takes the batch-norm running statistics of the old
+ * evaluation nearest in time. Gradients become zero. The network's tensors
+ * are renamed and resized (dynb_net_param_count and names change), and the
+ * spec that dynb_net_save writes holds the new grids.
+ * @param net the network; it must have no live plan or optimiser.
+ * @param factor 1 (nothing changes) or more; the grids must stay within
+ *        4096 points.
+ * @return DYNB_OK, DYNB_STATUS_MISUSE (NULL net, or plans or optimisers
+ *         alive), DYNB_STATUS_INVALID_ARGUMENT (factor below 1, or grids too
+ *         long: the message names the block), DYNB_STATUS_OUT_OF_DEVICE_MEMORY.
+ *         Sizes are checked before anything changes. Since: 0.1 */
+DYNB_API dynb_status dynb_net_refine(dynb_net *net, int factor);
+
+/** Re-discretises block `block` (or every block, with -1) onto new grids,
+ * as dynb_net_refine does: new control points θ(t) of the old ones,
+ * running statistics from the nearest old evaluation, gradients zero.
+ * @param net the network; it must have no live plan or optimiser.
+ * @param block 0 .. blocks-1, or -1 for every block.
+ * @param t_states (borrowed) nstates strictly increasing finite times
+ *        (nstates >= 2), or NULL to keep each block's state grid.
+ * @param nstates points of t_states.
+ * @param t_controls (borrowed) ncontrols strictly increasing finite times
+ *        (ncontrols >= 1), or NULL for the new state grid (a spec's default).
+ *        At least one of the two grids must be given.
+ * @param ncontrols points of t_controls.
+ * @return DYNB_OK, DYNB_STATUS_MISUSE, DYNB_STATUS_INVALID_ARGUMENT (no
+ *         such block, no grid), DYNB_STATUS_SPEC_ERROR (a grid not strictly
+ *         increasing, not finite or of a bad length: the message names the
+ *         block and the grid), DYNB_STATUS_OUT_OF_DEVICE_MEMORY. Since: 0.1 */
+DYNB_API dynb_status dynb_net_regrid(dynb_net *net, int block, const double *t_states,
+                                     int nstates, const double *t_controls, int ncontrols);
+
 #ifdef __cplusplus
 }
 #endif

@@ -26,7 +26,12 @@ typedef struct dynb_plan dynb_plan;
  * for bit. */
 typedef enum dynb_memory_mode {
   DYNB_MEMORY_STORE = 0,     /**< keep every intermediate */
-  DYNB_MEMORY_CHECKPOINT = 1 /**< keep step inputs, recompute the rest */
+  DYNB_MEMORY_CHECKPOINT = 1, /**< keep step inputs, recompute the rest */
+  /** Reversible blocks (leapfrog) keep only their last two states and
+   * rebuild the others backward (memory flat in the number of steps;
+   * gradients equal up to the rounding of the rebuild, see
+   * dynb_plan_reconstruction_error); other blocks checkpoint. Since: 0.2 */
+  DYNB_MEMORY_RECONSTRUCT = 2
 } dynb_memory_mode;
 
 /** How a forward pass treats batch norms. */

@@ -219,3 +219,52 @@ dynb_status dynb_net_param_set(dynb_net *net, const char *name, dynb_dtype host_
   dynb__free(net->ctx, tmp);
   return st;
 }
+
+/* ---- re-discretisation ---------------------------------------------------------- */
+
+static dynb_status check_unshared(dynb_net *net, const char *fn) {
+  DYNB_CHECK(net->ctx, net->children == 0, DYNB_STATUS_MISUSE,
+             "%s: %d plans or optimisers of this network are alive; free them first (they "
+             "hold its tensors, which change)", fn, net->children);
+  return DYNB_OK;
+}
+
+dynb_status dynb_net_refine(dynb_net *net, int factor) {
+  DYNB__API_HANDLE(net);
+  DYNB_TRY(check_unshared(net, "dynb_net_refine"));
+  char err[300];
+  dynb_status st = dynb__net_refine(net->net, factor, err, sizeof err);
+  net->has_grads = false;
+  return st;
+}
+
+dynb_status dynb_net_regrid(dynb_net *net, int block, const double *t_states, int nstates,
+                            const double *t_controls, int ncontrols) {
+  DYNB__API_HANDLE(net);
+  DYNB_TRY(check_unshared(net, "dynb_net_regrid"));
+  dynb__net *n = net->net;
+  DYNB_CHECK(net->ctx, t_states || t_controls, DYNB_STATUS_INVALID_ARGUMENT,
+             "dynb_net_regrid: neither t_states nor t_controls is given");
+  DYNB_CHECK(net->ctx, block >= -1 && block < n->spec.nblocks, DYNB_STATUS_INVALID_ARGUMENT,
+             "dynb_net_regrid: block %d does not exist (the network has %d; -1 means all)",
+             block, n->spec.nblocks);
+  char err[300];
+  net->has_grads = false;
+  for (int b = block < 0 ? 0 : block; b < (block < 0 ? n->spec.nblocks : block + 1); b++) {
+    const dynb__block_spec *bs = &n->spec.blocks[b];
+    /* A kept grid is read from the spec, which regrid rewrites: copy it. */
+    double *keep = NULL;
+    const double *ts = t_states, *tc = t_controls ? t_controls : t_states;
+    int ns = nstates, nc = t_controls ? ncontrols : nstates;
+    if (!t_states) {
+      keep = dynb__alloc(net->ctx, (size_t)bs->nstates * sizeof *keep);
+      DYNB_CHECK(net->ctx, keep, DYNB_STATUS_OUT_OF_HOST_MEMORY, "dynb_net_regrid: no memory");
+      memcpy(keep, bs->t_states, (size_t)bs->nstates * sizeof *keep);
+      ts = keep, ns = bs->nstates;
+    }
+    dynb_status st = dynb__net_regrid(n, b, ns, ts, nc, tc, err, sizeof err);
+    dynb__free(net->ctx, keep);
+    DYNB_TRY(st);
+  }
+  return DYNB_OK;
+}

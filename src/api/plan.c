@@ -12,7 +12,8 @@ dynb_status dynb_plan_build(dynb_net *net, int64_t batch, dynb_memory_mode mode,
    * them from under the first. */
   DYNB_CHECK(ctx, !net->plan, DYNB_STATUS_MISUSE,
              "dynb_plan_build: the network already has a plan; free it first");
-  DYNB_CHECK(ctx, mode == DYNB_MEMORY_STORE || mode == DYNB_MEMORY_CHECKPOINT,
+  DYNB_CHECK(ctx, mode == DYNB_MEMORY_STORE || mode == DYNB_MEMORY_CHECKPOINT ||
+                      mode == DYNB_MEMORY_RECONSTRUCT,
              DYNB_STATUS_INVALID_ARGUMENT, "dynb_plan_build: unknown memory mode %d", (int)mode);
   DYNB_CHECK(ctx, batch >= 1 && batch <= INT32_MAX, DYNB_STATUS_INVALID_ARGUMENT,
              "dynb_plan_build: batch %lld outside 1..%d", (long long)batch, INT32_MAX);

@@ -15,18 +15,42 @@
  * t + c[i] h), y' = y + h Σ_i b[i] K_i. A is stored dense, row-major
  * s×s, strictly lower triangular. `order` is the classical order of the
  * built-ins (0 when unknown, for custom tableaux). */
+/* The kind of integrator a scheme names (integrator.h picks the code):
+ * explicit Runge–Kutta from (c, A, b); the reversible two-step leapfrog of
+ * SPEC §1.4 (one evaluation per step at c = 0, kept as a one-stage tableau
+ * so that running statistics and re-discretisation treat it like one). */
+typedef enum dynb__scheme_kind {
+  DYNB_SCHEME_RK = 0,
+  DYNB_SCHEME_LEAPFROG = 1
+} dynb__scheme_kind;
+
 typedef struct dynb__tableau {
   char name[32];
+  dynb__scheme_kind kind; /* zero (RK) for every tableau built from (c, A, b) */
   int stages;
   int order;
   double c[DYNB_MAX_STAGES];
   double a[DYNB_MAX_STAGES][DYNB_MAX_STAGES];
   double b[DYNB_MAX_STAGES];
+  /* Embedded pairs (SPEC §1.5): b_err is the lower-order solution's weights
+   * and `order` that of b; the error estimate of a step is
+   * h Σ (b_i − b_err_i) K_i. Zero and false for fixed-step tableaux. */
+  bool embedded;
+  double b_err[DYNB_MAX_STAGES];
+  /* Control settings of an embedded pair, carried with it to the block's
+   * integrator (integrator_adaptive.c): the spec's rtol, atol, max_steps
+   * (defaults 1e-3, 1e-4, 100 from dynb__tableau_embedded and
+   * dynb__tableau_set_embedded). */
+  double rtol, atol;
+  int max_steps;
 } dynb__tableau;
 
 /* Built-in names, in one list: euler (alias rk1), midpoint, heun, rk3
  * (Kutta's third order), ssprk3, rk4 (classic), rk38 (3/8 rule). */
-#define DYNB_TABLEAU_NAMES "euler, rk1, midpoint, heun, rk3, ssprk3, rk4, rk38"
+#define DYNB_TABLEAU_NAMES "euler, rk1, midpoint, heun, rk3, ssprk3, rk4, rk38, leapfrog" DYNB_TABLEAU_EMBEDDED_NAMES
+/* The embedded pairs (tableau_embedded.c): dopri5 (Dormand–Prince 5(4)),
+ * bosh3 (Bogacki–Shampine 3(2)), heun_euler (2(1)). */
+#define DYNB_TABLEAU_EMBEDDED_NAMES ", dopri5, bosh3, heun_euler"
 
 /* Fills `out` with the built-in tableau `name`; false when unknown. */
 bool dynb__tableau_builtin(const char *name, dynb__tableau *out);
@@ -39,6 +63,16 @@ bool dynb__tableau_builtin(const char *name, dynb__tableau *out);
 dynb_status dynb__tableau_custom(const double *c, int len_c, const double *a, int a_rows,
                                  int a_cols, const double *b, int len_b, dynb__tableau *out,
                                  char *err, size_t errlen);
+/* Fills `out` with the embedded pair `name` (one of
+ * DYNB_TABLEAU_EMBEDDED_NAMES); false when unknown. dynb__tableau_builtin
+ * falls back to it, so callers need not. */
+bool dynb__tableau_embedded(const char *name, dynb__tableau *out);
+/* Makes a (custom) tableau embedded: b_err of len == stages finite entries,
+ * not all equal to b, and `order` (1..DYNB_MAX_STAGES), the order of b's
+ * solution that the step-size controller's exponent needs. Reason in err
+ * and DYNB_STATUS_SPEC_ERROR on failure, t unchanged. */
+dynb_status dynb__tableau_set_embedded(dynb__tableau *t, const double *b_err, int len, int order,
+                                       char *err, size_t errlen);
 
 
 /* ---- Layer functions (layer.c) -------------------------------------------- */
@@ -207,6 +241,10 @@ dynb_status dynb__block_forward(dynb__block *b, const dynb__tensor *x, const dyn
 dynb_status dynb__block_backward(dynb__block *b, const dynb__tensor *x, const dynb__tensor *dout,
                                  const dynb__tensor *dx);
 
+/* After a backward in reconstruct mode: the largest |rebuilt Y_0 − x| over
+ * max |x| (0 where nothing was rebuilt: other schemes or modes, one step). */
+dynb_status dynb__block_reconstruction_error(dynb__block *b, const dynb__tensor *x, double *err);
+
 /* Device tensors of the block: controls and gradients [J, P]; running
  * statistics [K, s, norms, 2, C] (NULL view mem when the layer has no batch
  * norm). Borrowed; valid until rediscretise or free. */
@@ -222,6 +260,14 @@ size_t dynb__block_param_count(const dynb__block *b); /* P, per control point */
 dynb_status dynb__block_rediscretise(dynb__block *b, int nstates, const double *t_states,
                                      int ncontrols, const double *t_controls, char *err,
                                      size_t errlen);
+
+/* How a block's backward pass is computed (SPEC §1.5): the exact gradient
+ * of the steps that ran (discretise-then-optimise), or the continuous
+ * adjoint solved backward (optimise-then-discretise). */
+typedef enum dynb__gradient_mode {
+  DYNB_GRADIENT_DISCRETE = 0,
+  DYNB_GRADIENT_ADJOINT = 1,
+} dynb__gradient_mode;
 
 /* ---- Network spec (spec.c) ---------------------------------------------------- */
 
@@ -239,6 +285,12 @@ typedef struct dynb__block_spec {
   int nstates, ncontrols;
   double t_states[DYNB_MAX_TIME_POINTS];
   double t_controls[DYNB_MAX_TIME_POINTS];
+  /* Adaptive steps (SPEC §1.5): tolerances and step cap, read only for an
+   * embedded scheme (rtol 1e-3, atol 1e-4, max_steps 100 by default, zero
+   * otherwise), and the gradient mode of any block. */
+  double rtol, atol;
+  int max_steps;
+  dynb__gradient_mode gradient;
 } dynb__block_spec;
 
 /* A whole network as the JSON spec of SPEC §3 describes it. Every field is
@@ -330,6 +382,20 @@ dynb_status dynb__net_zero_grads(dynb__net *net);
  * time and their statistics belong to each (step, stage), so no single
  * convolution owns them. */
 dynb_status dynb__net_fold_batch_norms(dynb__net *net);
+/* Re-discretisation (SPEC §1.1) of block bi: new grids (validated as a
+ * spec's; the reason in err and on the context), new control points θ(t)
+ * of the old ones, running statistics from the nearest old evaluation
+ * (dynb__block_rediscretise). The spec and the tensor list follow; views
+ * taken before (plans, optimisers, health checks) are invalid after. */
+dynb_status dynb__net_regrid(dynb__net *net, int bi, int nstates, const double *t_states,
+                             int ncontrols, const double *t_controls, char *err, size_t errlen);
+/* Every block's every interval of t_states and t_controls cut into
+ * `factor` equal parts (factor >= 1; the old points stay, exactly). Sizes
+ * are checked for all blocks before any changes. */
+dynb_status dynb__net_refine(dynb__net *net, int factor, char *err, size_t errlen);
+/* out = t[0..n) with each interval cut into `factor` equal parts; returns
+ * the count, (n - 1) * factor + 1. */
+int dynb__grid_refine(const double *t, int n, int factor, double *out);
 
 /* ---- Normalisation dispatch (norm.c) ------------------------------------------- */
 
@@ -363,5 +429,55 @@ dynb_status dynb__norm_backward(dynb_ctx *ctx, const dynb__norm_args *n, const d
                                 const dynb__tensor *da, const dynb__tensor *dz,
                                 const dynb__tensor *dweight, const dynb__tensor *dbias,
                                 const dynb__tensor **dz_out);
+
+/* ---- Step-size controller of adaptive blocks (controller.c) ------------------- */
+
+/* The controller of SPEC §1.5 as pure host functions (formulas, and where
+ * they follow torchdiffeq, at the top of controller.c). The error of a step
+ * is reduced to Σ (err/tol)² and an element count, so that partial sums
+ * from several devices or replicas add up before dynb__ctrl_ratio. */
+double dynb__ctrl_sumsq(size_t n, const double *err, const double *y0, const double *y1,
+                        double rtol, double atol);
+/* r = sqrt(sumsq / count); 0 for count 0. */
+double dynb__ctrl_ratio(double sumsq, double count);
+/* min(10, max(0.2, 0.9·r^(−1/order))), at least 1 when accepted; 10 for r = 0. */
+double dynb__ctrl_factor(double r, int order, bool accepted);
+/* Hairer's first step in two parts: with d0 = rms(y0/scale) and d1 =
+ * rms(f0/scale), scale = atol + rtol·|y0|, the trial h0; then, with d2 =
+ * rms((f(t0 + h0, y0 + h0·f0) − f0)/scale)/h0, the first step (at most
+ * 100·h0 and at most span, the length of the interval). */
+double dynb__ctrl_first_guess(double d0, double d1);
+double dynb__ctrl_first_step(double h0, double d1, double d2, int order, double span);
+/* The times where a step must end: t_states and every control time strictly
+ * inside (t_states[0], t_states[end]), merged, ascending, without repeats,
+ * written to out (room for nstates + ncontrols); returns their count. */
+int dynb__ctrl_stops(int nstates, const double *t_states, int ncontrols,
+                     const double *t_controls, double *out);
+
+/* One adaptive solve's stepping state: propose a step, evaluate it, judge
+ * it, until done. Counts attempts (accepted + rejected), which max_steps
+ * bounds. */
+typedef struct dynb__ctrl {
+  const double *stops; /* borrowed */
+  int nstops, next;    /* next: index of the stop the current step heads for */
+  int order, max_steps;
+  double t, h;         /* current time; proposed size of the next step */
+  double h_try;        /* the step being tried */
+  bool clipped;        /* h_try was cut to end on stops[next] */
+  int attempts, accepted, rejected;
+} dynb__ctrl;
+
+void dynb__ctrl_start(dynb__ctrl *c, const double *stops, int nstops, int order, int max_steps,
+                      double h);
+bool dynb__ctrl_done(const dynb__ctrl *c);
+/* The next step to try, (t, h), cut to end on the next stop. Fails with
+ * DYNB_STATUS_PARAM_OUT_OF_BOUND once max_steps attempts are spent (the
+ * message gives t and the counts; the caller names the block) and with
+ * DYNB_STATUS_NON_FINITE when the step underflows. */
+dynb_status dynb__ctrl_propose(dynb__ctrl *c, double *t, double *h, char *err, size_t errlen);
+/* Judges the step just tried by its error ratio r: accepts (advancing t,
+ * exactly onto the stop when cut to one) if r <= 1, and sizes the next.
+ * A NaN or infinite r fails with DYNB_STATUS_NON_FINITE. */
+dynb_status dynb__ctrl_judge(dynb__ctrl *c, double r, bool *accepted, char *err, size_t errlen);
 
 #endif

@@ -127,6 +127,10 @@ static dynb_status net_build(dynb__net *net) {
   char err[256], prefix[32];
   for (int b = 0; b < sp->nblocks; b++) {
     const dynb__block_spec *bs = &sp->blocks[b];
+    /* The continuous adjoint (SPEC §1.5) is parsed but not implemented:
+     * refused here rather than silently trained with the discrete gradient. */
+    DYNB_CHECK(net->ctx, bs->gradient == DYNB_GRADIENT_DISCRETE, DYNB_STATUS_UNSUPPORTED,
+               "blocks[%d].gradient: 'adjoint' is not implemented yet (issue 15)", b);
     dynb__block_desc d = {bs->layer, bs->tableau, bs->nstates, bs->t_states, bs->ncontrols,
                           bs->t_controls};
     DYNB_TRY(dynb__block_create(net->ctx, &d, net->real, &net->blocks[b], err, sizeof err));
@@ -319,5 +323,110 @@ dynb_status dynb__net_fold_batch_norms(dynb__net *net) {
     unit_forget_norm(&net->connect[b]);
   }
   if (all) net->spec.connect_norm = DYNB_NORM_NONE;
+  return DYNB_OK;
+}
+
+/* ---- re-discretisation (SPEC §1.1) ------------------------------------------------- */
+
+/* Named tensors block `bi` would list over nstates/ncontrols points. */
+static size_t block_tensor_count(const dynb__block_spec *bs, int nstates, int ncontrols) {
+  size_t P = 0;
+  size_t ne = (size_t)dynb__layer_params(&bs->layer, NULL, &P);
+  size_t nbn = (size_t)dynb__layer_batch_norms(&bs->layer);
+  return (size_t)ncontrols * ne + (size_t)(nstates - 1) * (size_t)bs->tableau.stages * nbn * 2;
+}
+
+/* Lists the tensors again in the same order, block bi's anew (its buffers
+ * were replaced); `fresh` has room for all of them, so nothing can fail
+ * half-way. The other entries (and their absence after a fold) carry over. */
+static dynb_status relist(dynb__net *net, int bi, dynb__net_tensor *fresh, size_t cap) {
+  dynb__net_tensor *old = net->tensors;
+  size_t nold = net->ntensors;
+  char prefix[32];
+  snprintf(prefix, sizeof prefix, "blocks.%d.", bi);
+  size_t plen = strlen(prefix);
+  net->tensors = fresh, net->ntensors = 0;
+  tensor_list l = {net, cap};
+  bool listed = false;
+  dynb_status st = DYNB_OK;
+  for (size_t i = 0; st == DYNB_OK && i < nold; i++) {
+    const dynb__net_tensor *t = &old[i];
+    if (strncmp(t->name, prefix, plen) == 0) {
+      if (!listed) st = list_block(&l, bi);
+      listed = true;
+      continue;
+    }
+    st = push(&l, t->name, &t->value, t->trainable ? &t->grad : NULL, t->is_norm);
+  }
+  dynb__free(net->ctx, old);
+  return st;
+}
+
+dynb_status dynb__net_regrid(dynb__net *net, int bi, int nstates, const double *t_states,
+                             int ncontrols, const double *t_controls, char *err, size_t errlen) {
+  if (errlen) err[0] = 0;
+  if (bi < 0 || bi >= net->spec.nblocks) {
+    snprintf(err, errlen, "block %d does not exist (the network has %d)", bi, net->spec.nblocks);
+    return dynb__fail(net->ctx, DYNB_STATUS_INVALID_ARGUMENT, "%s", err);
+  }
+  dynb__block_spec *bs = &net->spec.blocks[bi];
+  /* Room for the new list first: after the block changes, nothing may fail. */
+  size_t cap = 0;
+  if (nstates >= 2 && ncontrols >= 1 && nstates <= DYNB_MAX_TIME_POINTS &&
+      ncontrols <= DYNB_MAX_TIME_POINTS)
+    cap = net->ntensors - block_tensor_count(bs, bs->nstates, bs->ncontrols) +
+          block_tensor_count(bs, nstates, ncontrols);
+  dynb__net_tensor *fresh = cap ? dynb__calloc(net->ctx, cap, sizeof *fresh) : NULL;
+  if (cap && !fresh) return dynb__fail(net->ctx, DYNB_STATUS_OUT_OF_HOST_MEMORY, "network: no memory");
+  char why[256];
+  dynb_status st = dynb__block_rediscretise(net->blocks[bi], nstates, t_states, ncontrols,
+                                            t_controls, why, sizeof why);
+  if (st != DYNB_OK) {
+    dynb__free(net->ctx, fresh);
+    snprintf(err, errlen, "blocks[%d]: %s", bi, why);
+    return dynb__fail(net->ctx, st, "%s", err);
+  }
+  bs->nstates = nstates, bs->ncontrols = ncontrols;
+  memcpy(bs->t_states, t_states, (size_t)nstates * sizeof *t_states);
+  memcpy(bs->t_controls, t_controls, (size_t)ncontrols * sizeof *t_controls);
+  return relist(net, bi, fresh, cap);
+}
+
+int dynb__grid_refine(const double *t, int n, int factor, double *out) {
+  int m = 0;
+  for (int k = 0; k + 1 < n; k++)
+    for (int i = 0; i < factor; i++) out[m++] = t[k] + (t[k + 1] - t[k]) * ((double)i / factor);
+  out[m++] = t[n - 1];
+  return m;
+}
+
+dynb_status dynb__net_refine(dynb__net *net, int factor, char *err, size_t errlen) {
+  if (errlen) err[0] = 0;
+  for (int b = 0; b < net->spec.nblocks; b++) {
+    const dynb__block_spec *bs = &net->spec.blocks[b];
+    long ns = (long)(bs->nstates - 1) * factor + 1, nc = (long)(bs->ncontrols - 1) * factor + 1;
+    if (factor < 1 || ns > DYNB_MAX_TIME_POINTS || nc > DYNB_MAX_TIME_POINTS) {
+      if (factor < 1)
+        snprintf(err, errlen, "refinement factor must be at least 1, got %d", factor);
+      else
+        snprintf(err, errlen,
+                 "blocks[%d]: refining by %d gives %ld state and %ld control points (at most %d)",
+                 b, factor, ns, nc, DYNB_MAX_TIME_POINTS);
+      return dynb__fail(net->ctx, DYNB_STATUS_INVALID_ARGUMENT, "%s", err);
+    }
+  }
+  for (int b = 0; b < net->spec.nblocks; b++) {
+    const dynb__block_spec *bs = &net->spec.blocks[b];
+    /* On the heap: two grids of DYNB_MAX_TIME_POINTS are too big for a
+     * small thread stack. Computed before regrid writes the spec. */
+    double *ts = dynb__alloc(net->ctx, 2 * DYNB_MAX_TIME_POINTS * sizeof *ts);
+    DYNB_CHECK(net->ctx, ts, DYNB_STATUS_OUT_OF_HOST_MEMORY, "network: no memory");
+    double *tc = ts + DYNB_MAX_TIME_POINTS;
+    int ns = dynb__grid_refine(bs->t_states, bs->nstates, factor, ts);
+    int nc = dynb__grid_refine(bs->t_controls, bs->ncontrols, factor, tc);
+    dynb_status st = dynb__net_regrid(net, b, ns, ts, nc, tc, err, errlen);
+    dynb__free(net->ctx, ts);
+    DYNB_TRY(st);
+  }
   return DYNB_OK;
 }

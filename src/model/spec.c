@@ -211,9 +211,36 @@ static dynb_status get_a(parser *p, const cJSON *A, const char *at, int nc, doub
   return DYNB_OK;
 }
 
+/* The embedded part of a custom tableau (SPEC §1.5): "b_err", the weights of
+ * the lower-order solution, with "order", the order of b's solution (the
+ * controller's exponent needs it and the library does not guess it). Each
+ * needs the other. */
+static dynb_status get_embedded(parser *p, const cJSON *v, const char *at, dynb__tableau *t) {
+  char sub[PATH_CAP];
+  bool has_err = member(v, "b_err") != NULL, has_order = member(v, "order") != NULL;
+  if (!has_err && !has_order) return DYNB_OK;
+  if (!has_err) {
+    join(sub, at, "order");
+    return fail(p, sub, "only for an embedded scheme: give b_err too");
+  }
+  join(sub, at, "order");
+  if (!has_order)
+    return fail(p, sub, "missing (required with b_err: the order of b's solution, 1..%d)",
+                DYNB_MAX_STAGES);
+  int order = 0, ne = 0;
+  DYNB_TRY(get_int(p, v, at, "order", 1, DYNB_MAX_STAGES, true, 0, &order));
+  double be[DYNB_MAX_STAGES];
+  join(sub, at, "b_err");
+  DYNB_TRY(get_numbers(p, member(v, "b_err"), sub, 1, DYNB_MAX_STAGES, be, &ne));
+  char why[256];
+  if (dynb__tableau_set_embedded(t, be, ne, order, why, sizeof why) != DYNB_OK)
+    return fail(p, at, "%s", why);
+  return DYNB_OK;
+}
+
 /* A custom explicit tableau {"c": [...], "A": [[...], ...], "b": [...]}. */
 static dynb_status get_custom(parser *p, const cJSON *v, const char *at, dynb__tableau *t) {
-  static const char *const keys[] = {"c", "A", "b", NULL};
+  static const char *const keys[] = {"c", "A", "b", "b_err", "order", NULL};
   DYNB_TRY(check_keys(p, v, at, keys));
   double c[DYNB_MAX_STAGES], b[DYNB_MAX_STAGES], a[DYNB_MAX_STAGES * DYNB_MAX_STAGES];
   char sub[PATH_CAP];
@@ -232,7 +259,7 @@ static dynb_status get_custom(parser *p, const cJSON *v, const char *at, dynb__t
   char why[256];
   if (dynb__tableau_custom(c, nc, a, rows, cols, b, nb, t, why, sizeof why) != DYNB_OK)
     return fail(p, at, "%s", why);
-  return DYNB_OK;
+  return get_embedded(p, v, at, t);
 }
 
 static dynb_status get_scheme(parser *p, const cJSON *blk, const char *path, dynb__tableau *t) {
@@ -253,13 +280,74 @@ static dynb_status get_scheme(parser *p, const cJSON *blk, const char *path, dyn
 
 /* ---- sections -------------------------------------------------------------------- */
 
+static bool parse_gradient(const char *n, int *o) {
+  if (strcmp(n, "discrete") == 0) return *o = DYNB_GRADIENT_DISCRETE, true;
+  if (strcmp(n, "adjoint") == 0) return *o = DYNB_GRADIENT_ADJOINT, true;
+  return false;
+}
+
+/* A tolerance: finite, > 0 (atol: tol = atol + rtol·|y| must stay positive
+ * where y is 0) or >= 0 (rtol: pure absolute control is fine). */
+static dynb_status get_tol(parser *p, const cJSON *blk, const char *path, const char *key,
+                           bool zero_ok, double def, double *out) {
+  char at[PATH_CAP];
+  join(at, path, key);
+  const cJSON *v = member(blk, key);
+  *out = def;
+  if (!v) return DYNB_OK;
+  double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+  if (!isfinite(d) || d < 0 || (!zero_ok && d == 0))
+    return fail(p, at, "must be a finite number %s 0", zero_ok ? ">=" : ">");
+  *out = d;
+  return DYNB_OK;
+}
+
+/* The keys of SPEC §1.5: rtol, atol and max_steps belong to an embedded
+ * scheme only (a fixed-step block has no error estimate to control), and
+ * batch norm cannot sit in an adaptive block (its running statistics are
+ * per (step, stage), and the steps change from batch to batch). */
+static dynb_status get_adaptive(parser *p, const cJSON *blk, const char *path,
+                                dynb__block_spec *b) {
+  char at[PATH_CAP];
+  int grad = 0;
+  DYNB_TRY(get_name(p, blk, path, "gradient", parse_gradient, "discrete, adjoint", false,
+                    DYNB_GRADIENT_DISCRETE, &grad));
+  b->gradient = (dynb__gradient_mode)grad;
+  if (!b->tableau.embedded) {
+    static const char *const adaptive_keys[] = {"rtol", "atol", "max_steps"};
+    for (int k = 0; k < 3; k++) {
+      if (!member(blk, adaptive_keys[k])) continue;
+      join(at, path, adaptive_keys[k]);
+      return fail(p, at,
+                  "only for an adaptive scheme (an embedded pair:%s, or a custom scheme with "
+                  "b_err); scheme '%s' takes fixed steps",
+                  &DYNB_TABLEAU_EMBEDDED_NAMES[1], b->tableau.name);
+    }
+    return DYNB_OK;
+  }
+  DYNB_TRY(get_tol(p, blk, path, "rtol", true, 1e-3, &b->rtol));
+  DYNB_TRY(get_tol(p, blk, path, "atol", false, 1e-4, &b->atol));
+  DYNB_TRY(get_int(p, blk, path, "max_steps", 1, DYNB_MAX_TIME_POINTS, false, 100,
+                   &b->max_steps));
+  b->tableau.rtol = b->rtol, b->tableau.atol = b->atol, b->tableau.max_steps = b->max_steps;
+  if (b->layer.norm == DYNB_NORM_BATCH) {
+    join(at, path, "norm");
+    return fail(p, at,
+                "batch norm cannot be used in an adaptive block (scheme '%s'): its running "
+                "statistics belong to fixed evaluations; use tv or none",
+                b->tableau.name);
+  }
+  return DYNB_OK;
+}
+
 /* blocks[i]: width, layer, norm, scheme and t_states are required (SPEC §3
  * gives them no default); act, kernel and t_controls have defaults. */
 static dynb_status get_block(parser *p, const cJSON *blk, int index, dynb__block_spec *b) {
   char path[PATH_CAP];
   join_index(path, "blocks", index);
   static const char *const keys[] = {"width", "layer", "norm", "scheme", "t_states",
-                                     "t_controls", "act", "kernel", NULL};
+                                     "t_controls", "act", "kernel", "rtol", "atol",
+                                     "max_steps", "gradient", NULL};
   DYNB_TRY(check_keys(p, blk, path, keys));
   int kind = 0, norm = 0, act = 0, kernel = 3;
   DYNB_TRY(get_int(p, blk, path, "width", 1, DYNB_MAX_WIDTH, true, 0, &b->width));
@@ -283,7 +371,7 @@ static dynb_status get_block(parser *p, const cJSON *blk, int index, dynb__block
   b->layer.act = (dynb_act)act;
   b->layer.channels = b->width;
   b->layer.kernel = kernel;
-  return DYNB_OK;
+  return get_adaptive(p, blk, path, b);
 }
 
 static dynb_status get_blocks(parser *p, const cJSON *root, dynb__net_spec *s) {
@@ -561,6 +649,10 @@ static cJSON *scheme_json(writer *w, const dynb__tableau *t) {
   cJSON *A = put(w, o, "A", cJSON_CreateArray());
   for (int i = 0; w->ok && i < t->stages; i++) append(w, A, numbers_json(w, t->a[i], t->stages));
   put(w, o, "b", numbers_json(w, t->b, t->stages));
+  if (t->embedded) {
+    put(w, o, "b_err", numbers_json(w, t->b_err, t->stages));
+    put(w, o, "order", cJSON_CreateNumber(t->order));
+  }
   return o;
 }
 
@@ -582,6 +674,15 @@ static cJSON *block_json(writer *w, const dynb__block_spec *bs) {
   put(w, o, "t_controls", numbers_json(w, bs->t_controls, bs->ncontrols));
   put_str(w, o, "act", dynb__act_name(bs->layer.act));
   put_int(w, o, "kernel", bs->layer.kernel);
+  /* Only where they mean something: a fixed-step block rejects the
+   * tolerances, and "gradient" is written when it is not the default, so
+   * specs without adaptive blocks keep their canonical text. */
+  if (bs->tableau.embedded) {
+    put(w, o, "rtol", number_json(bs->rtol));
+    put(w, o, "atol", number_json(bs->atol));
+    put_int(w, o, "max_steps", bs->max_steps);
+  }
+  if (bs->gradient == DYNB_GRADIENT_ADJOINT) put_str(w, o, "gradient", "adjoint");
   return o;
 }
 

@@ -14,24 +14,28 @@ typedef struct builtin {
   const char *name, *alias;
   int stages, order;
   double c[4], a[4][4], b[4];
+  dynb__scheme_kind kind;
 } builtin;
 
 static const builtin builtins[] = {
-    {"euler", "rk1", 1, 1, {0}, {{0}}, {1}},
-    {"midpoint", NULL, 2, 2, {0, 1.0 / 2}, {{0}, {1.0 / 2}}, {0, 1}},
+    {"euler", "rk1", 1, 1, {0}, {{0}}, {1}, DYNB_SCHEME_RK},
+    {"midpoint", NULL, 2, 2, {0, 1.0 / 2}, {{0}, {1.0 / 2}}, {0, 1}, DYNB_SCHEME_RK},
     /* Heun's second-order method (explicit trapezoid) */
-    {"heun", NULL, 2, 2, {0, 1}, {{0}, {1}}, {1.0 / 2, 1.0 / 2}},
+    {"heun", NULL, 2, 2, {0, 1}, {{0}, {1}}, {1.0 / 2, 1.0 / 2}, DYNB_SCHEME_RK},
     /* Kutta's third-order method */
     {"rk3", NULL, 3, 3, {0, 1.0 / 2, 1}, {{0}, {1.0 / 2}, {-1, 2}},
-     {1.0 / 6, 2.0 / 3, 1.0 / 6}},
+     {1.0 / 6, 2.0 / 3, 1.0 / 6}, DYNB_SCHEME_RK},
     /* Shu–Osher strong-stability-preserving third order */
     {"ssprk3", NULL, 3, 3, {0, 1, 1.0 / 2}, {{0}, {1}, {1.0 / 4, 1.0 / 4}},
-     {1.0 / 6, 1.0 / 6, 2.0 / 3}},
+     {1.0 / 6, 1.0 / 6, 2.0 / 3}, DYNB_SCHEME_RK},
     {"rk4", NULL, 4, 4, {0, 1.0 / 2, 1.0 / 2, 1}, {{0}, {1.0 / 2}, {0, 1.0 / 2}, {0, 0, 1}},
-     {1.0 / 6, 1.0 / 3, 1.0 / 3, 1.0 / 6}},
+     {1.0 / 6, 1.0 / 3, 1.0 / 3, 1.0 / 6}, DYNB_SCHEME_RK},
     /* Kutta's 3/8 rule */
     {"rk38", NULL, 4, 4, {0, 1.0 / 3, 2.0 / 3, 1}, {{0}, {1.0 / 3}, {-1.0 / 3, 1}, {1, -1, 1}},
-     {1.0 / 8, 3.0 / 8, 3.0 / 8, 1.0 / 8}},
+     {1.0 / 8, 3.0 / 8, 3.0 / 8, 1.0 / 8}, DYNB_SCHEME_RK},
+    /* Reversible (SPEC §1.4): one evaluation per step at tY[k]; b is not
+     * what the integrator uses, only what says "one stage". */
+    {"leapfrog", NULL, 1, 2, {0}, {{0}}, {1}, DYNB_SCHEME_LEAPFROG},
 };
 
 /* Names are matched exactly (case-sensitive), like every other spec key. */
@@ -49,6 +53,7 @@ bool dynb__tableau_builtin(const char *name, dynb__tableau *out) {
     snprintf(out->name, sizeof out->name, "%s", m->name);
     out->stages = m->stages;
     out->order = m->order;
+    out->kind = m->kind;
     for (int i = 0; i < m->stages; i++) {
       out->c[i] = m->c[i];
       out->b[i] = m->b[i];
@@ -56,7 +61,7 @@ bool dynb__tableau_builtin(const char *name, dynb__tableau *out) {
     }
     return true;
   }
-  return false;
+  return dynb__tableau_embedded(name, out);
 }
 
 /* Writes the reason (when the caller gave room for one) and returns `status`. */

@@ -227,6 +227,13 @@ dynb_status dynb__rk_combine_backward(dynb_ctx *ctx, const dynb__tensor *dout,
                                       const dynb__tensor *coef, const dynb__tensor *dy,
                                       const dynb__tensor *dstages, bool acc_dy, bool acc_stages);
 
+/* out = a·x + b·y + c·z, one pass (y, z may be NULL: their terms drop).
+ * All of P elements; out may alias any of them. The states of the
+ * two-step schemes live in separate buffers, hence not rk_combine. */
+dynb_status dynb__lincomb(dynb_ctx *ctx, double a, const dynb__tensor *x, double b,
+                          const dynb__tensor *y, double c, const dynb__tensor *z,
+                          const dynb__tensor *out);
+
 /* ---- Parameter interpolation (interp.c, kernels/param.cl) ---------------- */
 
 /* Where time t falls on a control grid t_controls[0..J-1] (strictly

@@ -75,3 +75,35 @@ dynb_status dynb__rk_combine_backward(dynb_ctx *ctx, const dynb__tensor *dout,
   dynb__arg_int(&l, acc_stages);
   return dynb__launch_1d(&l, (p + 15) / 16); /* RK_CHUNK elements per work-item */
 }
+
+dynb_status dynb__lincomb(dynb_ctx *ctx, double a, const dynb__tensor *x, double b,
+                          const dynb__tensor *y, double c, const dynb__tensor *z,
+                          const dynb__tensor *out) {
+  DYNB_CHECK(ctx, x && out, DYNB_STATUS_INVALID_ARGUMENT, "lincomb: NULL tensor");
+  dynb_dtype dt = out->dtype;
+  DYNB_TRY(dynb__tensor_check(ctx, out, "lincomb: out", dt, -1));
+  size_t p = dynb__tensor_numel(out);
+  const dynb__tensor *in[3] = {x, y, z};
+  static const char *const names[3] = {"lincomb: x", "lincomb: y", "lincomb: z"};
+  for (int j = 0; j < 3; j++) {
+    if (!in[j]) continue;
+    DYNB_TRY(dynb__tensor_check(ctx, in[j], names[j], dt, -1));
+    DYNB_CHECK(ctx, dynb__tensor_numel(in[j]) == p, DYNB_STATUS_SHAPE_MISMATCH,
+               "%s and out differ in size", names[j]);
+  }
+  dynb__tensor none = {0};
+  none.dtype = dt;
+  dynb__launch l;
+  DYNB_TRY(dynb__launch_begin(&l, ctx, "rk", "dynb_lincomb", dt));
+  dynb__arg_int(&l, (int)p);
+  dynb__arg_real(&l, a);
+  dynb__arg_tensor(&l, x);
+  dynb__arg_real(&l, b);
+  dynb__arg_tensor(&l, y ? y : &none);
+  dynb__arg_int(&l, y != NULL);
+  dynb__arg_real(&l, c);
+  dynb__arg_tensor(&l, z ? z : &none);
+  dynb__arg_int(&l, z != NULL);
+  dynb__arg_tensor(&l, out);
+  return dynb__launch_1d(&l, p);
+}

@@ -24,7 +24,11 @@ typedef struct replica {
   dynb__replica_link link;
   int64_t offset, shard;
   double *grads; /* [2 · (ngrad + 2)]: this replica's, then the sums */
-  double compute_s, step_s;
+  double compute_s, step_s, busy_s; /* over the epoch (dynb__group_stats) */
+  double wait_s;                     /* in synced batch norm, running total */
+  double window_busy;                /* over the balancer's window */
+  double rebuild_s;                  /* the last plan build and warm-up */
+  int64_t split[DYNB_MAX_REPLICAS];  /* the split this replica computed */
 } replica;
 
 struct dynb__group {
@@ -44,7 +48,14 @@ struct dynb__group {
    * parameters and optimiser state, so that the replicas stay one model.
    * Identical devices compute the same bits and skip that transfer. */
   bool resync;
+  dynb_memory_mode mode;
   dynb__transport *transport;
+  /* The balancer's window: steps measured, and whether the next step is
+   * skipped (the first after a start or re-split). */
+  int64_t window;
+  bool skip;
+  dynb__busy_fn busy_fn;
+  void *busy_user;
   int64_t lo[DYNB_MAX_REPLICAS + 1]; /* every replica's first row, then the batch */
   replica r[DYNB_MAX_REPLICAS];
 };
@@ -77,9 +88,11 @@ static double now_seconds(void) {
 
 /* ---- shards ---------------------------------------------------------------- */
 
+bool dynb__split_is_auto(const char *text) { return !text || strcmp(text, "auto") == 0; }
+
 dynb_status dynb__split_parse(const char *text, int replicas, int64_t batch, int64_t *shard,
                               char *err, size_t errlen) {
-  if (!text || strcmp(text, "equal") == 0) {
+  if (dynb__split_is_auto(text) || strcmp(text, "equal") == 0) {
     if (batch < replicas) {
       snprintf(err, errlen, "--batch %lld is smaller than the %d devices", (long long)batch,
                replicas);
@@ -87,10 +100,6 @@ dynb_status dynb__split_parse(const char *text, int replicas, int64_t batch, int
     }
     for (int r = 0; r < replicas; r++) shard[r] = batch / replicas + (r < batch % replicas);
     return DYNB_OK;
-  }
-  if (strcmp(text, "auto") == 0) {
-    snprintf(err, errlen, "--split auto (load balancing) is not implemented yet; use equal or N,N,...");
-    return DYNB_STATUS_UNSUPPORTED;
   }
   const char *p = text;
   int64_t sum = 0;
@@ -179,7 +188,12 @@ static dynb_status run_all(dynb__group *g, replica_fn fn, void *arg, const char 
 static dynb_status link_allgather(dynb__replica_link *link, dynb_ctx *ctx, const double *mine,
                                   size_t n, double *all) {
   replica *rep = link->user;
-  return rep->g->transport->allgather(rep->g->transport, rep->index, ctx, mine, n, all);
+  /* Time spent here is waiting for the slower replicas (this replica's own
+   * device work for the statistics is done before the call). */
+  double t0 = now_seconds();
+  dynb_status st = rep->g->transport->allgather(rep->g->transport, rep->index, ctx, mine, n, all);
+  rep->wait_s += now_seconds() - t0;
+  return st;
 }
 
 /* ---- creation ---------------------------------------------------------------- */
@@ -279,6 +293,7 @@ dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64
     rep->g = g, rep->index = g->first + r, rep->net = nets[r];
     rep->offset = g->lo[rep->index], rep->shard = shard[rep->index];
     if (world || r > 0) st = write_all(nets[r], v);
+    double t0 = now_seconds();
     if (st == DYNB_OK) st = dynb__plan_build(nets[r], rep->shard, mode, &rep->plan);
     if (st == DYNB_OK) st = dynb__optimizer_create(nets[r], optim, &rep->opt);
     if (st == DYNB_OK) st = dynb__health_create(nets[r], dynb__plan_loss(rep->plan), &rep->health);
@@ -288,12 +303,15 @@ dynb_status dynb__group_create(dynb__net *const *nets, int replicas, const int64
     }
     /* Warm alone, then put back what the warm-up moved (running statistics). */
     if (st == DYNB_OK) st = warm(rep);
+    rep->rebuild_s = now_seconds() - t0;
     if (st == DYNB_OK) st = write_all(nets[r], v);
     if (st != DYNB_OK && r > 0)
       st = dynb__fail(c0, st, "replica %d (%s): %s", r, ctx->info.device_name,
                       dynb_ctx_last_error(ctx));
   }
   free(v);
+  g->mode = mode;
+  g->skip = true;
   for (int r = 1; r < local; r++) {
     const dynb_device_info *a = &nets[0]->ctx->info, *b = &nets[r]->ctx->info;
     if (strcmp(a->platform_name, b->platform_name) || strcmp(a->device_name, b->device_name) ||
@@ -457,7 +475,7 @@ static dynb_status replica_step(replica *rep, void *arg) {
                       "injected failure at step %lld (DYNBLOCKS_TEST_FAIL_STEP)",
                       (long long)g->steps);
   }
-  double t0 = now_seconds();
+  double t0 = now_seconds(), wait0 = rep->wait_s;
   size_t row = dynb__tensor_numel(dynb__plan_input(rep->plan)) / (size_t)rep->shard;
   size_t esize = dynb__dtype_size(rep->net->real);
   DYNB_TRY(dynb__tensor_write(ctx, dynb__plan_input(rep->plan),
@@ -477,8 +495,12 @@ static dynb_status replica_step(replica *rep, void *arg) {
   DYNB_TRY(dynb__optimizer_step(rep->opt, a->lr));
   if (rep->g->resync) DYNB_TRY(take_replica0(rep));
   DYNB_TRY(dynb__finish(ctx));
+  double busy = (t1 - t0) - (rep->wait_s - wait0);
   rep->compute_s += t1 - t0;
+  rep->busy_s += busy;
   rep->step_s += now_seconds() - t0;
+  if (!g->skip)
+    rep->window_busy += g->busy_fn ? g->busy_fn(g->busy_user, rep->index, rep->shard, busy) : busy;
   if (rep == &g->r[0]) a->out[0] = loss[0], a->out[1] = loss[1];
   return DYNB_OK;
 }
@@ -492,6 +514,10 @@ dynb_status dynb__group_step(dynb__group *g, const void *x, const int32_t *y, do
   dynb_status st = run_all(g, replica_step, &a, what);
   g->steps++;
   DYNB_TRY(st);
+  if (g->skip)
+    g->skip = false;
+  else
+    g->window++;
   out[0] = a.out[0], out[1] = a.out[1];
   return DYNB_OK;
 }
@@ -633,7 +659,101 @@ void dynb__group_stats(dynb__group *g, int r, dynb__replica_stats *out, bool res
   out->shard = g->r[r].shard;
   out->compute_seconds = g->r[r].compute_s;
   out->step_seconds = g->r[r].step_s;
-  if (reset) g->r[r].compute_s = g->r[r].step_s = 0;
+  out->busy_seconds = g->r[r].busy_s;
+  if (reset) g->r[r].compute_s = g->r[r].step_s = g->r[r].busy_s = 0;
+}
+
+/* ---- balancing ---------------------------------------------------------------- */
+
+int64_t dynb__group_window(const dynb__group *g) { return g->window; }
+
+void dynb__group_set_busy(dynb__group *g, dynb__busy_fn fn, void *user) {
+  g->busy_fn = fn, g->busy_user = user;
+}
+
+typedef struct balance_args {
+  const dynb__balance_opts *opts;
+  int64_t steps_left, window;
+} balance_args;
+
+/* Gathers every replica's {shard, busy per step, re-split seconds} in
+ * global replica order and computes the new split from them alone, so
+ * that every replica (in this process or another) computes the same. */
+static dynb_status replica_balance(replica *rep, void *arg) {
+  balance_args *a = arg;
+  dynb__group *g = rep->g;
+  const int n = g->total; /* every replica, in this process or another */
+  double mine[3] = {(double)rep->shard, rep->window_busy / (double)a->window, rep->rebuild_s};
+  double all[3 * DYNB_MAX_REPLICAS];
+  DYNB_TRY(g->transport->allgather(g->transport, rep->index, rep->net->ctx, mine, 3, all));
+  int64_t shard[DYNB_MAX_REPLICAS];
+  double busy[DYNB_MAX_REPLICAS];
+  dynb__balance_opts o = *a->opts;
+  o.steps_left = a->steps_left;
+  o.resplit_seconds = 0;
+  for (int k = 0; k < n; k++) {
+    shard[k] = (int64_t)all[3 * k];
+    busy[k] = all[3 * k + 1];
+    if (all[3 * k + 2] > o.resplit_seconds) o.resplit_seconds = all[3 * k + 2];
+  }
+  dynb__balance_propose(n, g->batch, shard, busy, &o, rep->split);
+  return DYNB_OK;
+}
+
+/* Replica rep's plan rebuilt for `shard` samples at `offset`, alone (its
+ * link detached, so the warm-up merges nothing), with every tensor as it
+ * was before (the warm-up moves running statistics). */
+static dynb_status resplit(replica *rep, int64_t shard, int64_t offset) {
+  dynb__net *net = rep->net;
+  dynb_ctx *ctx = net->ctx;
+  double t0 = now_seconds();
+  double *v = malloc(all_numel(net) * sizeof *v);
+  DYNB_CHECK(ctx, v, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory for a re-split");
+  dynb_status st = read_all(net, v);
+  dynb__health_free(rep->health), rep->health = NULL;
+  dynb__plan_free(rep->plan), rep->plan = NULL;
+  ctx->link = NULL;
+  if (st == DYNB_OK) st = dynb__plan_build(net, shard, rep->g->mode, &rep->plan);
+  if (st == DYNB_OK) st = dynb__health_create(net, dynb__plan_loss(rep->plan), &rep->health);
+  if (st == DYNB_OK) st = warm(rep);
+  if (st == DYNB_OK) st = write_all(net, v);
+  ctx->link = &rep->link;
+  free(v);
+  DYNB_TRY(st);
+  rep->shard = shard, rep->offset = offset;
+  dynb__plan_set_loss_scale(rep->plan, (double)shard / (double)rep->g->batch);
+  rep->rebuild_s = now_seconds() - t0;
+  return DYNB_OK;
+}
+
+dynb_status dynb__group_rebalance(dynb__group *g, const dynb__balance_opts *opts, int64_t steps_left,
+                                  bool *changed) {
+  *changed = false;
+  if (g->window < 1) return DYNB_OK;
+  balance_args a = {opts, steps_left, g->window};
+  DYNB_TRY(run_all(g, replica_balance, &a, "balancing"));
+  g->window = 0;
+  for (int r = 0; r < g->n; r++) g->r[r].window_busy = 0;
+  for (int r = 0; r < g->n; r++) {
+    replica *rep = &g->r[r];
+    /* Each replica takes its part of the split it computed (the same on
+     * every replica). */
+    int64_t mine = rep->split[rep->index], offset = 0;
+    for (int k = 0; k < rep->index; k++) offset += rep->split[k];
+    if (mine != rep->shard || offset != rep->offset) {
+      dynb_status st = resplit(rep, mine, offset);
+      if (st != DYNB_OK)
+        return r == 0 ? st
+                      : dynb__fail(g->r[0].net->ctx, st, "re-split: replica %d (%s): %s", r,
+                                   rep->net->ctx->info.device_name,
+                                   dynb_ctx_last_error(rep->net->ctx));
+      *changed = true;
+    }
+  }
+  /* Every replica's rows, for the evaluation split (SPEC §2.1). */
+  for (int k = 0; k < g->total; k++) g->lo[k + 1] = g->lo[k] + g->r[0].split[k];
+  if (*changed) g->skip = true;
+  return DYNB_OK;
 }
 
 /* ---- across ranks ---------------------------------------------------------------- */

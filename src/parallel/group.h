@@ -3,14 +3,19 @@
 #ifndef DYNB_PARALLEL_GROUP_H
 #define DYNB_PARALLEL_GROUP_H
 
+#include "parallel/balance.h"
 #include "parallel/transport.h"
 #include "train/train.h"
 
 /* Shard sizes of a global batch: "equal" (sizes differ by at most one, the
  * larger first) or an explicit "N,N,..." that must sum to the batch; the
- * error names the problem. */
+ * error names the problem. "auto" and NULL (the default) give the equal
+ * split, from which the balancer starts (dynb__split_is_auto). */
 dynb_status dynb__split_parse(const char *text, int replicas, int64_t batch, int64_t *shard,
                               char *err, size_t errlen);
+
+/* Whether --split asks for the balancer: "auto", or not given. */
+bool dynb__split_is_auto(const char *text);
 
 typedef struct dynb__group dynb__group;
 
@@ -19,6 +24,7 @@ typedef struct dynb__replica_stats {
   int64_t shard;
   double compute_seconds; /* forward and backward, summed over the epoch's steps */
   double step_seconds;    /* whole steps (with waits and the gradient sum) */
+  double busy_seconds;    /* compute minus the waits for others in synced batch norm */
 } dynb__replica_stats;
 
 /* A group over nets[0..replicas) (each on its own context, the same spec
@@ -72,6 +78,24 @@ dynb_status dynb__group_check_equal(dynb__group *g, int epoch);
 /* Shard and times of replica r since the last call with reset. */
 void dynb__group_stats(dynb__group *g, int r, dynb__replica_stats *out, bool reset);
 
+/* The balancer's measurement window: steps measured since the last
+ * re-balance (the first step after the group starts or re-splits is not
+ * measured: it may build kernels for the new shard sizes). */
+int64_t dynb__group_window(const dynb__group *g);
+/* Tests: busy seconds from fn(user, replica, shard, measured) instead of
+ * the clock (NULL: the clock). */
+void dynb__group_set_busy(dynb__group *g, dynb__busy_fn fn, void *user);
+/* --split auto: every replica contributes its (shard, busy seconds per
+ * step over the window, last re-split's seconds) by an all-gather in
+ * global replica order, and every replica computes the same new split from
+ * the same numbers (dynb__balance_propose with opts, steps_left and the
+ * slowest replica's re-split cost). When it changes, each replica of this
+ * process rebuilds its plan for its new shard, one after another (CLBlast
+ * kernels are not built by two threads at once), keeping every tensor and
+ * the optimiser state. Starts a new window; *changed tells whether the
+ * split moved. */
+dynb_status dynb__group_rebalance(dynb__group *g, const dynb__balance_opts *opts, int64_t steps_left,
+                                  bool *changed);
 /* The end of a run across MPI ranks (ctx joined a communicator): a failure
  * here (st) is passed to the other ranks, which then fail in whichever
  * collective they wait in, naming this rank; success waits until every

@@ -91,7 +91,7 @@ static dynb_status arena_ok(dynb__plan *p, const dynb__arena *a, const char *wha
  * backward recomputes them first: one more convolution per unit and step,
  * against dozens in the blocks, for the largest activations outside them.
  * The opening unit's s stays, since it is block 0's input. */
-static bool unit_recomputes(const dynb__plan *p) { return p->mode == DYNB_MEMORY_CHECKPOINT; }
+static bool unit_recomputes(const dynb__plan *p) { return p->mode != DYNB_MEMORY_STORE; }
 
 static bool keeps_a(const dynb__conv_unit *cu) { return dynb__norm_output_kept(cu->norm, cu->act); }
 

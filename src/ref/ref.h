@@ -41,6 +41,9 @@ void ref_rk_combine(size_t p, int S, const double *y, const double *k, const dou
                     double *out);
 void ref_rk_combine_backward(size_t p, int S, const double *dout, const double *coef, double *dy,
                              double *dk);
+/* out = a x + b y + c z (y, z NULL: their terms drop). */
+void ref_lincomb(size_t p, double a, const double *x, double b, const double *y, double c,
+                 const double *z, double *out);
 
 /* ---- act (ref_act.c) ---- */
 /* act is a dynb_act value (0 identity, 1 relu, 2 tanh, 3 leaky_relu with
@@ -149,6 +152,38 @@ void ref_block_forward(const struct dynb__layer *l, int n, int h, int w, int s, 
                        const double *a, const double *b, int nstates, const double *t_states,
                        int ncontrols, const double *t_controls, const double *controls,
                        const double *x, int train, double *running, double *out);
+/* The leapfrog block of SPEC §1.4 over the same inputs (one evaluation per
+ * step, at tY[k]; running: [steps][norms][2][C] or NULL). */
+void ref_leapfrog_forward(const struct dynb__layer *l, int n, int h, int w, int nstates,
+                          const double *t_states, int ncontrols, const double *t_controls,
+                          const double *controls, const double *x, int train, double *running,
+                          double *out);
+
+/* ---- adaptive steps (ref_adaptive.c) ---- */
+struct dynb__tableau;
+/* f = dy/dt at (t, y), m elements. */
+typedef void (*ref_rhs_fn)(void *user, double t, const double *y, double *f);
+typedef struct ref_adaptive_stats {
+  int accepted, rejected, nfe;
+  double *steps; /* if not NULL (room for max_steps + 1): the accepted step ends, from t0 */
+} ref_adaptive_stats;
+/* Solves y' = f from stops[0] to stops[nstops-1] with the embedded pair tab
+ * (tab->embedded), ending a step on every stop, controlled as in
+ * controller.c (Hairer's first step: 2 evaluations; then s per attempted
+ * step, no FSAL reuse). Returns 0 (DYNB_OK) or the controller's
+ * dynb_status, with its message in err. */
+int ref_adaptive_solve(const struct dynb__tableau *tab, ref_rhs_fn f, void *user, size_t m,
+                       const double *y0, int nstops, const double *stops, double rtol,
+                       double atol, int max_steps, double *y_out, ref_adaptive_stats *st,
+                       char *err, size_t errlen);
+/* An adaptive block (SPEC §1.5) in training-mode layer evaluations: stops
+ * are t_states and interior control times (dynb__ctrl_stops). */
+int ref_block_adaptive_forward(const struct dynb__layer *l, int n, int h, int w,
+                               const struct dynb__tableau *tab, int nstates,
+                               const double *t_states, int ncontrols, const double *t_controls,
+                               const double *controls, double rtol, double atol, int max_steps,
+                               const double *x, double *out, ref_adaptive_stats *st, char *err,
+                               size_t errlen);
 
 /* ---- peak (ref_peak.c) ---- */
 /* out[i] of kernels/peak.cl: `chains` chains of `width` lanes, lane l of

@@ -98,9 +98,17 @@ typedef struct dynb__epoch_row {
   int replicas;
   int64_t shard[DYNB_MAX_REPLICAS];
   double compute_seconds[DYNB_MAX_REPLICAS], step_seconds[DYNB_MAX_REPLICAS];
+  /* Busy seconds over the epoch: forward+backward minus the time waiting
+   * for the other replicas inside synced batch norm (one device: the
+   * training steps' seconds; then replicas is 1 and shard[0] the batch). */
+  double busy_seconds[DYNB_MAX_REPLICAS];
+  bool refined; /* the grids were refined at the start of this epoch (--refine) */
 } dynb__epoch_row;
 
 typedef void (*dynb__row_fn)(void *user, const dynb__epoch_row *row);
+/* Busy seconds of replica r's steps at shard samples, given the measured
+ * ones: tests put a synthetic throughput curve in place of the clock. */
+typedef double (*dynb__busy_fn)(void *user, int replica, int64_t shard, double measured);
 /* Progress inside an epoch: batches done of total, running mean loss. */
 typedef void (*dynb__progress_fn)(void *user, int epoch, int64_t done, int64_t total,
                                   double loss, double acc);
@@ -132,6 +140,18 @@ typedef struct dynb__train_desc {
   int replicas;
   dynb__net *const *nets;
   const int64_t *shard;
+  /* Multilevel training (refine.c): at the start of each of these epochs
+   * (strictly increasing) every block's grids are halved, on every replica,
+   * with the optimiser state carried over. A resumed run refines only at
+   * the epochs it has still to run (its checkpoint holds the grids). */
+  const int *refine_epochs;
+  int nrefine;
+  /* --split auto (docs/distributed.md "Balancer"): shard is the starting
+   * split; the first epoch of the run re-balances after two short
+   * calibration windows, and every epoch after its end. busy (NULL: the
+   * clock) replaces the measured busy seconds (tests). */
+  bool balance;
+  dynb__busy_fn busy;
 } dynb__train_desc;
 
 /* Loss and accuracy of `net` on a data set in evaluation mode, through
@@ -194,5 +214,19 @@ dynb_status dynb__model_save(dynb__net *net, const char *path, dynb__optimizer *
 dynb_status dynb__model_load(dynb_ctx *ctx, const char *path, dynb_dtype real, dynb__net **out,
                              dynb__train_state *ts);
 dynb_status dynb__model_load_optimizer(dynb__net *net, const char *path, dynb__optimizer *opt);
+
+/* ---- Multilevel training (refine.c) ------------------------------------------------ */
+
+#define DYNB_MAX_REFINE 32
+/* "10,20": strictly increasing epoch numbers, at most DYNB_MAX_REFINE. */
+dynb_status dynb__refine_parse(const char *text, int *epochs, int *n, char *err, size_t errlen);
+bool dynb__refine_due(const int *epochs, int n, int epoch);
+/* An optimiser's state in host memory with the control grids it was on,
+ * taken before a refinement and put into the new network's optimiser
+ * after: by name, block controls interpolated in time (refine.c says why). */
+typedef struct dynb__optim_saved dynb__optim_saved;
+dynb_status dynb__optim_save(dynb__optimizer *opt, dynb__net *net, dynb__optim_saved **out);
+dynb_status dynb__optim_restore(dynb__optimizer *opt, dynb__net *net, const dynb__optim_saved *s);
+void dynb__optim_saved_free(dynb__optim_saved *s);
 
 #endif

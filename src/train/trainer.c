@@ -189,7 +189,15 @@ typedef struct session {
   int64_t *perm;
   uint64_t rng;
   snapshot before, after;
+  /* --split auto: calibration re-balances still to do in this run's first
+   * epoch, each after CALIBRATION_STEPS measured steps. */
+  int calibrations;
+  dynb__balance_opts balance;
 } session;
+
+/* Steps per calibration window: few, so that a bad starting split costs
+ * little, but more than one, so that one noisy step does not decide. */
+#define CALIBRATION_STEPS 3
 
 static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__epoch_row *row) {
   const dynb__train_desc *d = s->desc;
@@ -201,7 +209,7 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
     int64_t j = (int64_t)(next_u64(&s->rng) % (uint64_t)(i + 1)), t = s->perm[i];
     s->perm[i] = s->perm[j], s->perm[j] = t;
   }
-  double lr = dynb__schedule_lr(&d->lr, epoch), sum = 0, correct = 0, reg = 0;
+  double lr = dynb__schedule_lr(&d->lr, epoch), sum = 0, correct = 0, reg = 0, busy = 0;
   for (int64_t bi = 0; bi < nb; bi++) {
     /* The whole global batch is drawn here, in its sample order, so that
      * each sample's shift and flip do not depend on the split. */
@@ -215,8 +223,18 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
       if (d->on_progress)
         d->on_progress(d->user, epoch, bi + 1, nb, sum / (double)(bi + 1),
                        correct / (double)((bi + 1) * B));
+      /* Calibration: re-balance from the first measured steps (the epoch's
+       * end re-balances anyway). */
+      if (s->calibrations > 0 && bi + 1 < nb &&
+          dynb__group_window(s->group) >= CALIBRATION_STEPS) {
+        bool changed;
+        int64_t left = (nb - bi - 1) + (int64_t)(d->epochs - epoch - 1) * nb;
+        DYNB_TRY(dynb__group_rebalance(s->group, &s->balance, left, &changed));
+        s->calibrations--;
+      }
       continue;
     }
+    double t0 = now_seconds();
     DYNB_TRY(batch_upload(s->plan, s->ctx, &s->b));
     DYNB_TRY(dynb__net_zero_grads(s->net));
     DYNB_TRY(dynb__plan_forward(s->plan, true));
@@ -226,6 +244,7 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
      * parameters, so a diverged step never reaches them. */
     DYNB_TRY(dynb__health_check(s->health, epoch, bi, out));
     DYNB_TRY(dynb__optimizer_step(s->opt, lr));
+    busy += now_seconds() - t0;
     sum += out[0], correct += out[1];
     if (d->on_progress)
       d->on_progress(d->user, epoch, bi + 1, nb, sum / (double)(bi + 1),
@@ -240,6 +259,8 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
   row->train_loss = sum / (double)nb;
   row->train_acc = correct / (double)(nb * B);
   row->time_reg = reg;
+  row->shard[0] = B;
+  row->busy_seconds[0] = busy;
   return DYNB_OK;
 }
 
@@ -273,6 +294,11 @@ static dynb_status session_open(session *s, dynb__net *net, const dynb__dataset 
     DYNB_TRY(dynb__group_create(s->ctx->world ? self : d->nets, d->replicas, d->shard, d->memory,
                                 &d->optim, &s->group));
     s->opt = dynb__group_optimizer(s->group, 0);
+    if (d->balance) {
+      dynb__group_set_busy(s->group, d->busy, d->user);
+      s->balance = dynb__balance_defaults();
+      s->calibrations = 2;
+    }
   } else {
     DYNB_TRY(dynb__plan_build(net, d->batch, d->memory, &s->plan));
     DYNB_TRY(dynb__optimizer_create(net, &d->optim, &s->opt));
@@ -306,6 +332,44 @@ static void session_close(session *s) {
   dynb__plan_free(s->plan);
 }
 
+/* Multilevel training: halves every block's grids (on every replica alike)
+ * and rebuilds what held views of the old tensors, the optimiser state
+ * carried over (refine.c says how and why). */
+static dynb_status session_refine(session *s) {
+  const dynb__train_desc *d = s->desc;
+  dynb__optim_saved *saved = NULL;
+  DYNB_TRY(dynb__optim_save(s->opt, s->net, &saved));
+  dynb__health_free(s->health);
+  if (!s->group) dynb__optimizer_free(s->opt);
+  dynb__group_free(s->group);
+  dynb__plan_free(s->plan);
+  dynb__timereg_free(s->reg);
+  s->health = NULL, s->opt = NULL, s->group = NULL, s->plan = NULL, s->reg = NULL;
+  char err[512];
+  int n = d->replicas > 1 ? d->replicas : 1;
+  dynb_status st = DYNB_OK;
+  for (int r = 0; st == DYNB_OK && r < n; r++)
+    st = dynb__net_refine(n > 1 ? d->nets[r] : s->net, 2, err, sizeof err);
+  if (st == DYNB_OK && n > 1) {
+    st = dynb__group_create(d->nets, d->replicas, d->shard, d->memory, &d->optim, &s->group);
+    for (int r = 0; st == DYNB_OK && r < n; r++)
+      st = dynb__optim_restore(dynb__group_optimizer(s->group, r), d->nets[r], saved);
+    if (st == DYNB_OK) s->opt = dynb__group_optimizer(s->group, 0);
+  } else if (st == DYNB_OK) {
+    st = dynb__plan_build(s->net, d->batch, d->memory, &s->plan);
+    if (st == DYNB_OK) st = dynb__optimizer_create(s->net, &d->optim, &s->opt);
+    if (st == DYNB_OK) st = dynb__optim_restore(s->opt, s->net, saved);
+    if (st == DYNB_OK) st = dynb__health_create(s->net, dynb__plan_loss(s->plan), &s->health);
+  }
+  if (st == DYNB_OK && s->net->spec.time_reg > 0) st = dynb__timereg_create(s->net, &s->reg);
+  dynb__optim_saved_free(saved);
+  /* The epoch's change is measured from the refined tensors. */
+  free(s->before.values), free(s->after.values);
+  memset(&s->before, 0, sizeof s->before), memset(&s->after, 0, sizeof s->after);
+  if (st == DYNB_OK) st = snapshot_take(s->net, &s->before);
+  return st;
+}
+
 dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__dataset *val,
                         const dynb__train_desc *d) {
   session s;
@@ -318,6 +382,8 @@ dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__datase
     memset(&row, 0, sizeof row);
     row.epoch = e;
     double t0 = now_seconds();
+    row.refined = dynb__refine_due(d->refine_epochs, d->nrefine, e);
+    if (row.refined && (st = session_refine(&s)) != DYNB_OK) break;
     st = run_epoch(&s, train, e, &row);
     if (st == DYNB_OK)
       st = s.group ? dynb__group_evaluate(s.group, val, &row.val_loss, &row.val_acc)
@@ -332,6 +398,14 @@ dynb_status dynb__train(dynb__net *net, dynb__dataset *train, const dynb__datase
       row.shard[r] = rs.shard;
       row.compute_seconds[r] = rs.compute_seconds;
       row.step_seconds[r] = rs.step_seconds;
+      row.busy_seconds[r] = rs.busy_seconds;
+    }
+    /* --split auto: re-balance from the epoch's measurements for the
+     * epochs left (the row shows the split the epoch ran with). */
+    if (st == DYNB_OK && s.group && d->balance && e + 1 < d->epochs) {
+      bool changed;
+      int64_t left = (int64_t)(d->epochs - e - 1) * (train->n / d->batch);
+      st = dynb__group_rebalance(s.group, &s.balance, left, &changed);
     }
     row.replicas = s.group ? local : 1;
     if (st == DYNB_OK) st = snapshot_take(net, &s.after);

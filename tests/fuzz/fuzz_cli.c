@@ -24,6 +24,8 @@ static void train(int argc, char **argv) {
   if (r == CLI_OK) {
     FUZZ_CHECK(o->epochs >= 0 && o->batch >= 1 && o->steps >= 1 && o->lr.n >= 1);
     FUZZ_CHECK(o->out && o->log && o->checkpoint);
+    for (int i = 0; i < o->nrefine; i++)
+      FUZZ_CHECK(o->refine_epochs[i] >= 0 && (i == 0 || o->refine_epochs[i] > o->refine_epochs[i - 1]));
     FUZZ_CHECK(o->val_size >= 0 && o->momentum >= 0 && o->momentum < 1);
     char *json = cli_train_spec_json(o, 1, 8, 8, 10);
     FUZZ_CHECK(json != NULL);
@@ -76,6 +78,18 @@ static void other(int which, int argc, char **argv) {
       r = cli_selftest_options(argc, argv, &o, err, sizeof err);
       break;
     }
+    case 9: {
+      refine_opts *o = malloc(sizeof *o); /* two grids of 4096 times: not for the stack */
+      if (!o) abort();
+      r = cli_refine_options(argc, argv, o, err, sizeof err);
+      if (r == CLI_OK) {
+        FUZZ_CHECK(o->model && o->out && (o->factor >= 1) != (o->nstates || o->ncontrols));
+        for (int i = 1; i < o->nstates; i++) FUZZ_CHECK(o->t_states[i] > o->t_states[i - 1]);
+        for (int i = 1; i < o->ncontrols; i++) FUZZ_CHECK(o->t_controls[i] > o->t_controls[i - 1]);
+      }
+      free(o);
+      break;
+    }
     default: {
       fold_opts o;
       r = cli_fold_options(argc, argv, &o, err, sizeof err);
@@ -88,7 +102,7 @@ static void other(int which, int argc, char **argv) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1) return 0;
-  int which = data[0] % 9;
+  int which = data[0] % 10;
   /* One NUL-terminated copy, cut into arguments in place. */
   char *copy = malloc(size);
   char *argv[MAX_ARGS + 1];

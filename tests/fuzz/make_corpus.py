@@ -144,6 +144,12 @@ def cli():
     out("cli", "train-t-states", b"\x00" + "\0".join(["--t-states", "0,0.5,2", "--scheme", "rk4",
                                                      "--head-width", "8", "--norm", "batch"]).encode())
     out("cli", "train-bad-number", b"\x00--batch\nzero")
+    # refine is command 9 (fuzz_cli.c: data[0] % 10); train --refine is train's.
+    out("cli", "refine", b"\x09" + "\n".join(["--model", "m", "--factor", "2", "--out", "r"]).encode())
+    out("cli", "refine-grids", b"\x09" + "\n".join(["--model", "m", "--t-states", "0,0.5,1.5",
+                                                     "--t-controls", "0,1.5", "--block", "1",
+                                                     "--out", "r"]).encode())
+    out("cli", "train-refine", b"\x00" + "\n".join(["--refine", "2,5", "--epochs", "6"]).encode())
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ int cmd_predict(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_fold(int argc, char **argv);
+int cmd_refine(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
 int cmd_selftest(int argc, char **argv);
 

@@ -21,6 +21,7 @@ static void usage(FILE *f) {
           "  bench      training and inference throughput and peak device memory\n"
           "  tune       measure CLBlast GEMM parameters for a spec's shapes; cache the best\n"
           "  fold       fold batch norms into convolutions for inference\n"
+          "  refine     re-discretise a model: more (or other) time steps, controls interpolated\n"
           "  selftest   every kernel and route against its plain-C reference on this device\n"
           "  version    print the library version\n"
           "\n"
@@ -222,6 +223,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "grad") == 0) return cmd_grad(argc - 2, argv + 2);
   if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 2, argv + 2);
   if (strcmp(cmd, "fold") == 0) return cmd_fold(argc - 2, argv + 2);
+  if (strcmp(cmd, "refine") == 0) return cmd_refine(argc - 2, argv + 2);
   if (strcmp(cmd, "tune") == 0) return cmd_tune(argc - 2, argv + 2);
   if (strcmp(cmd, "selftest") == 0) return cmd_selftest(argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -103,7 +103,7 @@ cli_result cli_devices_options(int argc, char **argv, devices_opts *o, char *err
 
 static const cli_flag train_flags[] = {
     STR(train_opts, "--spec", spec, "network spec (JSON, see specs/); else built from the flags below"),
-    STR(train_opts, "--scheme", scheme, "integrator of every block (euler, midpoint, heun, rk3, ssprk3, rk4, rk38); default euler"),
+    STR(train_opts, "--scheme", scheme, "integrator of every block (euler, midpoint, heun, rk3, ssprk3, rk4, rk38, leapfrog); default euler"),
     STR(train_opts, "--layer", layer, "layer function: doublesym (default), double, preact"),
     STR(train_opts, "--norm", norm, "norm inside blocks: tv (default), batch, none"),
     STR(train_opts, "--widths", widths, "block widths, e.g. 16,32,64 (default 8,16,32)"),
@@ -129,9 +129,10 @@ static const cli_flag train_flags[] = {
     STR(train_opts, "--resume", resume, "resume from a checkpoint file"),
     STR(train_opts, "--device", device, DEVICE_HELP),
     STR(train_opts, "--devices", devices, "data-parallel on several devices: indices or name substrings, comma-separated, or all (or DYNBLOCKS_DEVICES)"),
-    STR(train_opts, "--split", split, "shards of each batch over --devices: equal (default) or N,N,... summing to --batch"),
+    STR(train_opts, "--split", split, "shards of each batch over --devices: auto (default: balanced by measured speed), equal, or N,N,... summing to --batch"),
     SWITCH(train_opts, "--augment", augment, "random 2-pixel shifts and horizontal flips"),
-    STR(train_opts, "--memory", memory_name, "store (default) or checkpoint: what blocks keep for backward"),
+    STR(train_opts, "--memory", memory_name, "store (default), checkpoint or reconstruct (reversible blocks keep two states): what blocks keep for backward"),
+    STR(train_opts, "--refine", refine_text, "multilevel: at the start of these epochs (e.g. 10,20) halve every block's time steps and control intervals"),
 };
 const cli_command cli_train_command = {
     "train", "[--spec FILE | flags] [--data NAME|DIR] [--epochs N] ...", train_flags,
@@ -141,8 +142,10 @@ static cli_result memory_mode(const char *name, dynb_memory_mode *out, char *err
   *out = DYNB_MEMORY_STORE;
   if (name && strcmp(name, "checkpoint") == 0)
     *out = DYNB_MEMORY_CHECKPOINT;
+  else if (name && strcmp(name, "reconstruct") == 0)
+    *out = DYNB_MEMORY_RECONSTRUCT;
   else if (name && strcmp(name, "store") != 0)
-    return error(err, errlen, "--memory must be store or checkpoint, got '%s'", name);
+    return error(err, errlen, "--memory must be store, checkpoint or reconstruct, got '%s'", name);
   return CLI_OK;
 }
 
@@ -173,6 +176,9 @@ cli_result cli_train_options(int argc, char **argv, train_opts *o, char *err, si
     snprintf(o->checkpoint_default, sizeof o->checkpoint_default, "%s.ckpt", o->out);
     o->checkpoint = o->checkpoint_default;
   }
+  if (o->refine_text &&
+      dynb__refine_parse(o->refine_text, o->refine_epochs, &o->nrefine, why, sizeof why) != DYNB_OK)
+    return error(err, errlen, "--refine %s", why);
   return CLI_OK;
 }
 
@@ -266,13 +272,13 @@ cli_result cli_model_options(const cli_command *c, int argc, char **argv, model_
 static const cli_flag bench_flags[] = {
     STR(bench_opts, "--spec", spec, "network spec (required)"),
     LONG(bench_opts, "--batch", batch, 1, 1 << 20, 64, "batch size (default 64)"),
-    STR(bench_opts, "--memory", memory_name, "store (default) or checkpoint"),
+    STR(bench_opts, "--memory", memory_name, "store (default), checkpoint or reconstruct"),
     LONG(bench_opts, "--iters", iters, 1, 100000, 5, "timed iterations after 2 warm-up ones (default 5)"),
     SWITCH(bench_opts, "--profile", profile,
            "then --iters more training steps with OpenCL event profiling: device time per kernel family, layer and kernel"),
     STR(bench_opts, "--device", device, DEVICE_HELP),
 };
-const cli_command cli_bench_command = {"bench", "--spec FILE --batch N [--memory store|checkpoint] [--profile]",
+const cli_command cli_bench_command = {"bench", "--spec FILE --batch N [--memory store|checkpoint|reconstruct] [--profile]",
                                        bench_flags, COUNT(bench_flags)};
 
 cli_result cli_bench_options(int argc, char **argv, bench_opts *o, char *err, size_t errlen) {
@@ -288,7 +294,7 @@ cli_result cli_bench_options(int argc, char **argv, bench_opts *o, char *err, si
 static const cli_flag tune_flags[] = {
     STR(tune_opts, "--spec", spec, "network spec whose GEMMs are tuned (required)"),
     LONG(tune_opts, "--batch", batch, 1, 1 << 20, 64, "batch size (default 64)"),
-    STR(tune_opts, "--memory", memory_name, "store (default) or checkpoint"),
+    STR(tune_opts, "--memory", memory_name, "store (default), checkpoint or reconstruct"),
     STR(tune_opts, "--cache", cache,
         "tuning cache file (default: DYNBLOCKS_TUNE_CACHE, else $XDG_CACHE_HOME/dynblocks/tune.txt)"),
     REAL(tune_opts, "--time-limit", time_limit, 0.001, 86400, 120,
@@ -331,6 +337,71 @@ cli_result cli_fold_options(int argc, char **argv, fold_opts *o, char *err, size
   cli_result r = cli_parse(&cli_fold_command, argc, argv, o, err, errlen);
   if (r != CLI_OK) return r;
   if (!o->model || !o->out) return error(err, errlen, "--model and --out are required");
+  return CLI_OK;
+}
+
+/* ---- refine ------------------------------------------------------------------------- */
+
+static const cli_flag refine_flags[] = {
+    STR(refine_opts, "--model", model, "model file (required)"),
+    LONG(refine_opts, "--factor", factor, 1, 4096, 0, "cut every interval of every block's grids into this many equal parts"),
+    STR(refine_opts, "--t-states", t_states_text, "new state grid, e.g. 0,0.5,1,2 (instead of --factor)"),
+    STR(refine_opts, "--t-controls", t_controls_text, "new control grid (default: the new state grid; alone: the state grids stay)"),
+    LONG(refine_opts, "--block", block, -1, 15, -1, "apply --t-states/--t-controls to this block only (default: every block)"),
+    STR(refine_opts, "--out", out, "refined model file (required)"),
+    STR(refine_opts, "--device", device, DEVICE_HELP),
+};
+const cli_command cli_refine_command = {
+    "refine",
+    "--model MODEL (--factor 2 | --t-states LIST [--t-controls LIST]) --out FILE  "
+    "(re-discretise a trained model: new control points interpolated)",
+    refine_flags, COUNT(refine_flags)};
+
+/* A comma-separated list of finite, strictly increasing times. */
+static cli_result parse_grid(const char *flag, const char *text, double *t, int *n, char *err,
+                             size_t errlen) {
+  *n = 0;
+  const char *p = text;
+  for (;;) {
+    char *end;
+    errno = 0;
+    double v = strtod(p, &end);
+    size_t len = strcspn(p, ",");
+    if (end == p || end != p + len || errno || !isfinite(v))
+      return error(err, errlen, "%s '%.64s': item %d ('%.*s') is not a finite number", flag, text,
+                   *n + 1, (int)(len < 32 ? len : 32), p);
+    if (*n == DYNB_MAX_TIME_POINTS)
+      return error(err, errlen, "%s: more than %d times", flag, DYNB_MAX_TIME_POINTS);
+    if (*n > 0 && !(v > t[*n - 1]))
+      return error(err, errlen, "%s must be strictly increasing: %g after %g (item %d)", flag, v,
+                   t[*n - 1], *n + 1);
+    t[(*n)++] = v;
+    p += len;
+    if (*p == '\0') break;
+    p++;
+  }
+  return CLI_OK;
+}
+
+cli_result cli_refine_options(int argc, char **argv, refine_opts *o, char *err, size_t errlen) {
+  memset(o, 0, sizeof *o);
+  cli_result r = cli_parse(&cli_refine_command, argc, argv, o, err, errlen);
+  if (r != CLI_OK) return r;
+  if (!o->model || !o->out) return error(err, errlen, "--model and --out are required");
+  bool grids = o->t_states_text || o->t_controls_text;
+  if (o->factor && grids)
+    return error(err, errlen, "give --factor or --t-states/--t-controls, not both");
+  if (!o->factor && !grids)
+    return error(err, errlen, "give --factor N or --t-states LIST (see --help)");
+  if (o->block >= 0 && !grids) return error(err, errlen, "--block goes with --t-states/--t-controls");
+  if (o->t_states_text &&
+      parse_grid("--t-states", o->t_states_text, o->t_states, &o->nstates, err, errlen) != CLI_OK)
+    return CLI_ERROR;
+  if (o->t_states_text && o->nstates < 2)
+    return error(err, errlen, "--t-states needs at least 2 times (one step), got %d", o->nstates);
+  if (o->t_controls_text && parse_grid("--t-controls", o->t_controls_text, o->t_controls,
+                                       &o->ncontrols, err, errlen) != CLI_OK)
+    return CLI_ERROR;
   return CLI_OK;
 }
 

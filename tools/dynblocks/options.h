@@ -80,6 +80,14 @@ typedef struct fold_opts {
   const char *model, *out, *device;
 } fold_opts;
 
+/* refine: a factor, or new grids parsed from the flags' lists. */
+typedef struct refine_opts {
+  const char *model, *out, *device, *t_states_text, *t_controls_text;
+  long factor, block; /* factor 0: grids given instead; block -1: every block */
+  int nstates, ncontrols; /* 0: not given */
+  double t_states[DYNB_MAX_TIME_POINTS], t_controls[DYNB_MAX_TIME_POINTS];
+} refine_opts;
+
 typedef struct train_opts {
   const char *spec, *scheme, *layer, *norm, *widths, *head_width, *t_states, *t_controls;
   const char *data, *data_dir, *lr_text, *optim_name, *memory_name;
@@ -91,11 +99,14 @@ typedef struct train_opts {
   dynb_memory_mode memory;
   dynb__schedule lr;
   char checkpoint_default[4200]; /* "<out>.ckpt" */
+  const char *refine_text;        /* --refine EPOCH[,EPOCH...] */
+  int refine_epochs[DYNB_MAX_REFINE], nrefine;
 } train_opts;
 
 extern const cli_command cli_devices_command, cli_train_command, cli_eval_command,
     cli_predict_command, cli_grad_command, cli_bench_command, cli_tune_command, cli_fold_command,
     cli_selftest_command;
+extern const cli_command cli_refine_command;
 
 cli_result cli_devices_options(int argc, char **argv, devices_opts *o, char *err, size_t errlen);
 cli_result cli_train_options(int argc, char **argv, train_opts *o, char *err, size_t errlen);
@@ -106,6 +117,7 @@ cli_result cli_model_options(const cli_command *c, int argc, char **argv, model_
 cli_result cli_bench_options(int argc, char **argv, bench_opts *o, char *err, size_t errlen);
 cli_result cli_tune_options(int argc, char **argv, tune_opts *o, char *err, size_t errlen);
 cli_result cli_fold_options(int argc, char **argv, fold_opts *o, char *err, size_t errlen);
+cli_result cli_refine_options(int argc, char **argv, refine_opts *o, char *err, size_t errlen);
 cli_result cli_selftest_options(int argc, char **argv, selftest_opts *o, char *err, size_t errlen);
 
 /* The spec JSON that train's flags describe, for data of c×h×w and

@@ -21,6 +21,7 @@ typedef struct run {
   bool failed;
   bool tty;
   const char *devices[DYNB_MAX_REPLICAS]; /* device names, data-parallel runs */
+  int64_t shard[DYNB_MAX_REPLICAS];       /* the last epoch's split (--split auto moves it) */
   int rank;                               /* under mpirun; only rank 0 writes files */
 } run;
 
@@ -42,7 +43,10 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
   run *r = user;
   dynb__epoch_row row = *row0;
   if (r->rank > 0) return;
-  printf("%5d %8.1f %10.3g %10.3g %9.3g %10.3g %10.4f %9.4f %10.4f %9.4f", row.epoch, row.seconds,
+  /* A refined epoch is marked "3*" in the same five columns. */
+  printf(row.refined ? "%4d* %8.1f %10.3g %10.3g %9.3g %10.3g %10.4f %9.4f %10.4f %9.4f"
+                     : "%5d %8.1f %10.3g %10.3g %9.3g %10.3g %10.4f %9.4f %10.4f %9.4f",
+         row.epoch, row.seconds,
          row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
          row.train_acc, row.val_loss, row.val_acc);
   if (r->net->spec.time_reg > 0) printf(" %10.4g", row.time_reg);
@@ -50,13 +54,25 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
   /* Several devices: each one's shard and time, on stderr beside the
    * progress lines, so that stdout keeps one table row per epoch. */
   for (int k = 0; row.replicas > 1 && k < row.replicas; k++)
-    fprintf(stderr, "  device %d (%s): shard %lld, forward+backward %.2f s, steps %.2f s\n", k,
-            r->devices[k], (long long)row.shard[k], row.compute_seconds[k],
-            row.step_seconds[k]);
+    fprintf(stderr,
+            "  device %d (%s): shard %lld, forward+backward %.2f s (busy %.2f s), steps %.2f s\n",
+            k, r->devices[k], (long long)row.shard[k], row.compute_seconds[k],
+            row.busy_seconds[k], row.step_seconds[k]);
+  for (int k = 0; row.replicas > 1 && k < row.replicas; k++) r->shard[k] = row.shard[k];
   fflush(stdout);
-  fprintf(r->csv, "%d,%.3f,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g\n", row.epoch, row.seconds,
+  for (int b = 0; row.refined && b < r->net->spec.nblocks; b++)
+    fprintf(stderr, "  epoch %d: refined block %d to %d steps, %d control points\n", row.epoch, b,
+            r->net->spec.blocks[b].nstates - 1, r->net->spec.blocks[b].ncontrols);
+  fprintf(r->csv, "%d,%.3f,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g", row.epoch, row.seconds,
           row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
           row.train_acc, row.val_loss, row.val_acc, row.time_reg);
+  /* Each device's shard and busy seconds, ';'-separated in device order. */
+  for (int k = 0; k < row.replicas; k++)
+    fprintf(r->csv, "%c%lld", k ? ';' : ',', (long long)row.shard[k]);
+  for (int k = 0; k < row.replicas; k++)
+    fprintf(r->csv, "%c%.3f", k ? ';' : ',', row.busy_seconds[k]);
+  fprintf(r->csv, ",%d", row.refined);
+  fprintf(r->csv, "\n");
   fflush(r->csv);
   if (r->nrows < 4096) r->rows[r->nrows++] = row;
   r->ts.epoch = row.epoch + 1;
@@ -326,7 +342,7 @@ int cmd_train(int argc, char **argv) {
   }
   if (!o.resume)
     fprintf(r.csv, "epoch,seconds,d_running_mean,d_running_var,lr,d_params,train_loss,train_acc,"
-                   "val_loss,val_acc,time_reg\n");
+                   "val_loss,val_acc,time_reg,shards,busy_seconds,refined\n");
   if (r.rank == 0)
   fprintf(stderr, "dynblocks train: %s, %lld training / %lld validation / %lld test samples on %s\n",
           o.data ? o.data : "fashion-mnist", (long long)train.n, (long long)val.n,
@@ -347,6 +363,8 @@ int cmd_train(int argc, char **argv) {
   d.checkpoint_path = r.rank == 0 ? r.ckpt_path : NULL;
   d.resume_path = o.resume;
   d.state = &r.ts;
+  d.refine_epochs = o.refine_epochs;
+  d.nrefine = o.nrefine;
   if (nranks > 1) {
     d.replicas = (int)nranks;
     d.shard = shard;
@@ -357,9 +375,11 @@ int cmd_train(int argc, char **argv) {
     d.replicas = ndev;
     d.nets = nets;
     d.shard = shard;
+    d.balance = dynb__split_is_auto(o.split);
+    memcpy(r.shard, shard, sizeof r.shard);
     for (int k = 0; k < ndev; k++)
-      fprintf(stderr, "dynblocks train: device %d: %s, shard %lld of %lld\n", k, r.devices[k],
-              (long long)shard[k], (long long)o.batch);
+      fprintf(stderr, "dynblocks train: device %d: %s, shard %lld of %lld%s\n", k, r.devices[k],
+              (long long)shard[k], (long long)o.batch, d.balance ? " (to start; --split auto)" : "");
   }
   trained = true;
   if (dynb__train(r.net, &train, &val, &d) != DYNB_OK || r.failed) {
@@ -387,7 +407,7 @@ int cmd_train(int argc, char **argv) {
   } else if (est == DYNB_OK && ndev > 1) {
     /* Split over the devices as validation was (SPEC §2.1). */
     nets[0] = best;
-    est = dynb__evaluate_split(nets, ndev, shard, &test, &loss, &acc);
+    est = dynb__evaluate_split(nets, ndev, r.shard, &test, &loss, &acc);
     nets[0] = r.net;
   } else if (est == DYNB_OK) {
     est = dynb__plan_build(best, o.batch, DYNB_MEMORY_STORE, &plan);
