@@ -283,12 +283,6 @@ int cmd_train(int argc, char **argv) {
       idx[0] = (uint32_t)(local_rank % (int)count);
     }
     ndev = ndev > 0 || !o.device ? 1 : 0;
-    if (split && strcmp(split, "auto") == 0) {
-      if (r.rank == 0)
-        fprintf(stderr, "dynblocks %s: --split auto is not done across MPI ranks; equal shards\n",
-                cmd);
-      split = "equal";
-    }
     if (r.rank > 0 && !freopen("/dev/null", "w", stdout)) return 1;
   }
   if (o.split && ndev == 0 && nranks <= 1) {
@@ -368,9 +362,11 @@ int cmd_train(int argc, char **argv) {
   if (nranks > 1) {
     d.replicas = (int)nranks;
     d.shard = shard;
+    /* --split auto (the default): the balancer gathers every rank's timing. */
+    d.balance = dynb__split_is_auto(split);
     if (r.rank == 0)
       fprintf(stderr, "dynblocks train: %ld MPI ranks, shards %s of %lld\n", nranks,
-              split ? split : "equal", (long long)o.batch);
+              d.balance ? "auto" : split, (long long)o.batch);
   } else if (ndev > 1) {
     d.replicas = ndev;
     d.nets = nets;
