@@ -3,7 +3,8 @@
 # PoCL device per rank:
 #  - two ranks with unequal shards print the one-device run's epoch table
 #    and test result at the printed precision, once (rank 0 alone prints),
-#    and rank 0 alone writes the model, checkpoint and log;
+#    and rank 0 alone writes the model, checkpoint and log; so does the
+#    default --split auto (the balancer across ranks);
 #  - ranks started with different flags stop at start, naming the rank;
 #  - an error injected on rank 1 (DYNBLOCKS_TEST_FAIL_STEP) ends both ranks,
 #    rank 0 naming rank 1 and the step;
@@ -37,6 +38,14 @@ fi
 [ "$(ls two)" = "$(printf 'two.csv\ntwo.safetensors\ntwo.safetensors.ckpt\ntwo.svg')" ] ||
   { echo "files: $(ls two)"; exit 1; }
 [ "$(wc -l <two/two.csv)" = 3 ] || { echo "log not written once per epoch"; cat two/two.csv; exit 1; }
+# --split auto (the default): the balancer across ranks, the same table.
+"${mpirun[@]}" -np 2 "$bin" train "${common[@]}" --out auto.safetensors --log auto.csv \
+  >auto.txt 2>auto.err || { echo "mpirun -np 2 --split auto failed: $(cat auto.err)"; exit 1; }
+grep -q "2 MPI ranks, shards auto" auto.err || { echo "auto not in force"; cat auto.err; exit 1; }
+if ! diff <(strip one.txt) <(strip auto.txt); then
+  echo "two ranks with --split auto differ from one device (above)"
+  exit 1
+fi
 
 "${mpirun[@]}" -np 1 "$bin" train "${common[@]}" --out m.safetensors --log m.csv : \
   -np 1 "$bin" train "${common[@]}" --epochs 3 --out m.safetensors --log m.csv >m.txt 2>m.err

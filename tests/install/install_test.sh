@@ -71,4 +71,23 @@ if command -v gfortran > /dev/null; then
        "$src/examples/fortran/train.f90" $shared_libs)
   run "$tmp/fortran_pc"
 fi
+# 3. MPI (libdynblocks_mpi), where this build has it: both ways, under
+# mpirun -np 2 (root in containers, more ranks than cores on CI).
+if [ -e "$libdir/libdynblocks_mpi.a" ]; then
+  for f in include/dynblocks/mpi.h; do
+    [ -e "$prefix/$f" ] || { echo "missing after install: $f"; exit 1; }
+  done
+  [ -e "$libdir/pkgconfig/dynblocks_mpi.pc" ] || { echo "missing: dynblocks_mpi.pc"; exit 1; }
+  [ -x "$tmp/examples/mpi_join" ] || { echo "libdynblocks_mpi installed, mpi_join not built"; exit 1; }
+  # shellcheck disable=SC2086
+  $cc -std=c11 -o "$tmp/mpi_join_pc" "$src/examples/mpi_join.c" $(pkg-config --cflags dynblocks_mpi) \
+      $(pkg-config --libs dynblocks_mpi)
+  for p in "$tmp/examples/mpi_join" "$tmp/mpi_join_pc"; do
+    echo "== mpirun -np 2 $p"
+    out=$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 \
+          mpirun -np 2 --oversubscribe "$p") || { echo "$out"; exit 1; }
+    echo "$out"
+    [ "$(grep -c "of 2 joined" <<<"$out")" = 2 ] || { echo "not both ranks joined"; exit 1; }
+  done
+fi
 echo "install test passed"

@@ -61,6 +61,14 @@ bool cli_ranks_same(const char *cmd, dynb_ctx *ctx, int argc, char **argv, dynb_
 /* This rank failed before training: the others, waiting in a collective,
  * fail too, naming it (`why`). */
 void cli_ranks_abort(dynb_ctx *ctx, const char *why);
+/* The test set split over the ranks as validation is (SPEC §2.1): rank
+ * 0's best model (`best`, NULL on the other ranks or when rank 0 could not
+ * load it) broadcast, each rank evaluating its contiguous part in
+ * proportion to shard[rank] on a network shaped as `shape`, the losses and
+ * correct counts summed in rank order. Collective; the error on ctx. */
+dynb_status cli_ranks_test(dynb_ctx *ctx, dynb__net *shape, dynb__net *best,
+                           const int64_t *shard, const dynb__dataset *test, double *loss,
+                           double *acc);
 /* MPI_Abort of every rank: the last resort, where no collective waits. */
 void cli_ranks_fatal(void);
 /* MPI_Finalize, once. */

@@ -116,6 +116,65 @@ bool cli_ranks_same(const char *cmd, dynb_ctx *ctx, int argc, char **argv, dynb_
 
 void cli_ranks_fatal(void) { MPI_Abort(MPI_COMM_WORLD, 1); }
 
+/* Every value of net's tensors into (read) or from (!read) v, in order. */
+static dynb_status tensors(dynb__net *net, double *v, bool read) {
+  for (size_t i = 0, at = 0; i < net->ntensors; i++) {
+    dynb__tensor *t = &net->tensors[i].value;
+    DYNB_TRY(read ? dynb__tensor_read_f64(net->ctx, t, v + at) : dynb__tensor_write_f64(net->ctx, t, v + at));
+    at += dynb__tensor_numel(t);
+  }
+  return DYNB_OK;
+}
+
+dynb_status cli_ranks_test(dynb_ctx *ctx, dynb__net *shape, dynb__net *best,
+                           const int64_t *shard, const dynb__dataset *test, double *loss,
+                           double *acc) {
+  dynb__transport *w = ctx->world;
+  const int rank = ctx->world_rank, size = w->replicas;
+  size_t total = 0;
+  for (size_t i = 0; i < shape->ntensors; i++) total += dynb__tensor_numel(&shape->tensors[i].value);
+  double *v = malloc(total * sizeof *v);
+  dynb__net *net = NULL;
+  dynb__plan *plan = NULL;
+  dynb_status st = v ? DYNB_OK : dynb__fail(ctx, DYNB_STATUS_OUT_OF_HOST_MEMORY, "no host memory");
+  /* Rank 0's best model, everywhere (the other ranks may not see its file). */
+  if (st == DYNB_OK && rank == 0)
+    st = best ? tensors(best, v, true) : dynb__fail(ctx, DYNB_STATUS_IO_ERROR, "no best model to test");
+  if (st != DYNB_OK) w->abort(w, rank, st, dynb_ctx_last_error(ctx));
+  if (st == DYNB_OK) st = w->broadcast(w, rank, 0, ctx, v, total);
+  /* This rank's contiguous part, in proportion to its shard. */
+  int64_t batch = 0, before = 0;
+  for (int k = 0; k < size; k++) batch += shard[k], before += k < rank ? shard[k] : 0;
+  int64_t lo = (int64_t)((double)test->n * (double)before / (double)batch);
+  int64_t hi = rank == size - 1 ? test->n
+                                : (int64_t)((double)test->n * (double)(before + shard[rank]) / (double)batch);
+  double mine[2] = {0, 0}, all[2 * DYNB_MAX_REPLICAS];
+  if (st == DYNB_OK) {
+    st = dynb__net_create(ctx, &shape->spec, DYNB_F32, &net);
+    if (st == DYNB_OK) st = tensors(net, v, false);
+    if (st == DYNB_OK) st = dynb__plan_build(net, shard[rank], DYNB_MEMORY_STORE, &plan);
+    dynb__dataset part = *test;
+    size_t per = (size_t)part.c * (size_t)part.h * (size_t)part.w;
+    part.n = hi - lo;
+    part.images = test->images + (size_t)lo * per;
+    part.labels = test->labels + lo;
+    if (st == DYNB_OK && part.n > 0) st = dynb__evaluate(plan, &part, &mine[0], &mine[1]);
+    mine[0] *= (double)part.n, mine[1] *= (double)part.n;
+    if (st != DYNB_OK) w->abort(w, rank, st, dynb_ctx_last_error(ctx));
+    if (st == DYNB_OK) st = w->allgather(w, rank, ctx, mine, 2, all);
+  }
+  if (st == DYNB_OK) {
+    double sl = 0, sa = 0;
+    for (int k = 0; k < size; k++) sl += all[2 * k], sa += all[2 * k + 1];
+    *loss = test->n ? sl / (double)test->n : 0;
+    *acc = test->n ? sa / (double)test->n : 0;
+  }
+  dynb__plan_free(plan);
+  dynb__net_free(net);
+  free(v);
+  return st;
+}
+
 void cli_ranks_abort(dynb_ctx *ctx, const char *why) {
   if (ctx && ctx->world) ctx->world->abort(ctx->world, ctx->world_rank, DYNB_STATUS_INVALID_ARGUMENT, why);
 }
@@ -139,5 +198,11 @@ bool cli_ranks_same(const char *cmd, dynb_ctx *ctx, int argc, char **argv, dynb_
 }
 void cli_ranks_abort(dynb_ctx *ctx, const char *why) { (void)ctx, (void)why; }
 void cli_ranks_fatal(void) {}
+dynb_status cli_ranks_test(dynb_ctx *ctx, dynb__net *shape, dynb__net *best,
+                           const int64_t *shard, const dynb__dataset *test, double *loss,
+                           double *acc) {
+  (void)shape, (void)best, (void)shard, (void)test, (void)loss, (void)acc;
+  return dynb__fail(ctx, DYNB_STATUS_UNSUPPORTED, "this build has no MPI support");
+}
 
 #endif

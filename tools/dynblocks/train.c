@@ -288,12 +288,6 @@ int cmd_train(int argc, char **argv) {
       idx[0] = (uint32_t)(local_rank % (int)count);
     }
     ndev = ndev > 0 || !o.device ? 1 : 0;
-    if (split && strcmp(split, "auto") == 0) {
-      if (r.rank == 0)
-        fprintf(stderr, "dynblocks %s: --split auto is not done across MPI ranks; equal shards\n",
-                cmd);
-      split = "equal";
-    }
     if (r.rank > 0 && !freopen("/dev/null", "w", stdout)) return 1;
   }
   if (o.split && ndev == 0 && nranks <= 1) {
@@ -375,9 +369,11 @@ int cmd_train(int argc, char **argv) {
   if (nranks > 1) {
     d.replicas = (int)nranks;
     d.shard = shard;
+    /* --split auto (the default): the balancer gathers every rank's timing. */
+    d.balance = dynb__split_is_auto(split);
     if (r.rank == 0)
       fprintf(stderr, "dynblocks train: %ld MPI ranks, shards %s of %lld\n", nranks,
-              split ? split : "equal", (long long)o.batch);
+              d.balance ? "auto" : split, (long long)o.batch);
   } else if (ndev > 1) {
     d.replicas = ndev;
     d.nets = nets;
@@ -391,25 +387,27 @@ int cmd_train(int argc, char **argv) {
   trained = true;
   if (dynb__train(r.net, &train, &val, &d) != DYNB_OK || r.failed) {
     cli_fail(cmd, ctx);
-    goto done;
-  }
-  /* Across ranks the test set is rank 0's alone, from the model it wrote. */
-  if (r.rank > 0) {
-    rc = 0;
+    /* Rank 0 could not write the model: the others wait in the test. */
+    if (nranks > 1) cli_ranks_abort(ctx, "it could not write the model");
     goto done;
   }
   /* With no epoch run (--epochs 0, or resuming a finished run) the model as
    * it stands is the result. */
-  if (isinf(r.best_val) && dynb__model_save(r.net, r.out_path, NULL, &r.ts) != DYNB_OK) {
+  if (r.rank == 0 && isinf(r.best_val) &&
+      dynb__model_save(r.net, r.out_path, NULL, &r.ts) != DYNB_OK) {
     cli_fail(cmd, ctx);
+    if (nranks > 1) cli_ranks_abort(ctx, "it could not write the model");
     goto done;
   }
   /* Test accuracy of the best model, as saved. */
   dynb__net *best = NULL;
   dynb__plan *plan = NULL;
   double loss, acc;
-  dynb_status est = dynb__model_load(ctx, r.out_path, DYNB_F32, &best, NULL);
-  if (est == DYNB_OK && ndev > 1 && nranks <= 1) {
+  dynb_status est = r.rank == 0 ? dynb__model_load(ctx, r.out_path, DYNB_F32, &best, NULL) : DYNB_OK;
+  if (nranks > 1) {
+    /* Rank 0's model, split over the ranks. */
+    est = cli_ranks_test(ctx, r.net, est == DYNB_OK ? best : NULL, shard, &test, &loss, &acc);
+  } else if (est == DYNB_OK && ndev > 1) {
     /* Split over the devices as validation was (SPEC §2.1). */
     nets[0] = best;
     est = dynb__evaluate_split(nets, ndev, r.shard, &test, &loss, &acc);
@@ -419,7 +417,8 @@ int cmd_train(int argc, char **argv) {
     if (est == DYNB_OK) est = dynb__evaluate(plan, &test, &loss, &acc);
   }
   if (est != DYNB_OK) {
-    cli_fail(cmd, ctx);
+    /* Another rank's failure is rank 0's to report. */
+    if (r.rank == 0 || strncmp(dynb_ctx_last_error(ctx), "rank ", 5) != 0) cli_fail(cmd, ctx);
   } else {
     printf("test loss %.4f, test accuracy %.4f (%lld samples, best model %s)\n", loss, acc,
            (long long)test.n, r.out_path);
