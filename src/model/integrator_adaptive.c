@@ -19,11 +19,12 @@
  * The error norm is reduced on the host: the candidate, the state and the
  * error are read back after each attempt (3 NCHW reads; a device reduction
  * to one number would save the transfer, and is the place to add it). With
- * several data-parallel replicas (src/parallel/group.c), each replica's
- * Σ (err/tol)² and element count must be summed across the group before
- * dynb__ctrl_ratio, so that every replica takes the same steps; a block
- * does not see its group, so that reduction is not wired yet (see
- * reduce_error below).
+ * several data-parallel replicas (src/parallel/group.c, SPEC §2.1), each
+ * replica's Σ (err/tol)² and element count are summed across the group in
+ * training, through the replica link batch norm uses (ctx->link), before
+ * dynb__ctrl_ratio, and so are the norms of Hairer's first step and of the
+ * adjoint's backward attempts: every replica then takes the steps one
+ * device would take on the global batch (see replica_sum below).
  *
  * Gradient "discrete": the accepted step sequence (t_k, h_k) is held fixed
  * and each step is differentiated exactly as integrator_rk.c does, so the
@@ -240,27 +241,63 @@ static dynb_status stages(dynb__block *b, const dynb__tensor *y, double t, doubl
 static dynb_status ad_forward_adaptive(dynb__block *b, const dynb__tensor *x,
                                        const dynb__tensor *out, bool train);
 
-/* rms(v / (atol + rtol·|y|)) over the batch, v and y on the host. */
-static double scaled_rms(size_t n, const double *v, const double *y, double rtol, double atol) {
+/* Σ (v / (atol + rtol·|y|))² over this replica's part of the batch. */
+static double scaled_sumsq(size_t n, const double *v, const double *y, double rtol, double atol) {
   double s = 0;
   for (size_t e = 0; e < n; e++) {
     double q = v[e] / (atol + rtol * fabs(y[e]));
     s += q * q;
   }
-  return n ? sqrt(s / (double)n) : 0;
+  return s;
 }
 
-/* The error ratio of an attempt. Where replicas share the steps, the
- * (sumsq, count) pair is what they would all-reduce before the ratio. */
-static double reduce_error(size_t n, const double *err, const double *y0, const double *y1,
-                           double rtol, double atol) {
-  double sumsq = dynb__ctrl_sumsq(n, err, y0, y1, rtol, atol), count = (double)n;
-  return dynb__ctrl_ratio(sumsq, count);
+/* Sums v[0..m) over the replicas of a data-parallel group, in place, when
+ * `shared` (training) and the context is one replica of a group (ctx->link,
+ * src/parallel/group.c). Every replica gathers the same doubles and adds
+ * them in the fixed replica order, so every replica gets the same bits and
+ * takes the same decision: the same steps, and so the same number of calls
+ * here (a replica that stepped differently would wait in a collective the
+ * others never reach). Alone, or not shared, v is left as it is.
+ *
+ * `shared` is false in evaluation: there each replica runs its own slice of
+ * the data set in as many batches as that slice needs (group.c
+ * replica_eval), so the replicas do not make the same number of forwards
+ * and a collective per attempt would deadlock; each replica's batches take
+ * their own steps, as one device's batches do. */
+static dynb_status replica_sum(dynb__block *b, bool shared, double *v, int m) {
+  dynb__replica_link *link = b->ctx->link;
+  if (!shared || !link) return DYNB_OK;
+  double *all = dynb__alloc(b->ctx, (size_t)link->replicas * (size_t)m * sizeof *all);
+  DYNB_CHECK(b->ctx, all, DYNB_STATUS_OUT_OF_HOST_MEMORY, "adaptive block: no host memory");
+  dynb_status st = link->allgather(link, b->ctx, v, (size_t)m, all);
+  for (int j = 0; st == DYNB_OK && j < m; j++) {
+    double s = 0;
+    for (int k = 0; k < link->replicas; k++) s += all[(size_t)k * (size_t)m + (size_t)j];
+    v[j] = s;
+  }
+  dynb__free(b->ctx, all);
+  /* A failure (another replica's) is recorded on ctx by the link, naming
+   * it; group.c reports it as it stands. */
+  return st;
+}
+
+/* The error ratio r of an attempt: this replica's (Σ (err/tol)², count),
+ * summed over the replicas when `shared` (replica_sum), so that r is the
+ * RMS over the global batch, as one device would compute it up to the
+ * order of the sums. */
+static dynb_status reduce_error(dynb__block *b, bool shared, size_t n, const double *err,
+                                const double *y0, const double *y1, double *r) {
+  double v[2] = {dynb__ctrl_sumsq(n, err, y0, y1, b->tab.rtol, b->tab.atol), (double)n};
+  DYNB_TRY(replica_sum(b, shared, v, 2));
+  *r = dynb__ctrl_ratio(v[0], v[1]);
+  return DYNB_OK;
 }
 
 /* Hairer's first step: two evaluations at t0 (into the stage rows 0 and 1
- * of adj), norms on the host. */
-static dynb_status first_step(dynb__block *b, const dynb__tensor *x, double *host, double *h) {
+ * of adj), norms on the host, each an RMS over the global batch when
+ * `shared` (replica_sum), so that every replica starts with the same h. */
+static dynb_status first_step(dynb__block *b, const dynb__tensor *x, bool shared, double *host,
+                              double *h) {
   adaptive *a = impl(b);
   size_t n = b->nchw;
   double *y = host, *f0 = host + n, *f1 = host + 2 * n;
@@ -273,7 +310,9 @@ static dynb_status first_step(dynb__block *b, const dynb__tensor *x, double *hos
   DYNB_TRY(dynb__tensor_read_f64(b->ctx, x, y));
   DYNB_TRY(dynb__tensor_read_f64(b->ctx, &g0, f0));
   double rtol = b->tab.rtol, atol = b->tab.atol;
-  double d0 = scaled_rms(n, y, y, rtol, atol), d1 = scaled_rms(n, f0, y, rtol, atol);
+  double v[3] = {scaled_sumsq(n, y, y, rtol, atol), scaled_sumsq(n, f0, y, rtol, atol), (double)n};
+  DYNB_TRY(replica_sum(b, shared, v, 3));
+  double d0 = dynb__ctrl_ratio(v[0], v[2]), d1 = dynb__ctrl_ratio(v[1], v[2]);
   double h0 = dynb__ctrl_first_guess(d0, d1);
   /* Y = y + σ h0 g0 into the candidate buffer, then g1 = g(Y, θ(t0 + h0)). */
   double c1[2] = {sign * h0, 0};
@@ -287,7 +326,9 @@ static dynb_status first_step(dynb__block *b, const dynb__tensor *x, double *hos
   DYNB_TRY(dynb__layer_forward(b->ctx, &b->layer, &e1, &g1, &b->work));
   DYNB_TRY(dynb__tensor_read_f64(b->ctx, &g1, f1));
   for (size_t i = 0; i < n; i++) f1[i] -= f0[i]; /* |σ| = 1: the sign drops out */
-  double d2 = scaled_rms(n, f1, y, rtol, atol) / h0;
+  double w[2] = {scaled_sumsq(n, f1, y, rtol, atol), (double)n};
+  DYNB_TRY(replica_sum(b, shared, w, 2));
+  double d2 = dynb__ctrl_ratio(w[0], w[1]) / h0;
   *h = dynb__ctrl_first_step(h0, d1, d2, b->tab.order, a->stops[a->nstops - 1] - a->stops[0]);
   return DYNB_OK;
 }
@@ -298,7 +339,9 @@ static dynb_status forward_steps(dynb__block *b, const dynb__tensor *x, const dy
   int s = b->tab.stages;
   size_t n = b->nchw;
   double h0;
-  DYNB_TRY(first_step(b, x, host, &h0));
+  /* Training on several replicas: one step sequence for the global batch. */
+  bool shared = train;
+  DYNB_TRY(first_step(b, x, shared, host, &h0));
   a->nfe_forward = 2;
   dynb__ctrl c;
   dynb__ctrl_start(&c, a->stops, a->nstops, b->tab.order, a->max_steps, h0);
@@ -331,7 +374,8 @@ static dynb_status forward_steps(dynb__block *b, const dynb__tensor *x, const dy
     DYNB_TRY(dynb__tensor_read_f64(b->ctx, &y, host));
     DYNB_TRY(dynb__tensor_read_f64(b->ctx, &next, host + n));
     DYNB_TRY(dynb__tensor_read_f64(b->ctx, &a->errv, host + 2 * n));
-    double r = reduce_error(n, host + 2 * n, host, host + n, b->tab.rtol, b->tab.atol);
+    double r;
+    DYNB_TRY(reduce_error(b, shared, n, host + 2 * n, host, host + n, &r));
     bool ok = false;
     st = dynb__ctrl_judge(&c, r, &ok, why, sizeof why);
     a->attempts = c.attempts, a->rejected = c.rejected, a->naccepted = c.accepted;
@@ -537,10 +581,15 @@ static dynb_status adjoint_segment(dynb__block *b, double t0, double t1, double 
     DYNB_TRY(adjoint_attempt(b, -tau, h));
     const dynb__tensor *v[6] = {&a->ybuf, &a->cand, &a->errv, &a->abuf, &a->acand, &a->aerr};
     for (int q = 0; q < 6; q++) DYNB_TRY(dynb__tensor_read_f64(b->ctx, v[q], host + q * n));
-    double sumsq = dynb__ctrl_sumsq(n, host + 2 * n, host, host + n, b->tab.rtol, b->tab.atol) +
-                   dynb__ctrl_sumsq(n, host + 5 * n, host + 3 * n, host + 4 * n, b->tab.rtol,
-                                    b->tab.atol);
-    double r = dynb__ctrl_ratio(sumsq, 2.0 * (double)n);
+    /* y and a both controlled; summed over the replicas in training, as
+     * the forward's (every replica's a is its rows of the global batch's
+     * ∂L/∂y: the loss weighs each sample by 1/B on every replica). */
+    double e[2] = {dynb__ctrl_sumsq(n, host + 2 * n, host, host + n, b->tab.rtol, b->tab.atol) +
+                       dynb__ctrl_sumsq(n, host + 5 * n, host + 3 * n, host + 4 * n, b->tab.rtol,
+                                        b->tab.atol),
+                   2.0 * (double)n};
+    DYNB_TRY(replica_sum(b, b->train_last, e, 2));
+    double r = dynb__ctrl_ratio(e[0], e[1]);
     bool ok = false;
     st = dynb__ctrl_judge(&c, r, &ok, why, sizeof why);
     a->adjoint_rejected += !ok;
