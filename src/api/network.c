@@ -7,7 +7,7 @@
 #include "api/api.h"
 #include "io/io.h"
 
-static dynb_status wrap(dynb_ctx *ctx, dynb__net *inner, dynb_net **out) {
+dynb_status dynb__api_net_wrap(dynb_ctx *ctx, dynb__net *inner, dynb_net **out) {
   dynb_net *net = dynb__calloc(ctx, 1, sizeof *net);
   if (!net) {
     dynb__net_free(inner);
@@ -38,7 +38,7 @@ static dynb_status from_text(dynb_ctx *ctx, const char *text, size_t len, const 
     dynb__net_free(inner);
     return st;
   }
-  return wrap(ctx, inner, out);
+  return dynb__api_net_wrap(ctx, inner, out);
 }
 
 dynb_status dynb_net_create(dynb_ctx *ctx, const char *spec_json, dynb_dtype real,
@@ -77,7 +77,7 @@ dynb_status dynb_net_load(dynb_ctx *ctx, const char *path, dynb_dtype real, dynb
   DYNB_TRY(dynb__check_real(ctx, real));
   dynb__net *inner;
   DYNB_TRY(dynb__model_load(ctx, path, real, &inner, NULL));
-  return wrap(ctx, inner, out);
+  return dynb__api_net_wrap(ctx, inner, out);
 }
 
 dynb_status dynb_net_save(dynb_net *net, const char *path) {
