@@ -20,11 +20,19 @@ typedef struct seen {
   dynb_epoch_row rows[8];
   int nrows;
   int64_t progress_calls, last_done, last_total;
+  dynb_train_state *state; /* the run's, as given in the desc */
+  uint64_t rng[8];         /* its random state at each row */
 } seen;
 
 static void on_epoch(void *user, const dynb_epoch_row *row) {
   seen *s = user;
   if (s->nrows < 8) s->rows[s->nrows] = *row;
+  /* The state is the trainer's at the row, and what the callback sets goes
+   * into the checkpoint (the tool keeps its best score there). */
+  if (s->state && s->nrows < 8) {
+    s->rng[s->nrows] = s->state->rng;
+    s->state->best = 0.5 + row->epoch;
+  }
   s->nrows++;
 }
 
@@ -89,7 +97,11 @@ static void two_epochs_with_rows_and_resume(void **state) {
   memset(&ts, 0, sizeof ts);
   ts.best = INFINITY;
   d.state = &ts;
+  s.state = &ts;
   TU_OK(ctx, dynb_train(net, train, val, &d));
+  /* Each epoch shuffles: the random state moved between the rows. */
+  assert_true(s.rng[0] != s.rng[1]);
+  assert_true(ts.rng == s.rng[1]);
   assert_int_equal(s.nrows, 2);
   assert_int_equal(ts.epoch, 2);
   /* One progress call per batch: NB_TRAIN batches in each of 2 epochs. */
@@ -125,6 +137,8 @@ static void two_epochs_with_rows_and_resume(void **state) {
   dynb_train_state ts2;
   TU_OK(ctx, dynb_net_load_state(ctx, ckpt, DYNB_F32, &again, &ts2));
   assert_int_equal(ts2.epoch, 2);
+  assert_true(ts2.rng == ts.rng);
+  assert_true(ts2.best == 1.5); /* set by on_epoch at epoch 1, exact in binary */
   memset(&s, 0, sizeof s);
   d.epochs = 3;
   d.checkpoint_path = NULL;

@@ -172,8 +172,11 @@ typedef struct dynb_train_desc {
   void *user;              /**< passed to the callbacks */
   const char *checkpoint_path; /**< written after every epoch (optimiser and random state); NULL: none */
   const char *resume_path; /**< a checkpoint to continue from (with `state`); NULL: a new run */
-  dynb_train_state *state; /**< in/out: the state of the run (dynb_net_load_state of resume_path);
-                                may be NULL for a new run */
+  /** In/out: the state of the run (dynb_net_load_state of resume_path); may
+   * be NULL for a new run. It is current when on_epoch runs (e.g. to save
+   * the best model with dynb_net_save_state), and what on_epoch changes in
+   * it (best) goes into that epoch's checkpoint. */
+  dynb_train_state *state;
   /** Several devices in one process: nets[0..devices) are the same spec on
    * their own contexts, nets[0] the network given to dynb_train. 0 or 1:
    * one device. Under MPI (the network's context joined a communicator)

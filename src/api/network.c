@@ -268,3 +268,36 @@ dynb_status dynb_net_regrid(dynb_net *net, int block, const double *t_states, in
   }
   return DYNB_OK;
 }
+
+dynb_status dynb_net_blocks(const dynb_net *net, int *blocks, double *time_reg) {
+  DYNB__API_HANDLE(net);
+  if (blocks) *blocks = net->net->spec.nblocks;
+  if (time_reg) *time_reg = net->net->spec.time_reg;
+  return DYNB_OK;
+}
+
+dynb_status dynb_net_block_grid(const dynb_net *net, int block, int *nstates, int *ncontrols) {
+  DYNB__API_HANDLE(net);
+  DYNB_CHECK(net->ctx, block >= 0 && block < net->net->spec.nblocks, DYNB_STATUS_INVALID_ARGUMENT,
+             "dynb_net_block_grid: no block %d (the network has %d)", block,
+             net->net->spec.nblocks);
+  if (nstates) *nstates = net->net->spec.blocks[block].nstates;
+  if (ncontrols) *ncontrols = net->net->spec.blocks[block].ncontrols;
+  return DYNB_OK;
+}
+
+dynb_status dynb_net_create_like(dynb_ctx *ctx, const dynb_net *like, uint64_t seed,
+                                 dynb_net **out) {
+  DYNB__API_HANDLE(ctx);
+  DYNB__API_HANDLE(like);
+  DYNB_CHECK(ctx, out, DYNB_STATUS_INVALID_ARGUMENT, "dynb_net_create_like: out is NULL");
+  *out = NULL;
+  dynb__net *inner = NULL;
+  dynb_status st = dynb__net_create(ctx, &like->net->spec, like->net->real, &inner);
+  if (st == DYNB_OK) st = dynb__net_init(inner, seed);
+  if (st != DYNB_OK) {
+    dynb__net_free(inner);
+    return st;
+  }
+  return dynb__api_net_wrap(ctx, inner, out);
+}

@@ -85,6 +85,11 @@ typedef struct relay {
   dynb_epoch_fn fn;
   dynb_progress_fn progress;
   void *user;
+  /* The caller's state and the trainer's, one state: the callback sees the
+   * trainer's (it may save a model with it) and what it changes (the best
+   * score) goes into the checkpoint written after it. */
+  dynb_train_state *state;
+  dynb__train_state *inner;
 } relay;
 
 static void progress_out(void *user, int epoch, int64_t done, int64_t total, double loss,
@@ -111,7 +116,9 @@ static void row_out(void *user, const dynb__epoch_row *in) {
     row.busy_seconds[k] = in->busy_seconds[k];
   }
   row.refined = in->refined, row.nfe = in->nfe, row.rec_err = in->rec_err;
+  if (r->state) state_out(r->state, r->inner);
   if (r->fn) r->fn(r->user, &row);
+  if (r->state) state_in(r->inner, r->state);
 }
 
 /* The whole description checked before anything runs; each message names the field. */
@@ -207,14 +214,14 @@ dynb_status dynb_train(dynb_net *net, dynb_dataset *train, const dynb_dataset *v
   in.seed = d->seed;
   in.augment = d->augment != 0;
   in.memory = d->memory;
-  relay r = {d->on_epoch, d->on_progress, d->user};
+  dynb__train_state ts = {.best = INFINITY};
+  if (d->state) state_in(&ts, d->state);
+  relay r = {d->on_epoch, d->on_progress, d->user, d->state, &ts};
   in.on_row = row_out;
   in.on_progress = d->on_progress ? progress_out : NULL;
   in.user = &r;
   in.checkpoint_path = d->checkpoint_path;
   in.resume_path = d->resume_path;
-  dynb__train_state ts = {.best = INFINITY};
-  if (d->state) state_in(&ts, d->state);
   in.state = &ts;
   in.refine_epochs = d->refine_epochs;
   in.nrefine = d->nrefine;
