@@ -121,6 +121,21 @@ static void row_out(void *user, const dynb__epoch_row *in) {
   if (r->state) state_in(r->inner, r->state);
 }
 
+/* Whether a data set fits a network: its image shape, and labels the loss
+ * can index (a set's classes, the largest label + 1 for sets from host
+ * arrays, at most the network's). */
+static dynb_status check_fits(dynb_ctx *ctx, const char *call, const char *what,
+                              const dynb_net *net, const dynb_dataset *d, bool shape) {
+  const dynb__net_spec *sp = &net->net->spec;
+  DYNB_CHECK(ctx, !shape || d->d.n == 0 || (d->d.c == sp->in_channels && d->d.h == sp->in_height &&
+                                  d->d.w == sp->in_width),
+             DYNB_STATUS_SHAPE_MISMATCH, "%s: %s has images of %dx%dx%d, the network takes %dx%dx%d",
+             call, what, d->d.c, d->d.h, d->d.w, sp->in_channels, sp->in_height, sp->in_width);
+  DYNB_CHECK(ctx, d->d.n == 0 || d->d.classes <= sp->classes, DYNB_STATUS_SHAPE_MISMATCH,
+             "%s: %s has %d classes, the network %d", call, what, d->d.classes, sp->classes);
+  return DYNB_OK;
+}
+
 /* The whole description checked before anything runs; each message names the field. */
 static dynb_status check_desc(dynb_ctx *ctx, const dynb_train_desc *d, int *replicas) {
   DYNB_CHECK(ctx, d->struct_size == sizeof *d, DYNB_STATUS_INVALID_ARGUMENT,
@@ -173,6 +188,9 @@ dynb_status dynb_train(dynb_net *net, dynb_dataset *train, const dynb_dataset *v
   const dynb_train_desc *d = desc ? desc : &def;
   int replicas = 1;
   DYNB_TRY(check_desc(ctx, d, &replicas));
+  /* The training set's shape the trainer checks, in the words of the tool's messages. */
+  DYNB_TRY(check_fits(ctx, "dynb_train", "the training set", net, train, false));
+  if (val) DYNB_TRY(check_fits(ctx, "dynb_train", "the validation set", net, val, true));
   dynb__net *inner[DYNB_MAX_REPLICAS] = {NULL};
   inner[0] = net->net;
   if (!ctx->world && replicas > 1) {
@@ -242,6 +260,7 @@ dynb_status dynb_evaluate(dynb_net *const *nets, int count, const int64_t *shard
              "dynb_evaluate: count is %d (1 .. %d)", count, DYNB_MAX_REPLICAS);
   DYNB_CHECK(ctx, batch >= 1, DYNB_STATUS_INVALID_ARGUMENT,
              "dynb_evaluate: batch is %lld (expected >= 1)", (long long)batch);
+  DYNB_TRY(check_fits(ctx, "dynb_evaluate", "the data set", nets[0], d, true));
   if (count > 1) {
     dynb__net *inner[DYNB_MAX_REPLICAS];
     int64_t eq[DYNB_MAX_REPLICAS];
