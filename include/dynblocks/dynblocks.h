@@ -30,5 +30,6 @@
 #include "dynblocks/network.h"
 #include "dynblocks/plan.h"
 #include "dynblocks/optimizer.h"
+#include "dynblocks/trainer.h"
 
 #endif

@@ -155,6 +155,34 @@ DYNB_API dynb_status dynb_net_refine(dynb_net *net, int factor);
 DYNB_API dynb_status dynb_net_regrid(dynb_net *net, int block, const double *t_states,
                                      int nstates, const double *t_controls, int ncontrols);
 
+/** Number of blocks and the spec's time-regularisation weight; each output
+ * may be NULL.
+ * @param net the network.
+ * @param blocks (out) blocks in the spec.
+ * @param time_reg (out) the spec's `time_reg` α (0: none).
+ * @return DYNB_OK, or DYNB_STATUS_MISUSE for a NULL network. Since: 0.2 */
+DYNB_API dynb_status dynb_net_blocks(const dynb_net *net, int *blocks, double *time_reg);
+/** Grid sizes of block `block` as they are now (dynb_net_refine and
+ * dynb_net_regrid change them); each output may be NULL.
+ * @param net the network.
+ * @param block 0 .. blocks-1.
+ * @param nstates (out) points of the state grid (steps + 1).
+ * @param ncontrols (out) control points.
+ * @return DYNB_OK, DYNB_STATUS_MISUSE, DYNB_STATUS_INVALID_ARGUMENT (no such block). Since: 0.2 */
+DYNB_API dynb_status dynb_net_block_grid(const dynb_net *net, int block, int *nstates,
+                                         int *ncontrols);
+/** A new network on `ctx` with the spec (grids as they are now) and real
+ * type of `like`, initialised as dynb_net_init(seed) does: a replica of
+ * `like` for another device (dynb_train copies the parameters over).
+ * @param ctx the context of the new network.
+ * @param like the network whose spec is taken.
+ * @param seed initialisation seed.
+ * @param out (out) the network; NULL on failure.
+ * @return DYNB_OK, DYNB_STATUS_MISUSE, DYNB_STATUS_INVALID_ARGUMENT,
+ *         DYNB_STATUS_UNSUPPORTED (e.g. f64 on a device without fp64),
+ *         DYNB_STATUS_OUT_OF_DEVICE_MEMORY. Since: 0.2 */
+DYNB_API dynb_status dynb_net_create_like(dynb_ctx *ctx, const dynb_net *like, uint64_t seed,
+                                          dynb_net **out);
 #ifdef __cplusplus
 }
 #endif

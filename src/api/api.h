@@ -30,6 +30,11 @@ struct dynb_plan {
   bool has_labels;    /* ... with labels */
 };
 
+struct dynb_dataset {
+  dynb_ctx *ctx;
+  dynb__dataset d;
+};
+
 struct dynb_optimizer {
   dynb_net *net;
   dynb__optim_desc desc;
@@ -47,6 +52,8 @@ struct dynb_optimizer {
  * not NULL, of ctx, of `dtype`, and of exactly the shape dims[0..ndim). */
 dynb_status dynb__api_tensor_check(dynb_ctx *ctx, const char *what, const dynb_tensor *t,
                                    dynb_dtype dtype, int ndim, const int64_t *dims);
+/* A public handle over `inner` (taken over; freed on failure). */
+dynb_status dynb__api_net_wrap(dynb_ctx *ctx, dynb__net *inner, dynb_net **out);
 /* "[2, 3, 4]" into buf, for messages. */
 const char *dynb__api_dims_str(char *buf, size_t len, int ndim, const int64_t *dims);
 

@@ -7,7 +7,7 @@
 #include "api/api.h"
 #include "io/io.h"
 
-static dynb_status wrap(dynb_ctx *ctx, dynb__net *inner, dynb_net **out) {
+dynb_status dynb__api_net_wrap(dynb_ctx *ctx, dynb__net *inner, dynb_net **out) {
   dynb_net *net = dynb__calloc(ctx, 1, sizeof *net);
   if (!net) {
     dynb__net_free(inner);
@@ -38,7 +38,7 @@ static dynb_status from_text(dynb_ctx *ctx, const char *text, size_t len, const 
     dynb__net_free(inner);
     return st;
   }
-  return wrap(ctx, inner, out);
+  return dynb__api_net_wrap(ctx, inner, out);
 }
 
 dynb_status dynb_net_create(dynb_ctx *ctx, const char *spec_json, dynb_dtype real,
@@ -77,7 +77,7 @@ dynb_status dynb_net_load(dynb_ctx *ctx, const char *path, dynb_dtype real, dynb
   DYNB_TRY(dynb__check_real(ctx, real));
   dynb__net *inner;
   DYNB_TRY(dynb__model_load(ctx, path, real, &inner, NULL));
-  return wrap(ctx, inner, out);
+  return dynb__api_net_wrap(ctx, inner, out);
 }
 
 dynb_status dynb_net_save(dynb_net *net, const char *path) {
@@ -267,4 +267,37 @@ dynb_status dynb_net_regrid(dynb_net *net, int block, const double *t_states, in
     DYNB_TRY(st);
   }
   return DYNB_OK;
+}
+
+dynb_status dynb_net_blocks(const dynb_net *net, int *blocks, double *time_reg) {
+  DYNB__API_HANDLE(net);
+  if (blocks) *blocks = net->net->spec.nblocks;
+  if (time_reg) *time_reg = net->net->spec.time_reg;
+  return DYNB_OK;
+}
+
+dynb_status dynb_net_block_grid(const dynb_net *net, int block, int *nstates, int *ncontrols) {
+  DYNB__API_HANDLE(net);
+  DYNB_CHECK(net->ctx, block >= 0 && block < net->net->spec.nblocks, DYNB_STATUS_INVALID_ARGUMENT,
+             "dynb_net_block_grid: no block %d (the network has %d)", block,
+             net->net->spec.nblocks);
+  if (nstates) *nstates = net->net->spec.blocks[block].nstates;
+  if (ncontrols) *ncontrols = net->net->spec.blocks[block].ncontrols;
+  return DYNB_OK;
+}
+
+dynb_status dynb_net_create_like(dynb_ctx *ctx, const dynb_net *like, uint64_t seed,
+                                 dynb_net **out) {
+  DYNB__API_HANDLE(ctx);
+  DYNB__API_HANDLE(like);
+  DYNB_CHECK(ctx, out, DYNB_STATUS_INVALID_ARGUMENT, "dynb_net_create_like: out is NULL");
+  *out = NULL;
+  dynb__net *inner = NULL;
+  dynb_status st = dynb__net_create(ctx, &like->net->spec, like->net->real, &inner);
+  if (st == DYNB_OK) st = dynb__net_init(inner, seed);
+  if (st != DYNB_OK) {
+    dynb__net_free(inner);
+    return st;
+  }
+  return dynb__api_net_wrap(ctx, inner, out);
 }

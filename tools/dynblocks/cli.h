@@ -43,7 +43,7 @@ double cli_print_profile(const dynb__prof_sample *s, size_t n, long steps, doubl
 
 /* Writes the per-epoch curves (loss and accuracy, train and validation) as
  * an SVG file. */
-bool cli_plot_svg(const char *path, const dynb__epoch_row *rows, int n);
+bool cli_plot_svg(const char *path, const dynb_epoch_row *rows, int n);
 
 /* Training across MPI ranks (ranks.c; stubs in a build without MPI).
  * Whether this build has MPI. */

@@ -5,7 +5,7 @@
 
 #include "cli.h"
 
-static void panel(FILE *f, const dynb__epoch_row *rows, int n, int x0, const char *title,
+static void panel(FILE *f, const dynb_epoch_row *rows, int n, int x0, const char *title,
                   bool acc) {
   const int w = 360, h = 240, top = 30;
   double lo = INFINITY, hi = -INFINITY;
@@ -35,7 +35,7 @@ static void panel(FILE *f, const dynb__epoch_row *rows, int n, int x0, const cha
   }
 }
 
-bool cli_plot_svg(const char *path, const dynb__epoch_row *rows, int n) {
+bool cli_plot_svg(const char *path, const dynb_epoch_row *rows, int n) {
   FILE *f = fopen(path, "w");
   if (!f) return false;
   fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='800' height='300' "

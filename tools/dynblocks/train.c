@@ -8,20 +8,24 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "parallel/group.h"
+#include "dynblocks/dynblocks.h"
+/* Only for the MPI helpers of ranks.c (internal types) and the spec check
+ * of new_network; training itself goes through include/dynblocks/trainer.h. */
+#include "api/api.h"
 
 typedef struct run {
   FILE *csv;
   const char *log_path, *out_path, *ckpt_path;
-  dynb__epoch_row rows[4096];
+  dynb_epoch_row rows[4096];
   int nrows;
   double best_val;
-  dynb__net *net;
-  dynb__train_state ts;
+  dynb_ctx *ctx;
+  dynb_net *net;
+  dynb_train_state ts;
   bool failed;
   bool tty;
-  const char *devices[DYNB_MAX_REPLICAS]; /* device names, data-parallel runs */
-  int64_t shard[DYNB_MAX_REPLICAS];       /* the last epoch's split (--split auto moves it) */
+  char devices[DYNB_TRAIN_MAX_DEVICES][128]; /* device names, data-parallel runs */
+  int64_t shard[DYNB_TRAIN_MAX_DEVICES];    /* the last epoch's split (--split auto moves it) */
   int rank;                               /* under mpirun; only rank 0 writes files */
   bool log_reconstruction;                /* a rec_err column */
 } run;
@@ -40,17 +44,20 @@ static void on_progress(void *user, int epoch, int64_t done, int64_t total, doub
   if (r->tty && done == total) fprintf(stderr, "\r%72s\r", "");
 }
 
-static void on_row(void *user, const dynb__epoch_row *row0) {
+static void on_row(void *user, const dynb_epoch_row *row0) {
   run *r = user;
-  dynb__epoch_row row = *row0;
+  dynb_epoch_row row = *row0;
   if (r->rank > 0) return;
+  int nblocks = 0;
+  double time_reg = 0;
+  dynb_net_blocks(r->net, &nblocks, &time_reg);
   /* A refined epoch is marked "3*" in the same five columns. */
   printf(row.refined ? "%4d* %8.1f %10.3g %10.3g %9.3g %10.3g %10.4f %9.4f %10.4f %9.4f"
                      : "%5d %8.1f %10.3g %10.3g %9.3g %10.3g %10.4f %9.4f %10.4f %9.4f",
          row.epoch, row.seconds,
          row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
          row.train_acc, row.val_loss, row.val_acc);
-  if (r->net->spec.time_reg > 0) printf(" %10.4g", row.time_reg);
+  if (time_reg > 0) printf(" %10.4g", row.time_reg);
   if (r->log_reconstruction) printf(" %9.3g", row.rec_err);
   printf("\n");
   /* Several devices: each one's shard and time, on stderr beside the
@@ -62,9 +69,12 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
             row.busy_seconds[k], row.step_seconds[k]);
   for (int k = 0; row.replicas > 1 && k < row.replicas; k++) r->shard[k] = row.shard[k];
   fflush(stdout);
-  for (int b = 0; row.refined && b < r->net->spec.nblocks; b++)
+  for (int b = 0; row.refined && b < nblocks; b++) {
+    int nstates = 0, ncontrols = 0;
+    dynb_net_block_grid(r->net, b, &nstates, &ncontrols);
     fprintf(stderr, "  epoch %d: refined block %d to %d steps, %d control points\n", row.epoch, b,
-            r->net->spec.blocks[b].nstates - 1, r->net->spec.blocks[b].ncontrols);
+            nstates - 1, ncontrols);
+  }
   fprintf(r->csv, "%d,%.3f,%.6g,%.6g,%.6g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g", row.epoch, row.seconds,
           row.d_running_mean, row.d_running_var, row.lr, row.d_params, row.train_loss,
           row.train_acc, row.val_loss, row.val_acc, row.time_reg);
@@ -84,8 +94,8 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
   double score = isfinite(row.val_loss) && row.val_loss > 0 ? row.val_loss : row.train_loss;
   if (score < r->best_val) {
     r->best_val = r->ts.best = score;
-    if (dynb__model_save(r->net, r->out_path, NULL, &r->ts) != DYNB_OK) {
-      fprintf(stderr, "dynblocks train: %s\n", dynb_ctx_last_error(r->net->ctx));
+    if (dynb_net_save_state(r->net, r->out_path, &r->ts) != DYNB_OK) {
+      fprintf(stderr, "dynblocks train: %s\n", dynb_ctx_last_error(r->ctx));
       r->failed = true;
     }
   }
@@ -94,64 +104,69 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
   cli_plot_svg(svg, r->rows, r->nrows);
 }
 
-static bool load_data(const char *cmd, const train_opts *o, dynb__dataset *train,
-                      dynb__dataset *val, dynb__dataset *test, dynb__train_state *ts) {
-  char err[1024];
+static bool load_data(const char *cmd, const train_opts *o, dynb_ctx *ctx, dynb_dataset **train,
+                      dynb_dataset **val, dynb_dataset **test, dynb_train_state *ts) {
   long train_size = o->train_size;
   double val_size = o->val_size;
   bool fixed_norm = o->resume != NULL;
-  if (dynb__dataset_load(o->data, o->data_dir, false, train, err, sizeof err) != DYNB_OK ||
-      dynb__dataset_load(o->data, o->data_dir, true, test, err, sizeof err) != DYNB_OK) {
-    fprintf(stderr, "dynblocks %s: %s\n", cmd, err);
+  if (dynb_dataset_open(ctx, o->data, o->data_dir, 0, train) != DYNB_OK ||
+      dynb_dataset_open(ctx, o->data, o->data_dir, 1, test) != DYNB_OK) {
+    fprintf(stderr, "dynblocks %s: %s\n", cmd, dynb_ctx_last_error(ctx));
     return false;
   }
-  uint64_t rng = (uint64_t)o->seed ^ UINT64_C(0x5eed);
-  dynb__dataset_shuffle(train, &rng);
+  dynb_dataset_shuffle(*train, (uint64_t)o->seed ^ UINT64_C(0x5eed));
+  int64_t n = 0, channels = 0;
+  dynb_dataset_shape(*train, &n, &channels, NULL, NULL, NULL);
   /* A fraction of the training set, or a count. */
-  int64_t nval = val_size < 1 ? (int64_t)(val_size * (double)train->n) : (int64_t)val_size;
-  if (nval >= train->n) {
+  int64_t nval = val_size < 1 ? (int64_t)(val_size * (double)n) : (int64_t)val_size;
+  if (nval >= n) {
     fprintf(stderr, "dynblocks %s: --val-size %g leaves no training data (%lld samples)\n", cmd,
-            val_size, (long long)train->n);
+            val_size, (long long)n);
     return false;
   }
-  if (dynb__dataset_split(train, nval, val) != DYNB_OK) {
+  if (dynb_dataset_split(*train, nval, val) != DYNB_OK) {
     fprintf(stderr, "dynblocks %s: out of host memory\n", cmd);
     return false;
   }
-  if (train_size > 0 && train_size < train->n) train->n = train_size;
-  if (train->c > 4) {
+  if (train_size > 0) dynb_dataset_truncate(*train, train_size);
+  if (channels > DYNB_TRAIN_MAX_CHANNELS) {
     fprintf(stderr, "dynblocks %s: at most 4 input channels are supported\n", cmd);
     return false;
   }
-  if (!fixed_norm) dynb__dataset_stats(train, ts->norm_mean, ts->norm_std);
-  dynb__dataset_normalise(train, ts->norm_mean, ts->norm_std);
-  dynb__dataset_normalise(val, ts->norm_mean, ts->norm_std);
-  dynb__dataset_normalise(test, ts->norm_mean, ts->norm_std);
+  if (!fixed_norm) dynb_dataset_stats(*train, ts->norm_mean, ts->norm_std);
+  dynb_dataset_normalise(*train, ts->norm_mean, ts->norm_std);
+  dynb_dataset_normalise(*val, ts->norm_mean, ts->norm_std);
+  dynb_dataset_normalise(*test, ts->norm_mean, ts->norm_std);
   return true;
 }
 
 
 /* A new network from --spec or from the flags, initialised from the seed. */
 static bool new_network(const char *cmd, const train_opts *o, dynb_ctx *ctx,
-                        const dynb__dataset *train, dynb__net **out) {
+                        const dynb_dataset *train, dynb_net **out) {
   static dynb__net_spec spec;
   char err[1024];
   size_t len = 0;
+  int64_t c = 0, h = 0, w = 0, classes = 0;
+  dynb_dataset_shape(train, NULL, &c, &h, &w, &classes);
   char *text = o->spec ? cli_read_text(cmd, o->spec, &len)
-                       : cli_train_spec_json(o, train->c, train->h, train->w, train->classes);
+                       : cli_train_spec_json(o, (int)c, (int)h, (int)w, (int)classes);
   if (!text) {
     if (!o->spec) fprintf(stderr, "dynblocks %s: out of host memory\n", cmd);
     return false;
   }
   if (!o->spec) len = strlen(text);
+  /* Parsed here first so that a spec error names the file or "flags" (the
+   * public dynb_net_create names a "<spec string>"). */
   dynb_status st = dynb__spec_parse(text, len, o->spec ? o->spec : "flags", &spec, err, sizeof err);
-  free(text);
   if (st != DYNB_OK) {
+    free(text);
     fprintf(stderr, "dynblocks %s: %s\n", cmd, err);
     return false;
   }
-  if (dynb__net_create(ctx, &spec, DYNB_F32, out) != DYNB_OK ||
-      dynb__net_init(*out, (uint64_t)o->seed) != DYNB_OK) {
+  st = dynb_net_create(ctx, text, DYNB_F32, (uint64_t)o->seed, out);
+  free(text);
+  if (st != DYNB_OK) {
     cli_fail(cmd, ctx);
     return false;
   }
@@ -207,30 +222,30 @@ static int device_list(const char *cmd, const train_opts *o, uint32_t *idx) {
 /* The other replicas of a data-parallel run: a context per device (one
  * cannot span platforms) and the same network on it; parameters come from
  * nets[0] when the group starts. */
-static bool replica_networks(const char *cmd, const uint32_t *idx, int n, dynb__net **nets,
-                             run *r) {
-  r->devices[0] = nets[0]->ctx->info.device_name;
+static bool replica_networks(const char *cmd, const uint32_t *idx, int n, dynb_net **nets,
+                             dynb_ctx **ctxs, run *r) {
   for (int k = 1; k < n; k++) {
     char sel[16];
     snprintf(sel, sizeof sel, "%u", idx[k]);
     dynb_ctx *ctx = cli_context(cmd, sel);
     if (!ctx) return false;
-    if (dynb__net_create(ctx, &nets[0]->spec, nets[0]->real, &nets[k]) != DYNB_OK) {
+    ctxs[k] = ctx;
+    /* The same network: parameters come from nets[0] when training starts. */
+    if (dynb_net_create_like(ctx, nets[0], 0, &nets[k]) != DYNB_OK) {
       cli_fail(cmd, ctx);
-      dynb_ctx_free(ctx);
       return false;
     }
-    r->devices[k] = ctx->info.device_name;
+    dynb_device_info info;
+    dynb_ctx_device_info(ctx, &info);
+    snprintf(r->devices[k], sizeof r->devices[k], "%s", info.device_name);
   }
   return true;
 }
 
-static void free_replicas(dynb__net **nets, int n) {
+static void free_replicas(dynb_net **nets, dynb_ctx **ctxs, int n) {
   for (int k = 1; k < n; k++) {
-    if (!nets[k]) continue;
-    dynb_ctx *ctx = nets[k]->ctx;
-    dynb__net_free(nets[k]);
-    dynb_ctx_free(ctx);
+    dynb_net_free(nets[k]);
+    dynb_ctx_free(ctxs[k]);
   }
 }
 
@@ -262,8 +277,7 @@ int cmd_train(int argc, char **argv) {
     return 1;
   }
   rc = 1;
-  dynb__train_desc d;
-  memset(&d, 0, sizeof d);
+  dynb_train_desc d = dynb_train_desc_default();
   run r;
   memset(&r, 0, sizeof r);
   r.out_path = o.out;
@@ -272,7 +286,7 @@ int cmd_train(int argc, char **argv) {
   r.ckpt_path = o.checkpoint;
   r.best_val = INFINITY;
   r.tty = isatty(2);
-  uint32_t idx[DYNB_MAX_REPLICAS];
+  uint32_t idx[DYNB_TRAIN_MAX_DEVICES];
   int ndev = device_list(cmd, &o, idx);
   if (ndev < 0) return 1;
   /* Under mpirun: one device per rank, entry local-rank of --devices (or
@@ -294,17 +308,19 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "dynblocks %s: --split needs --devices (or DYNBLOCKS_DEVICES)\n", cmd);
     return 1;
   }
-  int64_t shard[DYNB_MAX_REPLICAS];
+  int64_t shard[DYNB_TRAIN_MAX_DEVICES];
+  int balance = 0;
   if ((ndev > 0 || nranks > 1) &&
-      dynb__split_parse(split, nranks > 1 ? (int)nranks : ndev, o.batch, shard, err,
-                        sizeof err) != DYNB_OK) {
+      dynb_split_parse(split, nranks > 1 ? (int)nranks : ndev, o.batch, shard, &balance, err,
+                       sizeof err) != DYNB_OK) {
     fprintf(stderr, "dynblocks %s: %s\n", cmd, err);
     if (nranks > 1) cli_ranks_end();
     return 1;
   }
   char sel0[16];
   snprintf(sel0, sizeof sel0, "%u", idx[0]);
-  dynb__net *nets[DYNB_MAX_REPLICAS] = {NULL};
+  dynb_net *nets[DYNB_TRAIN_MAX_DEVICES] = {NULL};
+  dynb_ctx *ctxs[DYNB_TRAIN_MAX_DEVICES] = {NULL};
   dynb_ctx *ctx = cli_context(cmd, ndev > 0 ? sel0 : o.device);
   if (!ctx || (nranks > 1 && !cli_ranks_join(cmd, ctx))) {
     /* Before the join no collective waits: MPI_Abort ends every rank. */
@@ -312,9 +328,13 @@ int cmd_train(int argc, char **argv) {
     dynb_ctx_free(ctx);
     return 1;
   }
+  r.ctx = ctx;
+  dynb_device_info info0;
+  dynb_ctx_device_info(ctx, &info0);
+  snprintf(r.devices[0], sizeof r.devices[0], "%s", info0.device_name);
   bool trained = false;
-  dynb__dataset train = {0}, val = {0}, test = {0};
-  if (o.resume && dynb__model_load(ctx, o.resume, DYNB_F32, &r.net, &r.ts) != DYNB_OK) {
+  dynb_dataset *train = NULL, *val = NULL, *test = NULL;
+  if (o.resume && dynb_net_load_state(ctx, o.resume, DYNB_F32, &r.net, &r.ts) != DYNB_OK) {
     cli_fail(cmd, ctx);
     goto done;
   }
@@ -323,13 +343,14 @@ int cmd_train(int argc, char **argv) {
     r.best_val = r.ts.best;
   else
     r.ts.best = INFINITY;
-  if (!load_data(cmd, &o, &train, &val, &test, &r.ts)) goto done;
-  if (!r.net && !new_network(cmd, &o, ctx, &train, &r.net)) goto done;
+  if (!load_data(cmd, &o, ctx, &train, &val, &test, &r.ts)) goto done;
+  if (!r.net && !new_network(cmd, &o, ctx, train, &r.net)) goto done;
   nets[0] = r.net;
-  if (ndev > 1 && nranks <= 1 && !replica_networks(cmd, idx, ndev, nets, &r)) goto done;
+  if (ndev > 1 && nranks <= 1 && !replica_networks(cmd, idx, ndev, nets, ctxs, &r)) goto done;
   if (nranks > 1) {
-    const dynb__dataset *sets[3] = {&train, &val, &test};
-    if (!cli_ranks_same(cmd, ctx, argc, argv, r.net, sets, 3)) {
+    /* ranks.c compares the ranks' networks and data through the internal types. */
+    const dynb__dataset *sets[3] = {&train->d, &val->d, &test->d};
+    if (!cli_ranks_same(cmd, ctx, argc, argv, r.net->net, sets, 3)) {
       trained = true; /* every rank knows: none waits */
       goto done;
     }
@@ -343,22 +364,31 @@ int cmd_train(int argc, char **argv) {
     fprintf(r.csv, "epoch,seconds,d_running_mean,d_running_var,lr,d_params,train_loss,train_acc,"
                    "val_loss,val_acc,time_reg,shards,busy_seconds,refined,nfe%s\n",
             o.log_reconstruction ? ",rec_err" : "");
+  int64_t ntrain = 0, nval = 0, ntest = 0;
+  dynb_dataset_shape(train, &ntrain, NULL, NULL, NULL, NULL);
+  dynb_dataset_shape(val, &nval, NULL, NULL, NULL, NULL);
+  dynb_dataset_shape(test, &ntest, NULL, NULL, NULL, NULL);
+  double time_reg = 0;
+  dynb_net_blocks(r.net, NULL, &time_reg);
   if (r.rank == 0)
   fprintf(stderr, "dynblocks train: %s, %lld training / %lld validation / %lld test samples on %s\n",
-          o.data ? o.data : "fashion-mnist", (long long)train.n, (long long)val.n,
-          (long long)test.n, ctx->info.device_name);
+          o.data ? o.data : "fashion-mnist", (long long)ntrain, (long long)nval,
+          (long long)ntest, r.devices[0]);
   printf("%5s %8s %10s %10s %9s %10s %10s %9s %10s %9s%s%s\n", "epoch", "seconds", "d_rmean",
          "d_rvar", "lr", "d_params", "train_loss", "train_acc", "val_loss", "val_acc",
-         r.net->spec.time_reg > 0 ? "   time_reg" : "", o.log_reconstruction ? "   rec_err" : "");
+         time_reg > 0 ? "   time_reg" : "", o.log_reconstruction ? "   rec_err" : "");
   d.epochs = (int)o.epochs;
   d.batch = o.batch;
-  d.lr = o.lr;
-  d.optim = o.optim;
+  d.lr = o.lr_text;
+  d.optim = o.optim.kind;
+  d.momentum = o.optim.momentum, d.weight_decay = o.optim.weight_decay;
+  d.nesterov = o.optim.nesterov;
+  d.beta1 = o.optim.beta1, d.beta2 = o.optim.beta2, d.eps = o.optim.eps;
   d.memory = o.memory;
   d.seed = (uint64_t)o.seed;
   d.augment = o.augment;
   d.log_reconstruction = o.log_reconstruction;
-  d.on_row = on_row;
+  d.on_epoch = on_row;
   d.on_progress = on_progress;
   d.user = &r;
   d.checkpoint_path = r.rank == 0 ? r.ckpt_path : NULL;
@@ -366,26 +396,23 @@ int cmd_train(int argc, char **argv) {
   d.state = &r.ts;
   d.refine_epochs = o.refine_epochs;
   d.nrefine = o.nrefine;
+  d.split = split;
   if (nranks > 1) {
-    d.replicas = (int)nranks;
-    d.shard = shard;
     /* --split auto (the default): the balancer gathers every rank's timing. */
-    d.balance = dynb__split_is_auto(split);
     if (r.rank == 0)
       fprintf(stderr, "dynblocks train: %ld MPI ranks, shards %s of %lld\n", nranks,
-              d.balance ? "auto" : split, (long long)o.batch);
+              balance ? "auto" : split, (long long)o.batch);
   } else if (ndev > 1) {
-    d.replicas = ndev;
+    d.devices = ndev;
     d.nets = nets;
-    d.shard = shard;
-    d.balance = dynb__split_is_auto(o.split);
     memcpy(r.shard, shard, sizeof r.shard);
     for (int k = 0; k < ndev; k++)
       fprintf(stderr, "dynblocks train: device %d: %s, shard %lld of %lld%s\n", k, r.devices[k],
-              (long long)shard[k], (long long)o.batch, d.balance ? " (to start; --split auto)" : "");
+              (long long)shard[k], (long long)o.batch, balance ? " (to start; --split auto)" : "");
   }
   trained = true;
-  if (dynb__train(r.net, &train, &val, &d) != DYNB_OK || r.failed) {
+  /* --epochs 0 (nothing to run) skips the trainer, as it did when it ran no epoch. */
+  if ((d.epochs > 0 && dynb_train(r.net, train, val, &d) != DYNB_OK) || r.failed) {
     cli_fail(cmd, ctx);
     /* Rank 0 could not write the model: the others wait in the test. */
     if (nranks > 1) cli_ranks_abort(ctx, "it could not write the model");
@@ -394,45 +421,43 @@ int cmd_train(int argc, char **argv) {
   /* With no epoch run (--epochs 0, or resuming a finished run) the model as
    * it stands is the result. */
   if (r.rank == 0 && isinf(r.best_val) &&
-      dynb__model_save(r.net, r.out_path, NULL, &r.ts) != DYNB_OK) {
+      dynb_net_save_state(r.net, r.out_path, &r.ts) != DYNB_OK) {
     cli_fail(cmd, ctx);
     if (nranks > 1) cli_ranks_abort(ctx, "it could not write the model");
     goto done;
   }
   /* Test accuracy of the best model, as saved. */
-  dynb__net *best = NULL;
-  dynb__plan *plan = NULL;
+  dynb_net *best = NULL;
   double loss, acc;
-  dynb_status est = r.rank == 0 ? dynb__model_load(ctx, r.out_path, DYNB_F32, &best, NULL) : DYNB_OK;
+  dynb_status est = r.rank == 0 ? dynb_net_load(ctx, r.out_path, DYNB_F32, &best) : DYNB_OK;
   if (nranks > 1) {
     /* Rank 0's model, split over the ranks. */
-    est = cli_ranks_test(ctx, r.net, est == DYNB_OK ? best : NULL, shard, &test, &loss, &acc);
+    est = cli_ranks_test(ctx, r.net->net, est == DYNB_OK && best ? best->net : NULL, shard,
+                         &test->d, &loss, &acc);
   } else if (est == DYNB_OK && ndev > 1) {
     /* Split over the devices as validation was (SPEC §2.1). */
     nets[0] = best;
-    est = dynb__evaluate_split(nets, ndev, r.shard, &test, &loss, &acc);
+    est = dynb_evaluate(nets, ndev, r.shard, o.batch, test, &loss, &acc);
     nets[0] = r.net;
   } else if (est == DYNB_OK) {
-    est = dynb__plan_build(best, o.batch, DYNB_MEMORY_STORE, &plan);
-    if (est == DYNB_OK) est = dynb__evaluate(plan, &test, &loss, &acc);
+    est = dynb_evaluate(&best, 1, NULL, o.batch, test, &loss, &acc);
   }
   if (est != DYNB_OK) {
     /* Another rank's failure is rank 0's to report. */
     if (r.rank == 0 || strncmp(dynb_ctx_last_error(ctx), "rank ", 5) != 0) cli_fail(cmd, ctx);
   } else {
     printf("test loss %.4f, test accuracy %.4f (%lld samples, best model %s)\n", loss, acc,
-           (long long)test.n, r.out_path);
+           (long long)ntest, r.out_path);
     rc = 0;
   }
-  dynb__plan_free(plan);
-  dynb__net_free(best);
+  dynb_net_free(best);
 done:
   /* A rank that fails before training: the others wait in a collective. */
   if (nranks > 1 && !trained) cli_ranks_abort(ctx, "it failed before training (its error is above)");
   if (r.csv) fclose(r.csv);
-  if (nranks <= 1) free_replicas(nets, ndev);
-  dynb__net_free(r.net);
-  dynb__dataset_release(&train), dynb__dataset_release(&val), dynb__dataset_release(&test);
+  if (nranks <= 1) free_replicas(nets, ctxs, ndev);
+  dynb_net_free(r.net);
+  dynb_dataset_free(train), dynb_dataset_free(val), dynb_dataset_free(test);
   dynb_ctx_free(ctx);
   if (nranks > 1) cli_ranks_end();
   return rc;
