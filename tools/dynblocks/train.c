@@ -24,6 +24,7 @@ typedef struct run {
   int64_t shard[DYNB_MAX_REPLICAS];       /* the last epoch's split (--split auto moves it) */
   int rank;                               /* under mpirun; only rank 0 writes files */
   bool log_reconstruction;                /* a rec_err column */
+  double warn_reconstruction;             /* --warn-reconstruction bound (0: none) */
 } run;
 
 static void on_progress(void *user, int epoch, int64_t done, int64_t total, double loss,
@@ -62,6 +63,11 @@ static void on_row(void *user, const dynb__epoch_row *row0) {
             row.busy_seconds[k], row.step_seconds[k]);
   for (int k = 0; row.replicas > 1 && k < row.replicas; k++) r->shard[k] = row.shard[k];
   fflush(stdout);
+  if (row.rec_warn)
+    fprintf(stderr,
+            "dynblocks train: warning: epoch %d: reconstruction error %.3g of the rebuilt first "
+            "state is above --warn-reconstruction %g\n",
+            row.epoch, row.rec_err, r->warn_reconstruction);
   for (int b = 0; row.refined && b < r->net->spec.nblocks; b++)
     fprintf(stderr, "  epoch %d: refined block %d to %d steps, %d control points\n", row.epoch, b,
             r->net->spec.blocks[b].nstates - 1, r->net->spec.blocks[b].ncontrols);
@@ -269,6 +275,7 @@ int cmd_train(int argc, char **argv) {
   r.out_path = o.out;
   r.log_path = o.log;
   r.log_reconstruction = o.log_reconstruction;
+  r.warn_reconstruction = o.warn_reconstruction;
   r.ckpt_path = o.checkpoint;
   r.best_val = INFINITY;
   r.tty = isatty(2);
@@ -358,6 +365,7 @@ int cmd_train(int argc, char **argv) {
   d.seed = (uint64_t)o.seed;
   d.augment = o.augment;
   d.log_reconstruction = o.log_reconstruction;
+  d.warn_reconstruction = o.warn_reconstruction;
   d.on_row = on_row;
   d.on_progress = on_progress;
   d.user = &r;
