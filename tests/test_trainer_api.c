@@ -189,6 +189,10 @@ static void bad_arguments_are_refused(void **state) {
   EXPECT_REFUSED(ctx, dynb_train(net, train, val, &d), DYNB_STATUS_INVALID_ARGUMENT,
                  "struct_size");
   d.struct_size = sizeof d;
+  d.warn_reconstruction = -1;
+  EXPECT_REFUSED(ctx, dynb_train(net, train, val, &d), DYNB_STATUS_INVALID_ARGUMENT,
+                 "desc->warn_reconstruction is -1");
+  d.warn_reconstruction = 0;
   /* Two devices but one network, three shards for two devices, too many. */
   d.devices = 2;
   EXPECT_REFUSED(ctx, dynb_train(net, train, val, &d), DYNB_STATUS_INVALID_ARGUMENT,

@@ -141,6 +141,7 @@ typedef struct dynb_epoch_row {
   int refined;            /**< 1: the grids were refined at the start of this epoch */
   double nfe;             /**< layer evaluations per batch (forward + backward), epoch mean */
   double rec_err;         /**< reconstruction error (log_reconstruction), else 0 */
+  int rec_warn;           /**< 1: rec_err is above warn_reconstruction (or not a number) */
 } dynb_epoch_row;
 
 /** Called after each epoch (before its checkpoint is written). */
@@ -189,6 +190,9 @@ typedef struct dynb_train_desc {
   const int *refine_epochs; /**< halve every block's grids at the start of these epochs */
   int nrefine;              /**< entries of refine_epochs (strictly increasing) */
   int log_reconstruction;   /**< 1: rec_err once an epoch (reconstruct mode, one device) */
+  /** > 0: measure rec_err as log_reconstruction does and set the row's
+   * rec_warn when it is above this bound (0: off). */
+  double warn_reconstruction;
 } dynb_train_desc;
 
 /** A description with every field at its default (epochs 1). Since: 0.2 */

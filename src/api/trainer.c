@@ -116,6 +116,7 @@ static void row_out(void *user, const dynb__epoch_row *in) {
     row.busy_seconds[k] = in->busy_seconds[k];
   }
   row.refined = in->refined, row.nfe = in->nfe, row.rec_err = in->rec_err;
+  row.rec_warn = in->rec_warn;
   if (r->state) state_out(r->state, r->inner);
   if (r->fn) r->fn(r->user, &row);
   if (r->state) state_in(r->inner, r->state);
@@ -152,6 +153,10 @@ static dynb_status check_desc(dynb_ctx *ctx, const dynb_train_desc *d, int *repl
                       d->memory == DYNB_MEMORY_RECONSTRUCT,
              DYNB_STATUS_INVALID_ARGUMENT, "dynb_train: desc->memory %d is no memory mode",
              (int)d->memory);
+  DYNB_CHECK(ctx, d->warn_reconstruction >= 0 && d->warn_reconstruction <= 1e300,
+             DYNB_STATUS_INVALID_ARGUMENT,
+             "dynb_train: desc->warn_reconstruction is %g (expected 0, off, or a positive bound)",
+             d->warn_reconstruction);
   DYNB_CHECK(ctx, !d->resume_path || d->state, DYNB_STATUS_INVALID_ARGUMENT,
              "dynb_train: desc->resume_path needs desc->state (from dynb_net_load_state)");
   DYNB_CHECK(ctx, d->nrefine >= 0 && d->nrefine <= DYNB_MAX_REFINE &&
@@ -244,6 +249,7 @@ dynb_status dynb_train(dynb_net *net, dynb_dataset *train, const dynb_dataset *v
   in.refine_epochs = d->refine_epochs;
   in.nrefine = d->nrefine;
   in.log_reconstruction = d->log_reconstruction != 0;
+  in.warn_reconstruction = d->warn_reconstruction;
   const dynb__dataset empty = {0};
   dynb_status st = dynb__train(net->net, &train->d, val ? &val->d : &empty, &in);
   if (d->state) state_out(d->state, &ts);

@@ -109,6 +109,8 @@ typedef struct dynb__epoch_row {
   /* With log_reconstruction: the plan's reconstruction error after the
    * epoch's last backward (dynb__plan_reconstruction_error; 0 otherwise). */
   double rec_err;
+  /* rec_err is above the desc's warn_reconstruction bound (or not finite). */
+  bool rec_warn;
 } dynb__epoch_row;
 
 typedef void (*dynb__row_fn)(void *user, const dynb__epoch_row *row);
@@ -161,6 +163,9 @@ typedef struct dynb__train_desc {
   /* Measure the rebuilt states' error once an epoch (reconstruct mode, one
    * device): a read of each reversible block's Y_0 and input. */
   bool log_reconstruction;
+  /* > 0: measure it as log_reconstruction does, and mark the row rec_warn
+   * when it exceeds this bound (0: no check). */
+  double warn_reconstruction;
 } dynb__train_desc;
 
 /* Loss and accuracy of `net` on a data set in evaluation mode, through

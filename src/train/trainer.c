@@ -258,8 +258,11 @@ static dynb_status run_epoch(session *s, dynb__dataset *train, int epoch, dynb__
   }
   /* After the last batch's backward, whose rebuilt states the optimiser
    * step left alone. */
-  if (d->log_reconstruction && s->plan)
+  if ((d->log_reconstruction || d->warn_reconstruction > 0) && s->plan) {
     DYNB_TRY(dynb__plan_reconstruction_error(s->plan, &row->rec_err));
+    /* Written so that a NaN error warns too. */
+    row->rec_warn = d->warn_reconstruction > 0 && !(row->rec_err <= d->warn_reconstruction);
+  }
   row->lr = lr;
   row->train_loss = sum / (double)nb;
   row->train_acc = correct / (double)(nb * B);

@@ -139,14 +139,24 @@ expect_fail "missing data" "no-such-dir" "$bin" train --data no-such-dir
 expect_fail "unwritable output" "/proc/forbidden.safetensors: cannot create" "$bin" predict --model m.safetensors --input batch.safetensors --out /proc/forbidden.safetensors
 
 # Reversible schemes (SPEC §1.4): reconstruct mode with its rec_err column, verlet's layer.
+# With --warn-reconstruction 1e-30 the same run warns (rec_err > 0 is asserted below).
 if "$bin" train "${common[@]}" --epochs 1 --t-states 0,0.5,1,1.5 --scheme leapfrog --memory reconstruct --log-reconstruction \
-    --out lf.safetensors --log lf.csv >lf.txt 2>lf.err; then
+    --warn-reconstruction 1e-30 --out lf.safetensors --log lf.csv >lf.txt 2>lf.err; then
   head -1 lf.csv | grep -q ',rec_err$' && grep -q 'rec_err' lf.txt &&
     python3 -c "import csv; r = list(csv.DictReader(open('lf.csv'))); assert 0 < float(r[-1]['rec_err']) < 1e-3" &&
     ok "leapfrog reconstruct logs rec_err" || bad "rec_err column: $(cat lf.csv)"
+  grep -qE '^dynblocks train: warning: epoch 0: reconstruction error [0-9.e+-]+ of the rebuilt first state is above --warn-reconstruction 1e-30$' lf.err &&
+    ok "rec_err above the bound warns" || bad "no warning at 1e-30: $(cat lf.err)"
 else
   bad "leapfrog reconstruct: $(cat lf.err)"
 fi
+# rec_err < 1e-3 (asserted above): a bound of 1 never warns.
+"$bin" train "${common[@]}" --epochs 1 --t-states 0,0.5,1,1.5 --scheme leapfrog --memory reconstruct \
+  --warn-reconstruction 1 --out lf1.safetensors --log lf1.csv >/dev/null 2>lf1.err &&
+  ! grep -q 'warning' lf1.err && ok "rec_err below the bound is quiet" || bad "bound 1: $(cat lf1.err)"
+expect_fail "negative bound" "--warn-reconstruction must be a number" "$bin" train --memory reconstruct --warn-reconstruction -1
+expect_fail "bound not a number" "--warn-reconstruction must be a number" "$bin" train --memory reconstruct --warn-reconstruction x
+expect_fail "bound needs reconstruct" "--warn-reconstruction needs --memory reconstruct" "$bin" train --warn-reconstruction 1e-3
 "$bin" train "${common[@]}" --epochs 1 --scheme verlet --layer hamiltonian --norm batch --memory checkpoint \
   --out vl.safetensors --log vl.csv >/dev/null 2>vl.err && ok "verlet hamiltonian trains" || bad "verlet: $(cat vl.err)"
 expect_fail "verlet needs hamiltonian" "blocks[0].layer: scheme 'verlet' takes only layer 'hamiltonian'" "$bin" train "${common[@]}" --scheme verlet

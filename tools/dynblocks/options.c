@@ -133,6 +133,9 @@ static const cli_flag train_flags[] = {
     SWITCH(train_opts, "--augment", augment, "random 2-pixel shifts and horizontal flips"),
     SWITCH(train_opts, "--log-reconstruction", log_reconstruction,
            "with --memory reconstruct: the rebuilt first state's relative error, column rec_err"),
+    /* The smallest bound is positive: 0 would mean no warning. */
+    REAL(train_opts, "--warn-reconstruction", warn_reconstruction, 1e-300, 1e300, 0,
+         "with --memory reconstruct: a warning on stderr for each epoch whose rec_err exceeds this bound"),
     STR(train_opts, "--memory", memory_name, "store (default), checkpoint or reconstruct (reversible blocks keep two states): what blocks keep for backward"),
     STR(train_opts, "--refine", refine_text, "multilevel: at the start of these epochs (e.g. 10,20) halve every block's time steps and control intervals"),
 };
@@ -165,6 +168,8 @@ cli_result cli_train_options(int argc, char **argv, train_opts *o, char *err, si
   o->optim.weight_decay = o->weight_decay;
   if (o->nesterov && o->momentum == 0) return error(err, errlen, "--nesterov needs momentum > 0");
   if (memory_mode(o->memory_name, &o->memory, err, errlen) != CLI_OK) return CLI_ERROR;
+  if (o->warn_reconstruction > 0 && o->memory != DYNB_MEMORY_RECONSTRUCT)
+    return error(err, errlen, "--warn-reconstruction needs --memory reconstruct");
   if (o->device && o->devices) return error(err, errlen, "give --device or --devices, not both");
   char why[512];
   if (dynb__schedule_parse(o->lr_text ? o->lr_text : "0.05@0,0.01@2", &o->lr, why, sizeof why) !=

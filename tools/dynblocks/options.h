@@ -96,6 +96,7 @@ typedef struct train_opts {
   double val_size, momentum, weight_decay;
   bool nesterov, augment;
   bool log_reconstruction;
+  double warn_reconstruction; /* 0: no warning */
   dynb__optim_desc optim;
   dynb_memory_mode memory;
   dynb__schedule lr;

@@ -28,6 +28,7 @@ typedef struct run {
   int64_t shard[DYNB_TRAIN_MAX_DEVICES];    /* the last epoch's split (--split auto moves it) */
   int rank;                               /* under mpirun; only rank 0 writes files */
   bool log_reconstruction;                /* a rec_err column */
+  double warn_reconstruction;             /* --warn-reconstruction bound (0: none) */
 } run;
 
 static void on_progress(void *user, int epoch, int64_t done, int64_t total, double loss,
@@ -69,6 +70,11 @@ static void on_row(void *user, const dynb_epoch_row *row0) {
             row.busy_seconds[k], row.step_seconds[k]);
   for (int k = 0; row.replicas > 1 && k < row.replicas; k++) r->shard[k] = row.shard[k];
   fflush(stdout);
+  if (row.rec_warn)
+    fprintf(stderr,
+            "dynblocks train: warning: epoch %d: reconstruction error %.3g of the rebuilt first "
+            "state is above --warn-reconstruction %g\n",
+            row.epoch, row.rec_err, r->warn_reconstruction);
   for (int b = 0; row.refined && b < nblocks; b++) {
     int nstates = 0, ncontrols = 0;
     dynb_net_block_grid(r->net, b, &nstates, &ncontrols);
@@ -283,6 +289,7 @@ int cmd_train(int argc, char **argv) {
   r.out_path = o.out;
   r.log_path = o.log;
   r.log_reconstruction = o.log_reconstruction;
+  r.warn_reconstruction = o.warn_reconstruction;
   r.ckpt_path = o.checkpoint;
   r.best_val = INFINITY;
   r.tty = isatty(2);
@@ -388,6 +395,7 @@ int cmd_train(int argc, char **argv) {
   d.seed = (uint64_t)o.seed;
   d.augment = o.augment;
   d.log_reconstruction = o.log_reconstruction;
+  d.warn_reconstruction = o.warn_reconstruction;
   d.on_epoch = on_row;
   d.on_progress = on_progress;
   d.user = &r;
