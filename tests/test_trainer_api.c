@@ -214,7 +214,8 @@ static void bad_arguments_are_refused(void **state) {
   EXPECT_REFUSED(ctx, dynb_train(net, train, val, &d), DYNB_STATUS_INVALID_ARGUMENT,
                  "smaller than one batch");
   d.batch = AF_BATCH;
-  /* Data the network cannot take: 3 classes for its 2, 4x4 images for its 8x8. */
+  /* Data the network cannot take: labels of 3 classes for its 2 (the first
+   * label 2 is sample 2), 4x4 images for its 8x8. */
   {
     static float x3[AF_BATCH * AF_PIXELS];
     static int32_t y3[AF_BATCH], y2[4 * AF_BATCH]; /* y2: 64 images of 4x4 in x3's floats */
@@ -223,7 +224,7 @@ static void bad_arguments_are_refused(void **state) {
     dynb_dataset *three = NULL, *small = NULL;
     TU_OK(ctx, dynb_dataset_from_host(ctx, AF_BATCH, 1, 8, 8, 3, x3, y3, &three));
     EXPECT_REFUSED(ctx, dynb_train(net, three, val, &d), DYNB_STATUS_SHAPE_MISMATCH,
-                   "the training set has 3 classes, the network 2");
+                   "the training set has label 2 at sample 2, the network 2 classes");
     TU_OK(ctx, dynb_dataset_from_host(ctx, 4 * AF_BATCH, 1, 4, 4, 2, x3, y2, &small));
     double l, a;
     EXPECT_REFUSED(ctx, dynb_evaluate(&net, 1, NULL, AF_BATCH, small, &l, &a),

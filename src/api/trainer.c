@@ -123,8 +123,7 @@ static void row_out(void *user, const dynb__epoch_row *in) {
 }
 
 /* Whether a data set fits a network: its image shape, and labels the loss
- * can index (a set's classes, the largest label + 1 for sets from host
- * arrays, at most the network's). */
+ * can index (every label below the network's classes). */
 static dynb_status check_fits(dynb_ctx *ctx, const char *call, const char *what,
                               const dynb_net *net, const dynb_dataset *d, bool shape) {
   const dynb__net_spec *sp = &net->net->spec;
@@ -132,8 +131,13 @@ static dynb_status check_fits(dynb_ctx *ctx, const char *call, const char *what,
                                   d->d.w == sp->in_width),
              DYNB_STATUS_SHAPE_MISMATCH, "%s: %s has images of %dx%dx%d, the network takes %dx%dx%d",
              call, what, d->d.c, d->d.h, d->d.w, sp->in_channels, sp->in_height, sp->in_width);
-  DYNB_CHECK(ctx, d->d.n == 0 || d->d.classes <= sp->classes, DYNB_STATUS_SHAPE_MISMATCH,
-             "%s: %s has %d classes, the network %d", call, what, d->d.classes, sp->classes);
+  /* The labels present, not the set's nominal classes: an IDX set names no
+   * class count (10 is assumed), and a set of 4 classes in IDX files is a
+   * valid input for a 4-class network. */
+  for (int64_t i = 0; i < d->d.n; i++)
+    DYNB_CHECK(ctx, d->d.labels[i] >= 0 && d->d.labels[i] < sp->classes,
+               DYNB_STATUS_SHAPE_MISMATCH, "%s: %s has label %d at sample %lld, the network %d classes",
+               call, what, (int)d->d.labels[i], (long long)i, sp->classes);
   return DYNB_OK;
 }
 

@@ -149,7 +149,9 @@ char *cli_read_text(const char *cmd, const char *path, size_t *len) {
     }
   }
   fclose(f);
-  if (buf) *len = n;
+  /* NUL-terminated too (n < cap here: a full buffer grows before the next
+   * read), for the public calls that take a C string. */
+  if (buf) buf[n] = '\0', *len = n;
   return buf;
 }
 
