@@ -188,3 +188,37 @@ size_t tu_live_buffers_settled(dynb_ctx *ctx) {
   }
   return dynb__ctx_live_buffers(ctx);
 }
+
+dynb__block *tu_block_create(dynb_ctx *ctx, dynb_dtype dt, const dynb__layer *l, const char *scheme,
+                             int ns, const double *ts, int nc, const double *tc) {
+  dynb__block_desc d = {.layer = *l, .nstates = ns, .t_states = ts, .ncontrols = nc,
+                        .t_controls = tc};
+  assert_true(dynb__tableau_builtin(scheme, &d.tableau));
+  dynb__block *b = NULL;
+  char err[256] = "";
+  dynb_status st = dynb__block_create(ctx, &d, dt, &b, err, sizeof err);
+  if (st != DYNB_OK) fail_msg("dynb__block_create: %s (%s)", dynb_status_name(st), err);
+  return b;
+}
+
+double *tu_random_controls(tu_rng *r, const dynb__layer *l, int J, double wscale) {
+  dynb__param_entry e[DYNB_LAYER_MAX_PARAMS];
+  size_t P;
+  int ne = dynb__layer_params(l, e, &P);
+  double *c = malloc((size_t)J * P * sizeof *c);
+  for (int j = 0; j < J; j++)
+    for (int i = 0; i < ne; i++) {
+      size_t count = 1;
+      for (int d = 0; d < e[i].ndim; d++) count *= (size_t)e[i].dims[d];
+      bool weight = strstr(e[i].name, ".weight") != NULL;
+      double lo = -0.2, hi = 0.2;
+      if (weight && e[i].is_norm) lo = 0.7, hi = 1.3;
+      if (weight && !e[i].is_norm) lo = -wscale, hi = wscale;
+      tu_fill(r, c + (size_t)j * P + e[i].offset, count, lo, hi);
+    }
+  return c;
+}
+
+void tu_initial_running(size_t n, int c, double *out) {
+  for (size_t i = 0; i < n; i++) out[i] = (i / (size_t)c) % 2 == 1 ? 1.0 : 0.0;
+}
