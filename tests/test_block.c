@@ -410,7 +410,8 @@ typedef struct fd_block {
 } fd_block;
 
 /* L = Σ w ⊙ block(x) with the host copies of x and the controls. */
-static double fd_loss(fd_block *f) {
+static double fd_loss(void *user) {
+  fd_block *f = user;
   tu_write(f->ctx, &f->x, f->xh);
   tu_write(f->ctx, dynb__block_controls(f->b), f->ch);
   device_forward(f->ctx, f->b, &f->x, &f->out, f->train, f->outh);
@@ -425,25 +426,7 @@ static double fd_loss(fd_block *f) {
  * plain h² error of central differences reached 4e-6 at h = 1e-5. */
 static double fd_check(const char *what, fd_block *f, double *arr, const size_t *idx, size_t n,
                        const double *analytic, double step, double tol) {
-  double worst = 0;
-  for (size_t q = 0; q < n; q++) {
-    size_t i = idx[q];
-    double keep = arr[i], d[2];
-    for (int half = 0; half < 2; half++) {
-      double hs = half ? step / 2 : step;
-      arr[i] = keep + hs;
-      double lp = fd_loss(f);
-      arr[i] = keep - hs;
-      double lm = fd_loss(f);
-      d[half] = (lp - lm) / (2 * hs);
-    }
-    arr[i] = keep;
-    double fd = (4 * d[1] - d[0]) / 3, err = fabs(fd - analytic[i]) / fmax(1, fabs(analytic[i]));
-    if (!(err <= worst)) worst = err;
-    if (!(err <= tol))
-      fail_msg("%s: d/d[%zu]: finite difference %.12g, analytic %.12g (tol %g)", what, i, fd,
-               analytic[i], tol);
-  }
+  double worst = tu_check_gradient_richardson(what, fd_loss, f, arr, idx, n, analytic, step, tol);
   printf("maxerr fd %s: %.3g (%zu points)\n", what, worst, n);
   return worst;
 }

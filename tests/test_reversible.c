@@ -299,7 +299,8 @@ typedef struct fd_block {
   double *xh, *ch, *w, *outh;
 } fd_block;
 
-static double fd_loss(fd_block *f) {
+static double fd_loss(void *user) {
+  fd_block *f = user;
   tu_write(f->ctx, &f->x, f->xh);
   tu_write(f->ctx, dynb__block_controls(f->b), f->ch);
   TU_OK(f->ctx, dynb__block_forward(f->b, &f->x, &f->out, true));
@@ -318,23 +319,7 @@ static double fd_loss(fd_block *f) {
 static void fd_check(const char *what, fd_block *f, double *arr, const size_t *idx, size_t n,
                      const double *analytic) {
   const double step = 2.5e-6, tol = 1e-6;
-  for (size_t q = 0; q < n; q++) {
-    size_t i = idx[q];
-    double keep = arr[i], d[2];
-    for (int half = 0; half < 2; half++) {
-      double hs = half ? step / 2 : step;
-      arr[i] = keep + hs;
-      double lp = fd_loss(f);
-      arr[i] = keep - hs;
-      double lm = fd_loss(f);
-      d[half] = (lp - lm) / (2 * hs);
-    }
-    arr[i] = keep;
-    double fd = (4 * d[1] - d[0]) / 3, err = fabs(fd - analytic[i]) / fmax(1, fabs(analytic[i]));
-    if (!(err <= tol))
-      fail_msg("%s: d/d[%zu]: finite difference %.12g, analytic %.12g (tol %g)", what, i, fd,
-               analytic[i], tol);
-  }
+  tu_check_gradient_richardson(what, fd_loss, f, arr, idx, n, analytic, step, tol);
 }
 
 /* ∂L/∂x at 8 points and ∂L/∂(first and middle element of every tensor of

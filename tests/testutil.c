@@ -180,6 +180,31 @@ void tu_check_gradient(const char *what, tu_scalar_fn f, void *user, double *x, 
   printf("maxerr fd %s: %.3g\n", what, worst);
 }
 
+double tu_check_gradient_richardson(const char *what, tu_scalar_fn f, void *user, double *x,
+                                    const size_t *idx, size_t n, const double *analytic,
+                                    double step, double tol) {
+  double worst = 0;
+  for (size_t q = 0; q < n; q++) {
+    size_t i = idx[q];
+    double keep = x[i], d[2];
+    for (int half = 0; half < 2; half++) {
+      double hs = half ? step / 2 : step;
+      x[i] = keep + hs;
+      double lp = f(user);
+      x[i] = keep - hs;
+      double lm = f(user);
+      d[half] = (lp - lm) / (2 * hs);
+    }
+    x[i] = keep;
+    double fd = (4 * d[1] - d[0]) / 3, err = fabs(fd - analytic[i]) / fmax(1, fabs(analytic[i]));
+    if (!(err <= worst)) worst = err;
+    if (!(err <= tol))
+      fail_msg("%s: d/d[%zu]: finite difference %.12g, analytic %.12g (tol %g)", what, i, fd,
+               analytic[i], tol);
+  }
+  return worst;
+}
+
 size_t tu_live_buffers_settled(dynb_ctx *ctx) {
   TU_OK(ctx, dynb__finish(ctx));
   for (int i = 0; i < 200 && dynb__ctx_live_buffers(ctx) != 0; i++) {
