@@ -175,7 +175,8 @@ static double order_error(dynb_ctx *ctx, bool verlet, int K, double p) {
                            DYNB_ACT_IDENTITY, OC, 1);
   double ts[DYNB_MAX_TIME_POINTS], tc[1] = {0};
   for (int k = 0; k <= K; k++) ts[k] = T_END * pow((double)k / K, p);
-  dynb__block *b = tu_block_create(ctx, DYNB_F64, &l, verlet ? "verlet" : "leapfrog", K + 1, ts, 1, tc);
+  dynb__block *b =
+      tu_block_create(ctx, DYNB_F64, &l, verlet ? "verlet" : "leapfrog", K + 1, ts, 1, tc);
   dynb__param_entry e[DYNB_LAYER_MAX_PARAMS];
   size_t P;
   int ne = dynb__layer_params(&l, e, &P);
