@@ -38,43 +38,6 @@ static void flat_a(const dynb__tableau *t, double *a) {
     for (int j = 0; j < t->stages; j++) a[i * t->stages + j] = t->a[i][j];
 }
 
-static dynb__block *make_block(dynb_ctx *ctx, dynb_dtype dt, const dynb__layer *l, const char *tab,
-                               int ns, const double *ts, int nc, const double *tc) {
-  dynb__block_desc d = {.layer = *l, .tableau = tableau(tab), .nstates = ns, .t_states = ts,
-                        .ncontrols = nc, .t_controls = tc};
-  dynb__block *b = NULL;
-  char err[256] = "";
-  dynb_status st = dynb__block_create(ctx, &d, dt, &b, err, sizeof err);
-  if (st != DYNB_OK) fail_msg("dynb__block_create: %s (%s)", dynb_status_name(st), err);
-  return b;
-}
-
-/* Random control points of a layer: convolution weights in ±wscale (small
- * enough that the flow stays tame over t ≤ 2), biases in ±0.2, batch-norm
- * scales in 1 ± 0.3. Every control point differs, so θ(t) really varies. */
-static double *random_controls(tu_rng *r, const dynb__layer *l, int J, double wscale) {
-  dynb__param_entry e[DYNB_LAYER_MAX_PARAMS];
-  size_t P;
-  int ne = dynb__layer_params(l, e, &P);
-  double *c = malloc((size_t)J * P * sizeof *c);
-  for (int j = 0; j < J; j++)
-    for (int i = 0; i < ne; i++) {
-      size_t count = 1;
-      for (int d = 0; d < e[i].ndim; d++) count *= (size_t)e[i].dims[d];
-      bool weight = strstr(e[i].name, ".weight") != NULL;
-      double lo = -0.2, hi = 0.2;
-      if (weight && e[i].is_norm) lo = 0.7, hi = 1.3;
-      if (weight && !e[i].is_norm) lo = -wscale, hi = wscale;
-      tu_fill(r, c + (size_t)j * P + e[i].offset, count, lo, hi);
-    }
-  return c;
-}
-
-/* Running statistics as a fresh block holds them: mean 0, variance 1. */
-static void initial_running(size_t n, int c, double *out) {
-  for (size_t i = 0; i < n; i++) out[i] = (i / (size_t)c) % 2 == 1 ? 1.0 : 0.0;
-}
-
 static double max_abs_diff(const double *a, const double *b, size_t n) {
   double m = 0;
   for (size_t i = 0; i < n; i++) {
@@ -255,7 +218,7 @@ static void order_case(dynb_ctx *ctx, const char *tab, bool uniform, bool timede
   int order = tableau(tab).order;
   for (int level = 1; level <= 3; level++) {
     int ns = order_grid(uniform, level, ts);
-    dynb__block *b = make_block(ctx, DYNB_F64, &l, tab, ns, ts, J, tc);
+    dynb__block *b = tu_block_create(ctx, DYNB_F64, &l, tab, ns, ts, J, tc);
     tu_write(ctx, dynb__block_controls(b), controls);
     TU_OK(ctx, dynb__block_prepare(b, ORD_N, ORD_H, ORD_W, DYNB_MEMORY_STORE, NULL, NULL));
     device_forward(ctx, b, &tx, &to, true, got);
@@ -370,9 +333,9 @@ static const dynb_norm_kind norms[3] = {DYNB_NORM_NONE, DYNB_NORM_TV, DYNB_NORM_
 static void forward_case(dynb_ctx *ctx, dynb_dtype dt, const dynb__layer *l, const char *tab,
                          const cgrid *g, dynb_memory_mode mode) {
   tu_rng r = tu_rng_seed((uint64_t)(l->kind * 10 + l->norm + 100 * g->nc));
-  dynb__block *b = make_block(ctx, dt, l, tab, 5, grid_ts, g->nc, g->tc);
+  dynb__block *b = tu_block_create(ctx, dt, l, tab, 5, grid_ts, g->nc, g->tc);
   size_t P = dynb__block_param_count(b);
-  double *controls = random_controls(&r, l, g->nc, 0.3), x[SM_M], got[SM_M], want[SM_M];
+  double *controls = tu_random_controls(&r, l, g->nc, 0.3), x[SM_M], got[SM_M], want[SM_M];
   tu_fill(&r, x, SM_M, -1, 1);
   /* The reference sees exactly what the device holds. */
   tu_round_to(dt, controls, (size_t)g->nc * P);
@@ -385,7 +348,7 @@ static void forward_case(dynb_ctx *ctx, dynb_dtype dt, const dynb__layer *l, con
   size_t nrun = run->mem ? dynb__tensor_numel(run) : 0;
   double *want_run = malloc((nrun ? nrun : 1) * sizeof *want_run);
   double *got_run = malloc((nrun ? nrun : 1) * sizeof *got_run);
-  initial_running(nrun, SM_C, want_run);
+  tu_initial_running(nrun, SM_C, want_run);
   /* Bound tol · (1 + |want|). f64: the block and the reference
    * differ only in summation order, ~1e-16 per operation over some hundred
    * operations per element → 1e-12 with margin. f32: one evaluation rounds
@@ -447,7 +410,8 @@ typedef struct fd_block {
 } fd_block;
 
 /* L = Σ w ⊙ block(x) with the host copies of x and the controls. */
-static double fd_loss(fd_block *f) {
+static double fd_loss(void *user) {
+  fd_block *f = user;
   tu_write(f->ctx, &f->x, f->xh);
   tu_write(f->ctx, dynb__block_controls(f->b), f->ch);
   device_forward(f->ctx, f->b, &f->x, &f->out, f->train, f->outh);
@@ -462,25 +426,7 @@ static double fd_loss(fd_block *f) {
  * plain h² error of central differences reached 4e-6 at h = 1e-5. */
 static double fd_check(const char *what, fd_block *f, double *arr, const size_t *idx, size_t n,
                        const double *analytic, double step, double tol) {
-  double worst = 0;
-  for (size_t q = 0; q < n; q++) {
-    size_t i = idx[q];
-    double keep = arr[i], d[2];
-    for (int half = 0; half < 2; half++) {
-      double hs = half ? step / 2 : step;
-      arr[i] = keep + hs;
-      double lp = fd_loss(f);
-      arr[i] = keep - hs;
-      double lm = fd_loss(f);
-      d[half] = (lp - lm) / (2 * hs);
-    }
-    arr[i] = keep;
-    double fd = (4 * d[1] - d[0]) / 3, err = fabs(fd - analytic[i]) / fmax(1, fabs(analytic[i]));
-    if (!(err <= worst)) worst = err;
-    if (!(err <= tol))
-      fail_msg("%s: d/d[%zu]: finite difference %.12g, analytic %.12g (tol %g)", what, i, fd,
-               analytic[i], tol);
-  }
+  double worst = tu_check_gradient_richardson(what, fd_loss, f, arr, idx, n, analytic, step, tol);
   printf("maxerr fd %s: %.3g (%zu points)\n", what, worst, n);
   return worst;
 }
@@ -491,9 +437,9 @@ static double gradient_case(dynb_ctx *ctx, const dynb__layer *l, const char *tab
                             dynb_memory_mode mode, bool train) {
   tu_rng r = tu_rng_seed((uint64_t)(l->kind * 31 + l->norm * 7 + g->nc + 1000 * train));
   fd_block f = {.ctx = ctx, .train = train};
-  f.b = make_block(ctx, DYNB_F64, l, tab, 5, grid_ts, g->nc, g->tc);
+  f.b = tu_block_create(ctx, DYNB_F64, l, tab, 5, grid_ts, g->nc, g->tc);
   size_t P = dynb__block_param_count(f.b), nc = (size_t)g->nc * P;
-  f.ch = random_controls(&r, l, g->nc, 0.3);
+  f.ch = tu_random_controls(&r, l, g->nc, 0.3);
   f.xh = tu_random(&r, SM_M, -1, 1);
   f.w = tu_random(&r, SM_M, -1, 1);
   f.outh = malloc(SM_M * sizeof *f.outh);
@@ -611,9 +557,9 @@ static double *run_mode(dynb_ctx *ctx, dynb__block *b, dynb_memory_mode mode, bo
 static void compare_modes(dynb_ctx *ctx, dynb_dtype dt, const dynb__layer *l, const char *tab,
                           const cgrid *g, bool train, int64_t n, int64_t h, int64_t w) {
   tu_rng r = tu_rng_seed((uint64_t)(l->kind * 5 + l->norm + 50 * train));
-  dynb__block *b = make_block(ctx, dt, l, tab, 5, grid_ts, g->nc, g->tc);
+  dynb__block *b = tu_block_create(ctx, dt, l, tab, 5, grid_ts, g->nc, g->tc);
   size_t m = (size_t)(n * l->channels * h * w);
-  double *controls = random_controls(&r, l, g->nc, 0.3), *xh = tu_random(&r, m, -1, 1);
+  double *controls = tu_random_controls(&r, l, g->nc, 0.3), *xh = tu_random(&r, m, -1, 1);
   double *wh = tu_random(&r, m, -1, 1);
   const dynb__tensor *run = dynb__block_running(b);
   size_t nrun = run->mem ? dynb__tensor_numel(run) : 0;
@@ -693,7 +639,7 @@ static void memory_figures(void **state) {
   dynb_ctx *ctx = tu_ctx();
   const double t[5] = {0, 1, 2, 3, 4};
   dynb__layer l = layer_of(DYNB_LAYER_DOUBLESYM, DYNB_NORM_TV, DYNB_ACT_RELU, 16);
-  dynb__block *b = make_block(ctx, DYNB_F32, &l, "rk4", 5, t, 5, t);
+  dynb__block *b = tu_block_create(ctx, DYNB_F32, &l, "rk4", 5, t, 5, t);
   size_t bytes[2], m = (size_t)64 * 16 * 28 * 28;
   for (int mode = 0; mode < 2; mode++) {
     TU_OK(ctx, dynb__block_prepare(b, 64, 28, 28, (dynb_memory_mode)mode, NULL, NULL));
@@ -709,7 +655,7 @@ static void memory_figures(void **state) {
   assert_true(bytes[1] < bytes[0]);
   if (!skip_large()) {
     tu_rng r = tu_rng_seed(99);
-    double *controls = random_controls(&r, &l, 5, 0.1);
+    double *controls = tu_random_controls(&r, &l, 5, 0.1);
     int64_t dims[4] = {64, 16, 28, 28};
     double *xh = tu_random(&r, m, -1, 1), *wh = tu_random(&r, m, -1, 1), *res[2];
     dynb__tensor tx = tu_upload(ctx, DYNB_F32, 4, dims, xh);
@@ -748,8 +694,8 @@ static void batch_norm_statistics_per_evaluation(void **state) {
   tu_rng r = tu_rng_seed(21);
   dynb__layer l = layer_of(DYNB_LAYER_DOUBLE, DYNB_NORM_BATCH, DYNB_ACT_TANH, SM_C);
   const double ts[3] = {0, 0.5, 1.2}, tc[2] = {0.3, 1};
-  dynb__block *b = make_block(ctx, DYNB_F64, &l, "rk4", 3, ts, 2, tc);
-  double *controls = random_controls(&r, &l, 2, 0.3), x[SM_M], w[SM_M];
+  dynb__block *b = tu_block_create(ctx, DYNB_F64, &l, "rk4", 3, ts, 2, tc);
+  double *controls = tu_random_controls(&r, &l, 2, 0.3), x[SM_M], w[SM_M];
   tu_fill(&r, x, SM_M, -1, 1);
   tu_fill(&r, w, SM_M, -1, 1);
   tu_write(ctx, dynb__block_controls(b), controls);
@@ -758,7 +704,7 @@ static void batch_norm_statistics_per_evaluation(void **state) {
   const size_t per = 2 * 2 * SM_C, nrun = 2 * 4 * per;
   assert_int_equal(dynb__tensor_numel(run), nrun);
   double want[2 * 4 * 2 * 2 * SM_C], got[2 * 4 * 2 * 2 * SM_C], keep[2 * 4 * 2 * 2 * SM_C];
-  initial_running(nrun, SM_C, want);
+  tu_initial_running(nrun, SM_C, want);
   tu_download(ctx, run, got);
   for (size_t i = 0; i < nrun; i++) assert_true(got[i] == want[i]);
   int64_t dims[4] = {SM_N, SM_C, SM_H, SM_W};
@@ -847,9 +793,9 @@ static void rediscretise_keeps_the_function(void **state) {
   char err[256];
   dynb__layer l = layer_of(DYNB_LAYER_DOUBLESYM, DYNB_NORM_BATCH, DYNB_ACT_TANH, SM_C);
   dynb__tableau tab = tableau("rk4");
-  dynb__block *b = make_block(ctx, DYNB_F64, &l, "rk4", 5, grid_ts, 2, grid_a.tc);
+  dynb__block *b = tu_block_create(ctx, DYNB_F64, &l, "rk4", 5, grid_ts, 2, grid_a.tc);
   size_t P = dynb__block_param_count(b);
-  double *controls = random_controls(&r, &l, 2, 0.3), x[SM_M], w[SM_M];
+  double *controls = tu_random_controls(&r, &l, 2, 0.3), x[SM_M], w[SM_M];
   tu_fill(&r, x, SM_M, -1, 1);
   tu_fill(&r, w, SM_M, -1, 1);
   tu_write(ctx, dynb__block_controls(b), controls);
@@ -943,9 +889,9 @@ static void rediscretise_more_steps_converges(void **state) {
   dynb__layer l = layer_of(DYNB_LAYER_DOUBLESYM, DYNB_NORM_NONE, DYNB_ACT_TANH, SM_C);
   double ts[33] = {0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2};
   const double tc[5] = {0, 0.5, 1, 1.5, 2};
-  dynb__block *b = make_block(ctx, DYNB_F64, &l, "rk4", 9, ts, 5, tc);
+  dynb__block *b = tu_block_create(ctx, DYNB_F64, &l, "rk4", 9, ts, 5, tc);
   size_t P = dynb__block_param_count(b);
-  double *controls = random_controls(&r, &l, 5, 0.15), x[SM_M], out[3][SM_M];
+  double *controls = tu_random_controls(&r, &l, 5, 0.15), x[SM_M], out[3][SM_M];
   tu_fill(&r, x, SM_M, -1, 1);
   tu_write(ctx, dynb__block_controls(b), controls);
   int64_t dims[4] = {SM_N, SM_C, SM_H, SM_W};
@@ -1027,7 +973,7 @@ static void bad_input_is_reported(void **state) {
   TU_EXPECT_STATUS(ctx, try_create(ctx, &l, &t, 3, good, 3, good, DYNB_I32),
                    DYNB_STATUS_INVALID_ARGUMENT);
 
-  dynb__block *b = make_block(ctx, DYNB_F32, &l, "rk4", 3, good, 3, good);
+  dynb__block *b = tu_block_create(ctx, DYNB_F32, &l, "rk4", 3, good, 3, good);
   int64_t dims[4] = {SM_N, SM_C, SM_H, SM_W};
   dynb__tensor x = tu_upload(ctx, DYNB_F32, 4, dims, NULL),
                y = tu_upload(ctx, DYNB_F32, 4, dims, NULL);

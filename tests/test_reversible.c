@@ -34,43 +34,6 @@ static dynb__layer layer_of(dynb_layer_kind kind, dynb_norm_kind norm, dynb_act 
   return l;
 }
 
-static dynb__block *make_block(dynb_ctx *ctx, dynb_dtype dt, const dynb__layer *l,
-                               const char *scheme, int ns, const double *ts, int nc,
-                               const double *tc) {
-  dynb__block_desc d = {.layer = *l, .nstates = ns, .t_states = ts, .ncontrols = nc,
-                        .t_controls = tc};
-  assert_true(dynb__tableau_builtin(scheme, &d.tableau));
-  dynb__block *b = NULL;
-  char err[256] = "";
-  dynb_status st = dynb__block_create(ctx, &d, dt, &b, err, sizeof err);
-  if (st != DYNB_OK) fail_msg("dynb__block_create: %s (%s)", dynb_status_name(st), err);
-  return b;
-}
-
-/* Random control points: convolution weights in ±wscale, biases in ±0.2,
- * batch-norm scales in 1 ± 0.3 (as test_block draws them). */
-static double *random_controls(tu_rng *r, const dynb__layer *l, int J, double wscale) {
-  dynb__param_entry e[DYNB_LAYER_MAX_PARAMS];
-  size_t P;
-  int ne = dynb__layer_params(l, e, &P);
-  double *c = malloc((size_t)J * P * sizeof *c);
-  for (int j = 0; j < J; j++)
-    for (int i = 0; i < ne; i++) {
-      size_t count = 1;
-      for (int d = 0; d < e[i].ndim; d++) count *= (size_t)e[i].dims[d];
-      bool weight = strstr(e[i].name, ".weight") != NULL;
-      double lo = -0.2, hi = 0.2;
-      if (weight && e[i].is_norm) lo = 0.7, hi = 1.3;
-      if (weight && !e[i].is_norm) lo = -wscale, hi = wscale;
-      tu_fill(r, c + (size_t)j * P + e[i].offset, count, lo, hi);
-    }
-  return c;
-}
-
-static void initial_running(size_t n, int c, double *out) {
-  for (size_t i = 0; i < n; i++) out[i] = (i / (size_t)c) % 2 == 1 ? 1.0 : 0.0;
-}
-
 /* The reference of either scheme. */
 static void ref_forward(const char *scheme, const dynb__layer *l, int ns, const double *ts, int nc,
                         const double *tc, const double *controls, const double *x, bool train,
@@ -99,8 +62,8 @@ static const char *mode_name(dynb_memory_mode m) {
 static void forward_case(dynb_ctx *ctx, const char *scheme, const dynb__layer *l,
                          dynb_memory_mode mode) {
   tu_rng r = tu_rng_seed((uint64_t)(l->kind * 10 + l->norm + 7));
-  dynb__block *b = make_block(ctx, DYNB_F64, l, scheme, NS, grid_ts, NC, grid_tc);
-  double *controls = random_controls(&r, l, NC, 0.3), x[SM_M], got[SM_M], want[SM_M];
+  dynb__block *b = tu_block_create(ctx, DYNB_F64, l, scheme, NS, grid_ts, NC, grid_tc);
+  double *controls = tu_random_controls(&r, l, NC, 0.3), x[SM_M], got[SM_M], want[SM_M];
   tu_fill(&r, x, SM_M, -1, 1);
   tu_write(ctx, dynb__block_controls(b), controls);
   int64_t dims[4] = {SM_N, SM_C, SM_H, SM_W};
@@ -111,7 +74,7 @@ static void forward_case(dynb_ctx *ctx, const char *scheme, const dynb__layer *l
   size_t nrun = run->mem ? dynb__tensor_numel(run) : 0;
   double *want_run = malloc((nrun ? nrun : 1) * sizeof *want_run);
   double *got_run = malloc((nrun ? nrun : 1) * sizeof *got_run);
-  initial_running(nrun, SM_C, want_run);
+  tu_initial_running(nrun, SM_C, want_run);
   char what[160];
   for (int pass = 0; pass < 2; pass++) {
     bool train = pass == 0;
@@ -157,7 +120,7 @@ static void schemes_match_reference(void **state) {
    * identity): Y_1 = Y_0 (1 − ½h²) on one step of h = 0.5: 1 → 0.875. */
   dynb__layer l = layer_of(DYNB_LAYER_DOUBLE, DYNB_NORM_NONE, DYNB_ACT_IDENTITY, 1, 1);
   double ts[2] = {0, 0.5}, tc[1] = {0}, theta[4] = {1, 0, -1, 0}, x = 1, y = 0;
-  dynb__block *b = make_block(ctx, DYNB_F64, &l, "leapfrog", 2, ts, 1, tc);
+  dynb__block *b = tu_block_create(ctx, DYNB_F64, &l, "leapfrog", 2, ts, 1, tc);
   tu_write(ctx, dynb__block_controls(b), theta);
   int64_t one[4] = {1, 1, 1, 1};
   dynb__tensor tx = tu_upload(ctx, DYNB_F64, 4, one, &x), to = tu_upload(ctx, DYNB_F64, 4, one, NULL);
@@ -212,7 +175,8 @@ static double order_error(dynb_ctx *ctx, bool verlet, int K, double p) {
                            DYNB_ACT_IDENTITY, OC, 1);
   double ts[DYNB_MAX_TIME_POINTS], tc[1] = {0};
   for (int k = 0; k <= K; k++) ts[k] = T_END * pow((double)k / K, p);
-  dynb__block *b = make_block(ctx, DYNB_F64, &l, verlet ? "verlet" : "leapfrog", K + 1, ts, 1, tc);
+  dynb__block *b =
+      tu_block_create(ctx, DYNB_F64, &l, verlet ? "verlet" : "leapfrog", K + 1, ts, 1, tc);
   dynb__param_entry e[DYNB_LAYER_MAX_PARAMS];
   size_t P;
   int ne = dynb__layer_params(&l, e, &P);
@@ -336,7 +300,8 @@ typedef struct fd_block {
   double *xh, *ch, *w, *outh;
 } fd_block;
 
-static double fd_loss(fd_block *f) {
+static double fd_loss(void *user) {
+  fd_block *f = user;
   tu_write(f->ctx, &f->x, f->xh);
   tu_write(f->ctx, dynb__block_controls(f->b), f->ch);
   TU_OK(f->ctx, dynb__block_forward(f->b, &f->x, &f->out, true));
@@ -355,23 +320,7 @@ static double fd_loss(fd_block *f) {
 static void fd_check(const char *what, fd_block *f, double *arr, const size_t *idx, size_t n,
                      const double *analytic) {
   const double step = 2.5e-6, tol = 1e-6;
-  for (size_t q = 0; q < n; q++) {
-    size_t i = idx[q];
-    double keep = arr[i], d[2];
-    for (int half = 0; half < 2; half++) {
-      double hs = half ? step / 2 : step;
-      arr[i] = keep + hs;
-      double lp = fd_loss(f);
-      arr[i] = keep - hs;
-      double lm = fd_loss(f);
-      d[half] = (lp - lm) / (2 * hs);
-    }
-    arr[i] = keep;
-    double fd = (4 * d[1] - d[0]) / 3, err = fabs(fd - analytic[i]) / fmax(1, fabs(analytic[i]));
-    if (!(err <= tol))
-      fail_msg("%s: d/d[%zu]: finite difference %.12g, analytic %.12g (tol %g)", what, i, fd,
-               analytic[i], tol);
-  }
+  tu_check_gradient_richardson(what, fd_loss, f, arr, idx, n, analytic, step, tol);
 }
 
 /* ∂L/∂x at 8 points and ∂L/∂(first and middle element of every tensor of
@@ -380,9 +329,9 @@ static void gradient_case(dynb_ctx *ctx, const char *scheme, const dynb__layer *
                           dynb_memory_mode mode) {
   tu_rng r = tu_rng_seed((uint64_t)(l->kind * 31 + l->norm * 7 + mode));
   fd_block f = {.ctx = ctx};
-  f.b = make_block(ctx, DYNB_F64, l, scheme, NS, grid_ts, NC, grid_tc);
+  f.b = tu_block_create(ctx, DYNB_F64, l, scheme, NS, grid_ts, NC, grid_tc);
   size_t P = dynb__block_param_count(f.b), nc = (size_t)NC * P;
-  f.ch = random_controls(&r, l, NC, 0.3);
+  f.ch = tu_random_controls(&r, l, NC, 0.3);
   f.xh = tu_random(&r, SM_M, -1, 1);
   f.w = tu_random(&r, SM_M, -1, 1);
   f.outh = malloc(SM_M * sizeof *f.outh);
@@ -456,7 +405,7 @@ static double *run_mode(dynb_ctx *ctx, dynb__block *b, dynb_memory_mode mode,
   size_t nrun = run->mem ? dynb__tensor_numel(run) : 0;
   *len = 2 * m + nc + nrun;
   double *all = malloc(*len * sizeof *all), *r0 = malloc((nrun ? nrun : 1) * sizeof *r0);
-  initial_running(nrun, (int)x->dims[1], r0);
+  tu_initial_running(nrun, (int)x->dims[1], r0);
   dynb__tensor out, dx;
   TU_OK(ctx, dynb__tensor_alloc(ctx, x->dtype, 4, x->dims, &out));
   TU_OK(ctx, dynb__tensor_alloc(ctx, x->dtype, 4, x->dims, &dx));
@@ -498,9 +447,9 @@ static void modes_case(dynb_ctx *ctx, dynb_dtype dt, const char *scheme, const d
   tu_rng r = tu_rng_seed((uint64_t)(l->kind * 5 + l->norm + 100 * K));
   double ts[DYNB_MAX_TIME_POINTS], tc[2] = {0, 2};
   for (int k = 0; k <= K; k++) ts[k] = 2.0 * pow((double)k / K, 1.2);
-  dynb__block *b = make_block(ctx, dt, l, scheme, K + 1, ts, 2, tc);
+  dynb__block *b = tu_block_create(ctx, dt, l, scheme, K + 1, ts, 2, tc);
   size_t m = (size_t)(SM_N * l->channels * SM_H * SM_W);
-  double *controls = random_controls(&r, l, 2, 0.3), *xh = tu_random(&r, m, -1, 1);
+  double *controls = tu_random_controls(&r, l, 2, 0.3), *xh = tu_random(&r, m, -1, 1);
   double *wh = tu_random(&r, m, -1, 1);
   int64_t dims[4] = {SM_N, l->channels, SM_H, SM_W};
   dynb__tensor tx = tu_upload(ctx, dt, 4, dims, xh), tw = tu_upload(ctx, dt, 4, dims, wh);
@@ -536,8 +485,8 @@ static void runge_kutta_falls_back_to_checkpoint(void **state) {
   dynb_ctx *ctx = tu_ctx();
   tu_rng r = tu_rng_seed(99);
   dynb__layer l = layer_of(DYNB_LAYER_DOUBLE, DYNB_NORM_BATCH, DYNB_ACT_RELU, SM_C, 3);
-  dynb__block *b = make_block(ctx, DYNB_F32, &l, "rk4", NS, grid_ts, NC, grid_tc);
-  double *controls = random_controls(&r, &l, NC, 0.3), *xh = tu_random(&r, SM_M, -1, 1);
+  dynb__block *b = tu_block_create(ctx, DYNB_F32, &l, "rk4", NS, grid_ts, NC, grid_tc);
+  double *controls = tu_random_controls(&r, &l, NC, 0.3), *xh = tu_random(&r, SM_M, -1, 1);
   double *wh = tu_random(&r, SM_M, -1, 1);
   int64_t dims[4] = {SM_N, SM_C, SM_H, SM_W};
   dynb__tensor tx = tu_upload(ctx, DYNB_F32, 4, dims, xh), tw = tu_upload(ctx, DYNB_F32, 4, dims, wh);

@@ -68,15 +68,22 @@ static void make_sets(dynb_ctx *ctx, dynb_dataset **train, dynb_dataset **val) {
   TU_OK(ctx, dynb_dataset_normalise(*val, mean, std));
 }
 
+/* What every training test starts from: a context, the synthetic sets and
+ * a fresh network of AF_SPEC (seed 3). */
+static dynb_net *fresh_run(dynb_ctx **ctx, dynb_dataset **train, dynb_dataset **val) {
+  char err[512];
+  if (af_ctx(ctx, err, sizeof err) != DYNB_OK) fail_msg("%s", err);
+  make_sets(*ctx, train, val);
+  dynb_net *net = NULL;
+  TU_OK(*ctx, dynb_net_create(*ctx, AF_SPEC, DYNB_F32, 3, &net));
+  return net;
+}
+
 static void two_epochs_with_rows_and_resume(void **state) {
   (void)state;
-  char err[512];
   dynb_ctx *ctx = NULL;
-  if (af_ctx(&ctx, err, sizeof err) != DYNB_OK) fail_msg("%s", err);
   dynb_dataset *train = NULL, *val = NULL;
-  make_sets(ctx, &train, &val);
-  dynb_net *net = NULL;
-  TU_OK(ctx, dynb_net_create(ctx, AF_SPEC, DYNB_F32, 3, &net));
+  dynb_net *net = fresh_run(&ctx, &train, &val);
   char ckpt[] = "/tmp/dynb_trainer_api_XXXXXX";
   int fd = mkstemp(ckpt);
   assert_true(fd >= 0);
@@ -166,13 +173,9 @@ static void two_epochs_with_rows_and_resume(void **state) {
 
 static void bad_arguments_are_refused(void **state) {
   (void)state;
-  char err[512];
   dynb_ctx *ctx = NULL;
-  if (af_ctx(&ctx, err, sizeof err) != DYNB_OK) fail_msg("%s", err);
   dynb_dataset *train = NULL, *val = NULL;
-  make_sets(ctx, &train, &val);
-  dynb_net *net = NULL;
-  TU_OK(ctx, dynb_net_create(ctx, AF_SPEC, DYNB_F32, 3, &net));
+  dynb_net *net = fresh_run(&ctx, &train, &val);
   int calls = 0;
   dynb_train_desc d = dynb_train_desc_default();
   d.batch = AF_BATCH;
@@ -259,6 +262,7 @@ static void bad_arguments_are_refused(void **state) {
   /* The split parser needs no context. */
   int64_t shard[2];
   int is_auto = -1;
+  char err[512];
   assert_int_equal(dynb_split_parse("5,4", 2, 8, shard, &is_auto, err, sizeof err),
                    DYNB_STATUS_INVALID_ARGUMENT);
   assert_non_null(strstr(err, "sums to 9, not the batch 8"));

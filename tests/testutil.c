@@ -180,6 +180,31 @@ void tu_check_gradient(const char *what, tu_scalar_fn f, void *user, double *x, 
   printf("maxerr fd %s: %.3g\n", what, worst);
 }
 
+double tu_check_gradient_richardson(const char *what, tu_scalar_fn f, void *user, double *x,
+                                    const size_t *idx, size_t n, const double *analytic,
+                                    double step, double tol) {
+  double worst = 0;
+  for (size_t q = 0; q < n; q++) {
+    size_t i = idx[q];
+    double keep = x[i], d[2];
+    for (int half = 0; half < 2; half++) {
+      double hs = half ? step / 2 : step;
+      x[i] = keep + hs;
+      double lp = f(user);
+      x[i] = keep - hs;
+      double lm = f(user);
+      d[half] = (lp - lm) / (2 * hs);
+    }
+    x[i] = keep;
+    double fd = (4 * d[1] - d[0]) / 3, err = fabs(fd - analytic[i]) / fmax(1, fabs(analytic[i]));
+    if (!(err <= worst)) worst = err;
+    if (!(err <= tol))
+      fail_msg("%s: d/d[%zu]: finite difference %.12g, analytic %.12g (tol %g)", what, i, fd,
+               analytic[i], tol);
+  }
+  return worst;
+}
+
 size_t tu_live_buffers_settled(dynb_ctx *ctx) {
   TU_OK(ctx, dynb__finish(ctx));
   for (int i = 0; i < 200 && dynb__ctx_live_buffers(ctx) != 0; i++) {
@@ -187,4 +212,38 @@ size_t tu_live_buffers_settled(dynb_ctx *ctx) {
     nanosleep(&ts, NULL);
   }
   return dynb__ctx_live_buffers(ctx);
+}
+
+dynb__block *tu_block_create(dynb_ctx *ctx, dynb_dtype dt, const dynb__layer *l, const char *scheme,
+                             int ns, const double *ts, int nc, const double *tc) {
+  dynb__block_desc d = {.layer = *l, .nstates = ns, .t_states = ts, .ncontrols = nc,
+                        .t_controls = tc};
+  assert_true(dynb__tableau_builtin(scheme, &d.tableau));
+  dynb__block *b = NULL;
+  char err[256] = "";
+  dynb_status st = dynb__block_create(ctx, &d, dt, &b, err, sizeof err);
+  if (st != DYNB_OK) fail_msg("dynb__block_create: %s (%s)", dynb_status_name(st), err);
+  return b;
+}
+
+double *tu_random_controls(tu_rng *r, const dynb__layer *l, int J, double wscale) {
+  dynb__param_entry e[DYNB_LAYER_MAX_PARAMS];
+  size_t P;
+  int ne = dynb__layer_params(l, e, &P);
+  double *c = malloc((size_t)J * P * sizeof *c);
+  for (int j = 0; j < J; j++)
+    for (int i = 0; i < ne; i++) {
+      size_t count = 1;
+      for (int d = 0; d < e[i].ndim; d++) count *= (size_t)e[i].dims[d];
+      bool weight = strstr(e[i].name, ".weight") != NULL;
+      double lo = -0.2, hi = 0.2;
+      if (weight && e[i].is_norm) lo = 0.7, hi = 1.3;
+      if (weight && !e[i].is_norm) lo = -wscale, hi = wscale;
+      tu_fill(r, c + (size_t)j * P + e[i].offset, count, lo, hi);
+    }
+  return c;
+}
+
+void tu_initial_running(size_t n, int c, double *out) {
+  for (size_t i = 0; i < n; i++) out[i] = (i / (size_t)c) % 2 == 1 ? 1.0 : 0.0;
 }

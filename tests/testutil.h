@@ -1,6 +1,7 @@
 /* Helpers shared by the tests: a context on the test device, seeded random
  * data, host<->device copies in double, comparisons that report the largest
- * error, and central finite differences. */
+ * error, central finite differences, and the block fixtures test_block and
+ * test_reversible share. */
 #ifndef DYNB_TESTS_TESTUTIL_H
 #define DYNB_TESTS_TESTUTIL_H
 
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "model/model.h"
 #include "ops/ops.h"
 #include "ref/ref.h"
 #include "runtime/runtime.h"
@@ -106,8 +108,30 @@ typedef double (*tu_scalar_fn)(void *user);
 void tu_check_gradient(const char *what, tu_scalar_fn f, void *user, double *x, size_t n,
                        const double *analytic, double step, double tol, size_t max_checks);
 
+/* Central differences of f at the indices idx[0..n) of x, at h = step and
+ * step/2 combined by Richardson extrapolation, (4 D(h/2) − D(h))/3, which
+ * cancels the h² term; each against analytic[i]: |fd − an| <= tol ·
+ * max(1, |an|), else the test fails. Returns the largest error. */
+double tu_check_gradient_richardson(const char *what, tu_scalar_fn f, void *user, double *x,
+                                    const size_t *idx, size_t n, const double *analytic,
+                                    double step, double tol);
+
 /* Σ_i w_i y_i: the scalar whose gradient with respect to y is w, used to
  * turn a tensor-valued op into a scalar for finite differences. */
 double tu_dot(const double *w, const double *y, size_t n);
+
+/* A block of layer l with the built-in tableau (or reversible scheme)
+ * `scheme` on the given state and control grids; fails the test on error. */
+dynb__block *tu_block_create(dynb_ctx *ctx, dynb_dtype dt, const dynb__layer *l, const char *scheme,
+                             int ns, const double *ts, int nc, const double *tc);
+
+/* Random control points of a layer (J × its parameter count, malloc'd):
+ * convolution weights in ±wscale (small enough that the flow stays tame over
+ * t ≤ 2), biases in ±0.2, batch-norm scales in 1 ± 0.3. Every control point
+ * differs, so θ(t) really varies. */
+double *tu_random_controls(tu_rng *r, const dynb__layer *l, int J, double wscale);
+
+/* Running statistics as a fresh block holds them: mean 0, variance 1. */
+void tu_initial_running(size_t n, int c, double *out);
 
 #endif

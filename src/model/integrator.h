@@ -94,6 +94,13 @@ extern const dynb__integrator dynb__integrator_adaptive; /* embedded pairs */
 dynb_status dynb__integrator_check_not_hamiltonian(const dynb__layer *l, const dynb__tableau *t,
                                                   char *err, size_t errlen);
 
+/* For the reversible schemes: max |y0 − x| / max |x| (the plain difference
+ * when x is 0) between the rebuilt first state y0 and the input x, on the
+ * host: asked for once an epoch at most, so a device reduction would not pay
+ * for its kernel. */
+dynb_status dynb__integrator_rebuild_error(dynb__block *b, const dynb__tensor *y0,
+                                           const dynb__tensor *x, double *err);
+
 /* ---- helpers block.c gives every integrator ---------------------------------- */
 
 /* View `index` of a buffer of NCHW states. */

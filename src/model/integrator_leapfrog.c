@@ -15,7 +15,6 @@
  * Memory: store keeps every state and every evaluation's cache; checkpoint
  * every state, recomputing one evaluation at a time; reconstruct the last
  * two states (Y_K, Y_{K−1}), recomputing and rebuilding backward. */
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -177,27 +176,13 @@ static void lf_evals(const dynb__block *b, double *forward, double *backward,
   *recomputed = impl(b)->store ? 0 : *forward;
 }
 
-/* max |rebuilt Y_0 − x| / max |x| on the host: asked for once an epoch at
- * most, so a device reduction would not pay for its kernel. */
+/* max |rebuilt Y_0 − x| / max |x| (dynb__integrator_rebuild_error). */
 static dynb_status lf_reconstruction_error(dynb__block *b, const dynb__tensor *x, double *err) {
   leapfrog *f = impl(b);
   *err = 0;
   if (f->rebuilt < 0) return DYNB_OK;
-  double *a = dynb__alloc(b->ctx, 2 * b->nchw * sizeof *a);
-  DYNB_CHECK(b->ctx, a, DYNB_STATUS_OUT_OF_HOST_MEMORY, "block: no memory");
   dynb__tensor y0 = dynb__run_at(&f->states, (size_t)f->rebuilt, 4, b->dims);
-  dynb_status st = dynb__tensor_read_f64(b->ctx, &y0, a);
-  if (st == DYNB_OK) st = dynb__tensor_read_f64(b->ctx, x, a + b->nchw);
-  if (st == DYNB_OK) {
-    double d = 0, m = 0;
-    for (size_t i = 0; i < b->nchw; i++) {
-      d = fmax(d, fabs(a[i] - a[b->nchw + i]));
-      m = fmax(m, fabs(a[b->nchw + i]));
-    }
-    *err = m > 0 ? d / m : d;
-  }
-  dynb__free(b->ctx, a);
-  return st;
+  return dynb__integrator_rebuild_error(b, &y0, x, err);
 }
 
 const dynb__integrator dynb__integrator_leapfrog = {

@@ -10,7 +10,6 @@
  * Z_k = Z_{k+1} + h s₀(Y_k), which the reconstruct mode uses to keep only
  * (Y_K, Z_K). Step 0's half 0 reads the block's input itself; the rebuilt
  * Y_0 is what the reconstruction error compares with it. */
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -189,21 +188,8 @@ static dynb_status vl_reconstruction_error(dynb__block *b, const dynb__tensor *x
   verlet *v = impl(b);
   *err = 0;
   if (!v->rebuilt) return DYNB_OK;
-  double *a = dynb__alloc(b->ctx, 2 * b->nchw * sizeof *a);
-  DYNB_CHECK(b->ctx, a, DYNB_STATUS_OUT_OF_HOST_MEMORY, "block: no memory");
   dynb__tensor y0 = dynb__run_at(&v->ys, 0, 4, b->dims);
-  dynb_status st = dynb__tensor_read_f64(b->ctx, &y0, a);
-  if (st == DYNB_OK) st = dynb__tensor_read_f64(b->ctx, x, a + b->nchw);
-  if (st == DYNB_OK) {
-    double d = 0, m = 0;
-    for (size_t i = 0; i < b->nchw; i++) {
-      d = fmax(d, fabs(a[i] - a[b->nchw + i]));
-      m = fmax(m, fabs(a[b->nchw + i]));
-    }
-    *err = m > 0 ? d / m : d;
-  }
-  dynb__free(b->ctx, a);
-  return st;
+  return dynb__integrator_rebuild_error(b, &y0, x, err);
 }
 
 const dynb__integrator dynb__integrator_verlet = {
