@@ -398,7 +398,6 @@ static void regularised_f64(void **state) {
   (void)state;
   block_norm = DYNB_NORM_TV, time_reg = 0.01;
   equivalence(DYNB_F64, 1, 1e-10, 1e-10);
-  block_norm = DYNB_NORM_BATCH, time_reg = 0;
 }
 
 static void splits_are_checked(void **state) {
@@ -487,7 +486,6 @@ static void adaptive_f64(void **state) {
   dynb__net_free(shape);
   free(one.tensors), free(two.tensors);
   close_contexts();
-  adaptive = false, block_norm = DYNB_NORM_BATCH;
 }
 
 /* Every test starts from the default knobs. A test that sets them and then
